@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS tessera_touch_updated_at();

@@ -1,0 +1,114 @@
+//! The composition root: the one place that knows every domain. It builds the
+//! application state, the router (each domain under `/api/v1`), the OpenAPI
+//! document and the seeder registry.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::FromRef;
+use utoipa::OpenApi;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::{self, Ref, RefOr};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::core::platform::Platform;
+use crate::core::seed::SeedRegistry;
+use crate::core::{docs, health, http};
+use crate::shared::error::{AppError, FieldError, PROBLEM_CONTENT_TYPE, Problem};
+
+/// Everything a handler may need, shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    /// Pool, configuration, lifecycle.
+    pub platform: Platform,
+}
+
+impl FromRef<AppState> for Platform {
+    fn from_ref(state: &AppState) -> Self {
+        state.platform.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera",
+        description = "Users, authentication, durable background executions and text embeddings \
+                       over one versioned REST API. Every error is RFC 9457 problem details \
+                       (`application/problem+json`).",
+    ),
+    components(schemas(Problem, FieldError)),
+    tags((name = "health", description = "Liveness, readiness and metrics.")),
+)]
+struct ApiDoc;
+
+/// Every documented route, with its OpenAPI description.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router())
+}
+
+/// The OpenAPI document, as served at `/openapi.json` and printed by `tessera openapi`.
+pub fn openapi() -> openapi::OpenApi {
+    let (_, spec) = documented_routes().split_for_parts();
+    finish_spec(spec)
+}
+
+/// The whole HTTP application, as `serve` runs it and the tests drive it.
+pub fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
+    let (routes, spec) = documented_routes().split_for_parts();
+    let config = state.platform.config.clone();
+    let router = routes
+        .merge(docs::router(finish_spec(spec), redoc_bundle))
+        .fallback(unknown_route)
+        .with_state(state);
+    http::apply_middleware(router, &config.http, config.env)
+}
+
+/// The seeders `tessera seed` and startup seeding run, in order.
+pub fn seeders() -> SeedRegistry {
+    SeedRegistry::new()
+}
+
+/// Fallback for paths no route matches.
+async fn unknown_route() -> AppError {
+    AppError::NotFound("No resource lives at this path.".to_owned())
+}
+
+/// Sets the version and gives every operation a `default` response in the
+/// problem shape, so clients learn the one error schema from any operation.
+fn finish_spec(mut spec: openapi::OpenApi) -> openapi::OpenApi {
+    spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let problem = openapi::ResponseBuilder::new()
+        .description("An error, as RFC 9457 problem details.")
+        .content(
+            PROBLEM_CONTENT_TYPE,
+            openapi::ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for item in spec.paths.paths.values_mut() {
+        for operation in operations(item) {
+            operation
+                .responses
+                .responses
+                .entry("default".to_owned())
+                .or_insert_with(|| RefOr::T(problem.clone()));
+        }
+    }
+    spec
+}
+
+fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}

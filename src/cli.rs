@@ -1,0 +1,334 @@
+//! The `tessera` command line: `serve`, `migrate`, `seed`, `openapi`, `docs-assets`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, AppState};
+use crate::core::config::{Config, ConfigError};
+use crate::core::db::{self, DbError, Migrator};
+use crate::core::docs::{self, RedocInstallError};
+use crate::core::local_postgres::{LocalPostgres, LocalPostgresError, StartOutcome};
+use crate::core::platform::{Lifecycle, Platform};
+use crate::core::seed::{SeedContext, SeedError};
+use crate::core::{server, telemetry};
+
+/// The database the local development cluster serves.
+const LOCAL_DATABASE: &str = "tessera";
+
+/// How long startup waits for the database to accept connections.
+const DATABASE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Tessera: users, auth, durable executions and embeddings over one REST API.
+#[derive(Debug, Parser)]
+#[command(name = "tessera", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (in development, with a local PostgreSQL when DATABASE_URL is unset).
+    Serve,
+    /// Apply, revert, list or create database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Run the seeders (all, or those named), each idempotent.
+    Seed {
+        /// Seeder names; none means all, in order.
+        names: Vec<String>,
+    },
+    /// Print the OpenAPI document as JSON.
+    Openapi,
+    /// Install ReDoc's script (from the npm registry) where `/redoc` serves it.
+    DocsAssets,
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Revert the last N applied migrations.
+    Down {
+        /// How many to revert.
+        #[arg(default_value_t = 1)]
+        count: usize,
+    },
+    /// List every migration and whether it is applied.
+    Status,
+    /// Revert the last N migrations and apply them again.
+    Redo {
+        /// How many to redo.
+        #[arg(default_value_t = 1)]
+        count: usize,
+    },
+    /// Create an empty migration folder `migrations/<timestamp>_<NAME>/`.
+    New {
+        /// What the migration does, in snake_case.
+        name: String,
+    },
+}
+
+/// Why a command failed; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The local PostgreSQL could not be used.
+    #[error(transparent)]
+    LocalPostgres(#[from] LocalPostgresError),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// A seeder failed.
+    #[error(transparent)]
+    Seed(#[from] SeedError),
+    /// ReDoc's script could not be installed.
+    #[error(transparent)]
+    Redoc(#[from] RedocInstallError),
+    /// Binding the port or serving failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+    /// A command-line value is unusable.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl CommandError {
+    /// The process exit code: 2 for configuration and usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Config(_) | Self::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CommandError> {
+    match cli.command {
+        Command::Openapi => {
+            let spec = serde_json::to_string_pretty(&app::openapi())
+                .map_err(|error| CommandError::Usage(error.to_string()))?;
+            println!("{spec}");
+            Ok(())
+        }
+        Command::Migrate {
+            action: MigrateAction::New { name },
+        } => create_migration(Path::new("migrations"), &name),
+        Command::DocsAssets => {
+            let config = Config::from_env()?;
+            let path = docs::install_redoc_bundle(&config.redoc_bundle_path)?;
+            println!("ReDoc's script is installed at {}", path.display());
+            Ok(())
+        }
+        Command::Serve => serve(load_config()?).await,
+        Command::Migrate { action } => with_database(load_config()?, |config, url| async move {
+            migrate(&url, action).await.map(|()| drop(config))
+        })
+        .await,
+        Command::Seed { names } => with_database(load_config()?, |config, url| async move {
+            seed(config, &url, &names).await
+        })
+        .await,
+    }
+}
+
+fn load_config() -> Result<Arc<Config>, CommandError> {
+    let config = Config::from_env()?;
+    telemetry::init(config.log_format);
+    Ok(Arc::new(config))
+}
+
+/// The database to use, and the local cluster behind it when we started one.
+struct Database {
+    url: String,
+    started_locally: Option<LocalPostgres>,
+}
+
+/// Uses `DATABASE_URL`, or in development starts (or reuses) the local cluster.
+async fn open_database(config: &Config) -> Result<Database, CommandError> {
+    if let Some(url) = &config.database.url {
+        db::wait_until_reachable(url, DATABASE_PATIENCE).await?;
+        return Ok(Database {
+            url: url.clone(),
+            started_locally: None,
+        });
+    }
+    let local_dir = config.database.local_dir.clone();
+    let (cluster, outcome) = tokio::task::spawn_blocking(move || {
+        let cluster = LocalPostgres::discover(&local_dir)?;
+        let outcome = cluster.start(&[])?;
+        Ok::<_, LocalPostgresError>((cluster, outcome))
+    })
+    .await
+    .map_err(|error| CommandError::Usage(error.to_string()))??;
+    tracing::info!(
+        data_dir = %cluster.data_dir().display(),
+        reused = outcome == StartOutcome::AlreadyRunning,
+        "using the local PostgreSQL cluster"
+    );
+    db::create_database_if_missing(&cluster.database_url("postgres"), LOCAL_DATABASE).await?;
+    Ok(Database {
+        url: cluster.database_url(LOCAL_DATABASE),
+        started_locally: (outcome == StartOutcome::Started).then_some(cluster),
+    })
+}
+
+/// Stops the local cluster if this process started it.
+async fn close_database(database: Database) {
+    if let Some(cluster) = database.started_locally {
+        match tokio::task::spawn_blocking(move || cluster.stop()).await {
+            Ok(Ok(())) => tracing::info!("stopped the local PostgreSQL cluster"),
+            Ok(Err(error)) => tracing::error!(%error, "could not stop the local PostgreSQL cluster"),
+            Err(error) => tracing::error!(%error, "could not stop the local PostgreSQL cluster"),
+        }
+    }
+}
+
+/// Runs `work` against the configured database, then closes it.
+async fn with_database<F, Fut>(config: Arc<Config>, work: F) -> Result<(), CommandError>
+where
+    F: FnOnce(Arc<Config>, String) -> Fut,
+    Fut: Future<Output = Result<(), CommandError>>,
+{
+    let database = open_database(&config).await?;
+    let result = work(config, database.url.clone()).await;
+    close_database(database).await;
+    result
+}
+
+async fn serve(config: Arc<Config>) -> Result<(), CommandError> {
+    let database = open_database(&config).await?;
+    let result = serve_with(config, &database.url).await;
+    close_database(database).await;
+    result
+}
+
+async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> {
+    if config.migrate_on_startup {
+        migrate(url, MigrateAction::Up).await?;
+    }
+    let pool = db::build_pool(url, &config.database)?;
+    if config.seed_on_startup {
+        seed_with_pool(config.clone(), pool.clone(), &[]).await?;
+    }
+    let lifecycle = Arc::new(Lifecycle::default());
+    let state = AppState {
+        platform: Platform {
+            pool: pool.clone(),
+            config: config.clone(),
+            lifecycle: lifecycle.clone(),
+        },
+    };
+    let router = app::build_router(state, redoc_bundle(&config));
+    let listener = server::bind((config.http.host, config.http.port).into()).await?;
+    let address = listener.local_addr()?;
+    let shown = if address.ip().is_unspecified() {
+        format!("localhost:{}", address.port())
+    } else {
+        address.to_string()
+    };
+    tracing::info!(%address, "listening");
+    println!("Tessera is listening on http://{shown} (API docs: http://{shown}/docs)");
+    server::serve(listener, router, lifecycle, config.http.shutdown_grace).await?;
+    pool.close();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The ReDoc script; in development it is installed on first use.
+fn redoc_bundle(config: &Config) -> Option<axum::body::Bytes> {
+    let path: PathBuf = config.redoc_bundle_path.clone();
+    if config.is_development()
+        && !path.is_file()
+        && let Err(error) = docs::install_redoc_bundle(&path)
+    {
+        tracing::warn!(%error, "/redoc is unavailable until ReDoc's script is installed");
+    }
+    docs::load_redoc_bundle(&path)
+}
+
+async fn migrate(url: &str, action: MigrateAction) -> Result<(), CommandError> {
+    let mut migrator = Migrator::connect(url).await?;
+    match action {
+        MigrateAction::Up => report("applied", &migrator.run_pending()?),
+        MigrateAction::Down { count } => report("reverted", &migrator.revert(count)?),
+        MigrateAction::Redo { count } => {
+            report("reverted", &migrator.revert(count)?);
+            report("applied", &migrator.run_pending()?);
+        }
+        MigrateAction::Status => {
+            for migration in migrator.status()? {
+                let mark = if migration.applied { "applied" } else { "pending" };
+                println!("{mark:8} {}", migration.name);
+            }
+        }
+        MigrateAction::New { name } => create_migration(Path::new("migrations"), &name)?,
+    }
+    Ok(())
+}
+
+fn report(verb: &str, names: &[String]) {
+    if names.is_empty() {
+        println!("nothing {verb}");
+    }
+    for name in names {
+        println!("{verb} {name}");
+    }
+}
+
+async fn seed(config: Arc<Config>, url: &str, names: &[String]) -> Result<(), CommandError> {
+    let pool = db::build_pool(url, &config.database)?;
+    let result = seed_with_pool(config, pool.clone(), names).await;
+    pool.close();
+    result
+}
+
+async fn seed_with_pool(
+    config: Arc<Config>,
+    pool: db::DbPool,
+    names: &[String],
+) -> Result<(), CommandError> {
+    let registry = app::seeders();
+    let context = SeedContext { pool, config };
+    let outcomes = registry.run(&context, names).await?;
+    if outcomes.is_empty() {
+        tracing::info!("no seeders to run");
+    }
+    Ok(())
+}
+
+/// Creates `dir/<YYYY-MM-DD-HHMMSS>_<name>/{up,down}.sql`, the layout diesel expects.
+fn create_migration(dir: &Path, name: &str) -> Result<(), CommandError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return Err(CommandError::Usage(format!(
+            "migration name {name:?} must be snake_case (a-z, 0-9, _)"
+        )));
+    }
+    if !dir.is_dir() {
+        return Err(CommandError::Usage(format!(
+            "no {} folder here: run this from the repository root",
+            dir.display()
+        )));
+    }
+    let stamp = chrono::Utc::now().format("%Y-%m-%d-%H%M%S");
+    let folder = dir.join(format!("{stamp}_{name}"));
+    std::fs::create_dir(&folder)?;
+    std::fs::write(folder.join("up.sql"), format!("-- {name}: apply\n"))?;
+    std::fs::write(
+        folder.join("down.sql"),
+        format!("-- {name}: undo exactly what up.sql does\n"),
+    )?;
+    println!("created {}", folder.display());
+    Ok(())
+}

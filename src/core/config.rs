@@ -1,0 +1,361 @@
+//! Typed configuration, read once from the environment (and an optional `.env`).
+//!
+//! Every variable is parsed and checked here, at startup, so nothing deeper ever
+//! holds an invalid value; a bad value stops the process with one line that names
+//! the variable and what is wrong with it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The development default of `JWT_SECRET`; production refuses to start with it.
+pub const DEVELOPMENT_JWT_SECRET: &str = "development-only-secret-do-not-use-in-production!";
+
+/// Which kind of deployment this is; it picks defaults and safety checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    /// A developer's machine: readable logs, a local PostgreSQL, seeding at startup.
+    Development,
+    /// The test suite.
+    Test,
+    /// A real deployment: JSON logs, real secrets required.
+    Production,
+}
+
+impl FromStr for AppEnv {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "development" => Ok(Self::Development),
+            "test" => Ok(Self::Test),
+            "production" => Ok(Self::Production),
+            other => Err(format!(
+                "must be development, test or production (got {other:?})"
+            )),
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line, for log collectors.
+    Json,
+    /// Readable lines, for people.
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            other => Err(format!("must be json or pretty (got {other:?})")),
+        }
+    }
+}
+
+/// A configuration value that could not be accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable}: {problem}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub variable: &'static str,
+    /// What is wrong with its value.
+    pub problem: String,
+}
+
+/// Database settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    /// `DATABASE_URL`; `None` in development means "start a local cluster".
+    pub url: Option<String>,
+    /// Most connections the pool holds.
+    pub pool_size: usize,
+    /// How long a request waits for a connection before answering 503.
+    pub acquire_timeout: Duration,
+    /// Server-side limit on any one statement.
+    pub statement_timeout: Duration,
+    /// Where the local development cluster lives.
+    pub local_dir: PathBuf,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Address to listen on (`HOST`).
+    pub host: IpAddr,
+    /// Port to listen on (`PORT`; 0 picks a free one).
+    pub port: u16,
+    /// Longest time a request may take before it is answered 503.
+    pub request_timeout: Duration,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// Most requests served at once; more are answered 503 at once.
+    pub max_in_flight: usize,
+    /// Browser origins allowed by CORS.
+    pub cors_allowed_origins: Vec<String>,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// The whole configuration of the service.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `APP_ENV`.
+    pub env: AppEnv,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// HTTP server.
+    pub http: HttpConfig,
+    /// PostgreSQL.
+    pub database: DatabaseConfig,
+    /// Whether `serve` applies pending migrations before listening.
+    pub migrate_on_startup: bool,
+    /// Whether `serve` runs the seeders before listening.
+    pub seed_on_startup: bool,
+    /// Secret that signs access tokens (at least 32 bytes).
+    pub jwt_secret: String,
+    /// Where the ReDoc script is read from (it is served, never loaded from a CDN).
+    pub redoc_bundle_path: PathBuf,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, so tests can supply variables
+    /// without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars { lookup: &lookup };
+        let env: AppEnv = vars.parse("APP_ENV", AppEnv::Development)?;
+        let is_production = env == AppEnv::Production;
+        let default_host: IpAddr = if is_production {
+            IpAddr::from([0, 0, 0, 0])
+        } else {
+            IpAddr::from([127, 0, 0, 1])
+        };
+        let default_log = if is_production { LogFormat::Json } else { LogFormat::Pretty };
+        let config = Self {
+            env,
+            log_format: vars.parse("LOG_FORMAT", default_log)?,
+            http: HttpConfig {
+                host: vars.parse("HOST", default_host)?,
+                port: vars.parse("PORT", 8000)?,
+                request_timeout: vars.millis("REQUEST_TIMEOUT_MS", 30_000)?,
+                body_limit_bytes: vars.positive("REQUEST_BODY_LIMIT_BYTES", 1024 * 1024)?,
+                max_in_flight: vars.positive("MAX_IN_FLIGHT_REQUESTS", 512)?,
+                cors_allowed_origins: vars.origins("CORS_ALLOWED_ORIGINS", !is_production)?,
+                shutdown_grace: vars.millis("SHUTDOWN_GRACE_MS", 10_000)?,
+            },
+            database: DatabaseConfig {
+                url: vars.optional("DATABASE_URL"),
+                pool_size: vars.positive("DATABASE_POOL_SIZE", 16)?,
+                acquire_timeout: vars.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 3_000)?,
+                statement_timeout: vars.millis("DATABASE_STATEMENT_TIMEOUT_MS", 15_000)?,
+                local_dir: vars.parse("LOCAL_POSTGRES_DIR", PathBuf::from(".data/postgres"))?,
+            },
+            migrate_on_startup: vars.parse("MIGRATE_ON_STARTUP", !is_production)?,
+            seed_on_startup: vars.parse("SEED_ON_STARTUP", env == AppEnv::Development)?,
+            jwt_secret: vars
+                .optional("JWT_SECRET")
+                .unwrap_or_else(|| DEVELOPMENT_JWT_SECRET.to_owned()),
+            redoc_bundle_path: vars.parse(
+                "REDOC_BUNDLE_PATH",
+                PathBuf::from(".data/redoc/redoc.standalone.js"),
+            )?,
+        };
+        config.check_secrets()?;
+        config.check_database()?;
+        Ok(config)
+    }
+
+    fn check_secrets(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.len() < 32 {
+            return Err(ConfigError {
+                variable: "JWT_SECRET",
+                problem: "must be at least 32 bytes long".to_owned(),
+            });
+        }
+        if self.env == AppEnv::Production && self.jwt_secret == DEVELOPMENT_JWT_SECRET {
+            return Err(ConfigError {
+                variable: "JWT_SECRET",
+                problem: "must be set to a secret of your own in production".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    fn check_database(&self) -> Result<(), ConfigError> {
+        if self.env != AppEnv::Development && self.database.url.is_none() {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                problem: "is required outside development (only development starts a local PostgreSQL)"
+                    .to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether this is a development deployment.
+    pub fn is_development(&self) -> bool {
+        self.env == AppEnv::Development
+    }
+}
+
+/// Typed access to environment variables, each failure naming its variable.
+struct Vars<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Vars<'_> {
+    /// The variable's value, or `None` when it is unset or blank.
+    fn optional(&self, name: &str) -> Option<String> {
+        (self.lookup)(name)
+            .map(|value| value.trim().to_owned())
+            .filter(|value| !value.is_empty())
+    }
+
+    fn parse<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(name) {
+            None => Ok(default),
+            Some(raw) => raw.parse().map_err(|error| ConfigError {
+                variable: name,
+                problem: format!("{error} (got {raw:?})"),
+            }),
+        }
+    }
+
+    fn positive(&self, name: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let value = self.parse(name, default)?;
+        if value == 0 {
+            return Err(ConfigError {
+                variable: name,
+                problem: "must be greater than zero".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
+        let value = self.parse(name, default)?;
+        if value == 0 {
+            return Err(ConfigError {
+                variable: name,
+                problem: "must be a positive number of milliseconds".to_owned(),
+            });
+        }
+        Ok(Duration::from_millis(value))
+    }
+
+    /// A comma-separated list of `scheme://host[:port]` origins; in development
+    /// the usual local front-end dev servers are allowed when none are given.
+    fn origins(&self, name: &'static str, local_defaults: bool) -> Result<Vec<String>, ConfigError> {
+        let Some(raw) = self.optional(name) else {
+            return Ok(if local_defaults {
+                vec![
+                    "http://localhost:3000".to_owned(),
+                    "http://localhost:5173".to_owned(),
+                ]
+            } else {
+                Vec::new()
+            });
+        };
+        raw.split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let valid = (origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok();
+                if valid {
+                    Ok(origin.to_owned())
+                } else {
+                    Err(ConfigError {
+                        variable: name,
+                        problem: format!(
+                            "{origin:?} is not an origin like https://app.example.com (scheme and host, no trailing slash)"
+                        ),
+                    })
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_suit_development() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.env, AppEnv::Development);
+        assert_eq!(config.http.port, 8000);
+        assert_eq!(config.http.host.to_string(), "127.0.0.1");
+        assert!(config.seed_on_startup);
+        assert!(config.database.url.is_none());
+        assert_eq!(config.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let error = config(&[("PORT", "eighty")]).unwrap_err();
+        assert_eq!(error.variable, "PORT");
+        assert!(error.to_string().starts_with("invalid configuration: PORT: "));
+        assert_eq!(config(&[("APP_ENV", "staging")]).unwrap_err().variable, "APP_ENV");
+        assert_eq!(config(&[("DATABASE_POOL_SIZE", "0")]).unwrap_err().variable, "DATABASE_POOL_SIZE");
+        assert_eq!(config(&[("REQUEST_TIMEOUT_MS", "-5")]).unwrap_err().variable, "REQUEST_TIMEOUT_MS");
+        assert_eq!(config(&[("SEED_ON_STARTUP", "yes")]).unwrap_err().variable, "SEED_ON_STARTUP");
+        assert_eq!(config(&[("CORS_ALLOWED_ORIGINS", "example.com")]).unwrap_err().variable, "CORS_ALLOWED_ORIGINS");
+        assert_eq!(config(&[("JWT_SECRET", "short")]).unwrap_err().variable, "JWT_SECRET");
+    }
+
+    #[test]
+    fn production_refuses_default_or_missing_secrets() {
+        let url = ("DATABASE_URL", "postgres://db/tessera");
+        let missing = config(&[("APP_ENV", "production"), url]).unwrap_err();
+        assert_eq!(missing.variable, "JWT_SECRET");
+        let default = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", DEVELOPMENT_JWT_SECRET)]);
+        assert_eq!(default.unwrap_err().variable, "JWT_SECRET");
+        let secret = "a-real-production-secret-of-forty-bytes!!";
+        let ok = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)]).unwrap();
+        assert_eq!(ok.http.host.to_string(), "0.0.0.0");
+        assert_eq!(ok.log_format, LogFormat::Json);
+        assert!(!ok.seed_on_startup);
+        assert!(ok.http.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn production_requires_a_database_url() {
+        let secret = ("JWT_SECRET", "a-real-production-secret-of-forty-bytes!!");
+        let error = config(&[("APP_ENV", "production"), secret]).unwrap_err();
+        assert_eq!(error.variable, "DATABASE_URL");
+    }
+
+    #[test]
+    fn host_and_port_follow_the_platform_convention() {
+        let config = config(&[("HOST", "0.0.0.0"), ("PORT", "8080")]).unwrap();
+        assert_eq!(config.http.host.to_string(), "0.0.0.0");
+        assert_eq!(config.http.port, 8080);
+    }
+}

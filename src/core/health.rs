@@ -1,0 +1,100 @@
+//! Liveness (`/health`), readiness (`/ready`) and metrics (`/metrics`).
+
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::core::db;
+use crate::core::metrics;
+use crate::core::platform::Platform;
+use crate::shared::error::{AppError, Problem};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "health";
+
+/// The answer of a passing health or readiness check.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok` for liveness, `ready` for readiness.
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+/// `/health`, `/ready` and `/metrics`, for any app state that holds the platform.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(metrics_text))
+}
+
+/// `GET /health`: the process is up and answering. Touches no dependency, so a
+/// database outage never makes an orchestrator restart a healthy process.
+#[utoipa::path(get, path = "/health", tag = TAG,
+    responses((status = 200, description = "The process answers.", body = HealthStatus)))]
+async fn health() -> axum::Json<HealthStatus> {
+    axum::Json(HealthStatus { status: "ok" })
+}
+
+/// `GET /ready`: the service can do its work: the database answers within the
+/// acquire timeout, every migration is applied and shutdown has not begun.
+#[utoipa::path(get, path = "/ready", tag = TAG,
+    responses(
+        (status = 200, description = "Ready for traffic.", body = HealthStatus),
+        (status = 503, description = "Not ready; `detail` names the failing check.",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn ready(State(platform): State<Platform>) -> Result<axum::Json<HealthStatus>, AppError> {
+    if platform.lifecycle.is_draining() {
+        return Err(not_ready("the service is shutting down"));
+    }
+    let mut conn = platform
+        .pool
+        .get()
+        .await
+        .map_err(|error| {
+            tracing::warn!(%error, "readiness: no database connection");
+            not_ready("the database is unreachable")
+        })?;
+    let pending = db::pending_migration_count(&mut conn).await.map_err(|error| {
+        tracing::warn!(%error, "readiness: migration check failed");
+        not_ready("the database could not be checked for migrations")
+    })?;
+    if pending > 0 {
+        return Err(not_ready(&format!(
+            "{pending} migration(s) not applied; run `tessera migrate up`"
+        )));
+    }
+    Ok(axum::Json(HealthStatus { status: "ready" }))
+}
+
+fn not_ready(reason: &str) -> AppError {
+    AppError::Unavailable {
+        code: "not_ready",
+        detail: format!("Not ready: {reason}."),
+        retry_after: Some(std::time::Duration::from_secs(1)),
+    }
+}
+
+/// `GET /metrics`: every metric in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = TAG,
+    responses((status = 200, description = "Prometheus text exposition format.",
+        body = String, content_type = "text/plain; version=0.0.4")))]
+async fn metrics_text(State(platform): State<Platform>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        metrics::render(&platform.pool),
+    )
+}

@@ -1,0 +1,261 @@
+//! The one error type of the service and the one error shape clients see.
+//!
+//! Every failure, from an extractor, a validation rule, the database or a panic,
+//! reaches clients as RFC 9457 problem details (`application/problem+json`).
+//! Handlers return [`AppError`]; the HTTP layer fills in the request id and
+//! serialises the [`Problem`] (see `core::http::problem`).
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The media type of every error body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// RFC 9457 problem details, extended with a stable `code`, the `request_id` and,
+/// on validation failures, the list of bad fields.
+///
+/// `detail` carries the human message, so clients written for FastAPI's
+/// `{"detail": ...}` keep working.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "type": "urn:tessera:problem:validation_failed",
+    "title": "Unprocessable Content",
+    "status": 422,
+    "detail": "The request has 1 invalid field.",
+    "code": "validation_failed",
+    "request_id": "0193a4c2-6f1e-7d6a-9c1b-2f0e8a7d5b31",
+    "errors": [{"loc": ["body", "email"], "msg": "invalid type: integer `5`, expected a string", "type": "type_error"}]
+}))]
+pub struct Problem {
+    /// A URI naming the kind of problem: `urn:tessera:problem:{code}`.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    /// The HTTP status phrase.
+    pub title: String,
+    /// The HTTP status code, repeated for clients that only see the body.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// A stable snake_case code for programs to branch on.
+    pub code: String,
+    /// The `x-request-id` of the request, to quote when reporting a problem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// On `422`: every field that failed, not just the first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    /// Builds a problem for `status` with a stable `code` and a human `detail`.
+    pub fn new(status: StatusCode, code: &str, detail: impl Into<String>) -> Self {
+        Self {
+            type_uri: format!("urn:tessera:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            code: code.to_owned(),
+            request_id: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// The status as an HTTP status code (500 if the stored number is not one).
+    pub fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+}
+
+/// One invalid input field, located the way FastAPI locates it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FieldError {
+    /// Where the value was: `["body", "items", 2, "name"]`, `["query", "limit"]`.
+    #[schema(value_type = Vec<serde_json::Value>)]
+    pub loc: Vec<LocSegment>,
+    /// What is wrong with it.
+    pub msg: String,
+    /// A stable snake_case kind of error (`missing`, `type_error`, `value_error`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A step in a [`FieldError`] location: an object key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LocSegment {
+    /// An object key, or the part of the request (`body`, `query`, `path`).
+    Key(String),
+    /// A position in an array.
+    Index(usize),
+}
+
+impl From<&str> for LocSegment {
+    fn from(key: &str) -> Self {
+        Self::Key(key.to_owned())
+    }
+}
+
+impl FieldError {
+    /// A field error at `loc` with a message and a kind.
+    pub fn new(loc: Vec<LocSegment>, msg: impl Into<String>, kind: &str) -> Self {
+        Self {
+            loc,
+            msg: msg.into(),
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+/// Everything a request can fail with. Each variant maps to one status and code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not valid JSON (or not valid in another way that is not per field).
+    #[error("bad request: {detail}")]
+    BadRequest {
+        /// Stable code, e.g. `malformed_json`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+    },
+    /// The request's content type is not one the route accepts.
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    /// The body is larger than the configured limit.
+    #[error("payload too large")]
+    PayloadTooLarge,
+    /// One or more fields are invalid; every one is listed.
+    #[error("validation failed on {} field(s)", .0.len())]
+    Validation(Vec<FieldError>),
+    /// The resource does not exist (or the caller may not know that it does).
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// A dependency the request needs (the database, a queue) is unavailable now;
+    /// the client may retry after the given delay.
+    #[error("service unavailable: {detail}")]
+    Unavailable {
+        /// Stable code, e.g. `database_unavailable`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+        /// When to try again.
+        retry_after: Option<Duration>,
+    },
+    /// A database error that is not the client's fault.
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    /// Acquiring a database connection failed or timed out.
+    #[error("database pool error: {0}")]
+    Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
+    /// A bug or an unexpected failure; details go to the log, never to the client.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    /// The database is unreachable; clients may retry shortly.
+    pub fn database_unavailable(detail: impl Into<String>) -> Self {
+        Self::Unavailable {
+            code: "database_unavailable",
+            detail: detail.into(),
+            retry_after: Some(Duration::from_secs(1)),
+        }
+    }
+
+    /// The client-facing problem for this error. Internal details stay out of it.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            Self::BadRequest { code, detail } => Problem::new(StatusCode::BAD_REQUEST, code, detail),
+            Self::UnsupportedMediaType(detail) => {
+                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", detail)
+            }
+            Self::PayloadTooLarge => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "The request body is larger than this server accepts.",
+            ),
+            Self::Validation(errors) => {
+                let mut problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    format!("The request has {} invalid field(s).", errors.len()),
+                );
+                problem.errors.clone_from(errors);
+                problem
+            }
+            Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
+            Self::Unavailable { code, detail, .. } => {
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+            }
+            Self::Pool(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "The database is not reachable right now; try again shortly.",
+            ),
+            Self::Database(error) if is_connection_lost(error) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_unavailable",
+                "The database connection was lost; try again shortly.",
+            ),
+            Self::Database(_) | Self::Internal(_) => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "An unexpected error occurred; it has been logged.",
+            ),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::Pool(_) => Some(Duration::from_secs(1)),
+            Self::Database(error) if is_connection_lost(error) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// Whether a query failed because the server went away rather than because of the query.
+fn is_connection_lost(error: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match error {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            message.contains("connection closed")
+                || message.contains("terminating connection")
+                || message.contains("the database system is shutting down")
+                || message.contains("server closed the connection")
+        }
+        _ => false,
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let problem = self.to_problem();
+        if problem.status >= 500 {
+            tracing::error!(error = %self, code = %problem.code, "request failed");
+        }
+        let mut response = problem_response(problem);
+        if let Some(delay) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
+        }
+        response
+    }
+}
+
+/// A response that carries `problem` for the HTTP layer to finish.
+///
+/// The body is written by `core::http::problem`, which knows the request id;
+/// until then the problem travels as a response extension.
+pub fn problem_response(problem: Problem) -> Response {
+    let mut response = problem.status_code().into_response();
+    response.extensions_mut().insert(problem);
+    response
+}

@@ -1,0 +1,3 @@
+//! The shared kernel: the few types every domain and the platform agree on.
+
+pub mod error;
