@@ -115,9 +115,7 @@ fn field_error(path: &serde_path_to_error::Path, error: &serde_json::Error) -> F
         }
         "missing"
     } else if message.starts_with("unknown field") {
-        if let Some(field) = message.split('`').nth(1) {
-            loc.push(LocSegment::Key(field.to_owned()));
-        }
+        // serde_path_to_error's path already ends at the unknown key.
         "extra_forbidden"
     } else if message.starts_with("invalid type") {
         "type_error"

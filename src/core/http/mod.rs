@@ -32,6 +32,8 @@ pub use guards::LoadShedder;
 
 /// Wraps `router` (every route and the fallback) in the service's middleware.
 pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Router {
+    // Install the recorder before the first request, or its numbers are lost.
+    metrics::handle();
     let shedder = Arc::new(LoadShedder::new(config.max_in_flight));
     let timeout = config.request_timeout;
     router

@@ -83,11 +83,7 @@ async fn bare_problem(parts: &Parts, body: Body) -> Problem {
         None
     };
     let (code, default_detail) = describe(status);
-    let mut detail = text.unwrap_or_else(|| default_detail.to_owned());
-    if let Some(allowed) = parts.headers.get(header::ALLOW).and_then(|v| v.to_str().ok()) {
-        detail = format!("{detail} Allowed: {allowed}.");
-    }
-    Problem::new(status, code, detail)
+    Problem::new(status, code, text.unwrap_or_else(|| default_detail.to_owned()))
 }
 
 /// A stable code and a default message for statuses that arrive bare.
@@ -99,7 +95,7 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
         StatusCode::NOT_FOUND => ("not_found", "No resource lives at this path."),
         StatusCode::METHOD_NOT_ALLOWED => (
             "method_not_allowed",
-            "This path does not support the request's method.",
+            "This path does not support the request's method; the Allow header lists those it does.",
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "payload_too_large",

@@ -1,0 +1,72 @@
+//! Liveness, readiness and metrics.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::TestApp;
+use tessera::core::db::Migrator;
+
+#[tokio::test]
+async fn health_answers_without_the_database() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/health").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
+}
+
+#[tokio::test]
+async fn ready_when_the_database_answers_and_is_migrated() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/ready").await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json(), serde_json::json!({"status": "ready"}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn not_ready_while_a_migration_is_pending() {
+    let app = TestApp::spawn().await;
+    let mut migrator = Migrator::connect(&app.database.url).await.unwrap();
+    migrator.revert(1).unwrap();
+    let response = app.get("/ready").await;
+    let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert!(body["detail"].as_str().unwrap().contains("migration"), "{body}");
+    migrator.run_pending().unwrap();
+    assert_eq!(app.get("/ready").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn not_ready_while_shutting_down() {
+    let app = TestApp::spawn().await;
+    app.lifecycle.begin_draining();
+    let response = app.get("/ready").await;
+    let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
+    assert!(body["detail"].as_str().unwrap().contains("shutting down"));
+    // Liveness is unaffected: the process still answers.
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template_and_report_the_pool() {
+    let app = TestApp::spawn().await;
+    app.get("/health").await;
+    app.get("/ready").await;
+    app.get("/no/such/path/7f3a").await;
+    let response = app.get("/metrics").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.header("content-type").unwrap().starts_with("text/plain"));
+    let text = response.text();
+    for expected in [
+        r#"http_requests_total{method="GET",route="/health",status_class="2xx"}"#,
+        r#"http_requests_total{method="GET",route="unmatched",status_class="4xx"}"#,
+        "http_request_duration_seconds_bucket",
+        "http_requests_in_flight",
+        "db_pool_size",
+        "db_pool_in_use",
+        "db_pool_waiting",
+        "db_pool_max_size",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    // Raw paths never become labels (that would grow without bound).
+    assert!(!text.contains("7f3a"));
+}
