@@ -5,6 +5,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::FromRef;
+use axum::http::StatusCode;
+use axum::response::Response;
 use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::{self, Ref, RefOr};
@@ -13,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::core::platform::Platform;
 use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
-use crate::shared::error::{AppError, FieldError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem, problem_response};
 
 /// Everything a handler may need, shared by every request.
 #[derive(Clone)]
@@ -68,9 +70,14 @@ pub fn seeders() -> SeedRegistry {
     SeedRegistry::new()
 }
 
-/// Fallback for paths no route matches.
-async fn unknown_route() -> AppError {
-    AppError::NotFound("No resource lives at this path.".to_owned())
+/// Fallback for paths no route matches. Its code differs from a resource's
+/// `not_found`, so a client can tell a wrong URL from a missing record.
+async fn unknown_route() -> Response {
+    problem_response(Problem::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "No route matches this path; see /docs for the API.",
+    ))
 }
 
 /// Sets the version and gives every operation a `default` response in the

@@ -128,14 +128,18 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             Ok(())
         }
         Command::Serve => serve(load_config()?).await,
-        Command::Migrate { action } => with_database(load_config()?, |config, url| async move {
-            migrate(&url, action).await.map(|()| drop(config))
-        })
-        .await,
-        Command::Seed { names } => with_database(load_config()?, |config, url| async move {
-            seed(config, &url, &names).await
-        })
-        .await,
+        Command::Migrate { action } => {
+            with_database(load_config()?, |config, url| async move {
+                migrate(&url, action).await.map(|()| drop(config))
+            })
+            .await
+        }
+        Command::Seed { names } => {
+            with_database(load_config()?, |config, url| async move {
+                seed(config, &url, &names).await
+            })
+            .await
+        }
     }
 }
 
@@ -185,7 +189,9 @@ async fn close_database(database: Database) {
     if let Some(cluster) = database.started_locally {
         match tokio::task::spawn_blocking(move || cluster.stop()).await {
             Ok(Ok(())) => tracing::info!("stopped the local PostgreSQL cluster"),
-            Ok(Err(error)) => tracing::error!(%error, "could not stop the local PostgreSQL cluster"),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "could not stop the local PostgreSQL cluster")
+            }
             Err(error) => tracing::error!(%error, "could not stop the local PostgreSQL cluster"),
         }
     }
@@ -265,7 +271,11 @@ async fn migrate(url: &str, action: MigrateAction) -> Result<(), CommandError> {
         }
         MigrateAction::Status => {
             for migration in migrator.status()? {
-                let mark = if migration.applied { "applied" } else { "pending" };
+                let mark = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
                 println!("{mark:8} {}", migration.name);
             }
         }

@@ -29,7 +29,10 @@ async fn not_ready_while_a_migration_is_pending() {
     migrator.revert(1).unwrap();
     let response = app.get("/ready").await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
-    assert!(body["detail"].as_str().unwrap().contains("migration"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("migration"),
+        "{body}"
+    );
     migrator.run_pending().unwrap();
     assert_eq!(app.get("/ready").await.status, StatusCode::OK);
 }
@@ -53,7 +56,12 @@ async fn metrics_count_requests_by_route_template_and_report_the_pool() {
     app.get("/no/such/path/7f3a").await;
     let response = app.get("/metrics").await;
     assert_eq!(response.status, StatusCode::OK);
-    assert!(response.header("content-type").unwrap().starts_with("text/plain"));
+    assert!(
+        response
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let text = response.text();
     for expected in [
         r#"http_requests_total{method="GET",route="/health",status_class="2xx"}"#,

@@ -28,7 +28,10 @@ struct Greeting {
 fn probe_router(overrides: &[(&str, &str)], release: Arc<Notify>) -> Router {
     let config = test_config("postgres://unused/unused", overrides);
     let routes = Router::new()
-        .route("/probe/json", post(|ApiJson(greeting): ApiJson<Greeting>| async move { ApiJson(greeting) }))
+        .route(
+            "/probe/json",
+            post(|ApiJson(greeting): ApiJson<Greeting>| async move { ApiJson(greeting) }),
+        )
         .route("/probe/panic", get(panicking_handler))
         .route(
             "/probe/wait",
@@ -55,7 +58,7 @@ fn json_request(body: &str) -> Request<Body> {
 async fn unknown_routes_are_404_problems() {
     let app = TestApp::spawn().await;
     let response = app.get("/api/v1/no-such-thing").await;
-    response.assert_problem(StatusCode::NOT_FOUND, "not_found");
+    response.assert_problem(StatusCode::NOT_FOUND, "route_not_found");
 }
 
 #[tokio::test]
@@ -65,7 +68,11 @@ async fn wrong_methods_are_405_problems_with_allow() {
         .request(Request::delete("/health").body(Body::empty()).unwrap())
         .await;
     response.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    assert!(response.header("allow").is_some_and(|allow| allow.contains("GET")));
+    assert!(
+        response
+            .header("allow")
+            .is_some_and(|allow| allow.contains("GET"))
+    );
 }
 
 #[tokio::test]
@@ -86,12 +93,22 @@ async fn malformed_json_is_a_400_problem() {
 #[tokio::test]
 async fn wrong_content_type_is_a_415_problem() {
     let router = probe_router(&[], Arc::new(Notify::new()));
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut request = Request::post("/probe/json");
         if let Some(content_type) = content_type {
             request = request.header(header::CONTENT_TYPE, content_type);
         }
-        let response = send(&router, request.body(Body::from(r#"{"name":"Ada","times":1}"#)).unwrap()).await;
+        let response = send(
+            &router,
+            request
+                .body(Body::from(r#"{"name":"Ada","times":1}"#))
+                .unwrap(),
+        )
+        .await;
         response.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     }
 }
@@ -100,14 +117,31 @@ async fn wrong_content_type_is_a_415_problem() {
 async fn fields_that_do_not_fit_are_a_422_problem_with_locations() {
     let router = probe_router(&[], Arc::new(Notify::new()));
     let cases = [
-        (r#"{"times": 1}"#, serde_json::json!(["body", "name"]), "missing"),
-        (r#"{"name": "Ada", "times": "x"}"#, serde_json::json!(["body", "times"]), "type_error"),
-        (r#"{"name": "Ada", "times": 300}"#, serde_json::json!(["body", "times"]), "value_error"),
-        (r#"{"name": "Ada", "times": 1, "admin": true}"#, serde_json::json!(["body", "admin"]), "extra_forbidden"),
+        (
+            r#"{"times": 1}"#,
+            serde_json::json!(["body", "name"]),
+            "missing",
+        ),
+        (
+            r#"{"name": "Ada", "times": "x"}"#,
+            serde_json::json!(["body", "times"]),
+            "type_error",
+        ),
+        (
+            r#"{"name": "Ada", "times": 300}"#,
+            serde_json::json!(["body", "times"]),
+            "value_error",
+        ),
+        (
+            r#"{"name": "Ada", "times": 1, "admin": true}"#,
+            serde_json::json!(["body", "admin"]),
+            "extra_forbidden",
+        ),
     ];
     for (body, loc, kind) in cases {
         let response = send(&router, json_request(body)).await;
-        let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let problem =
+            response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         let errors = problem["errors"].as_array().expect("an errors list");
         assert_eq!(errors.len(), 1, "{problem}");
         assert_eq!(errors[0]["loc"], loc, "{body}");
@@ -118,7 +152,10 @@ async fn fields_that_do_not_fit_are_a_422_problem_with_locations() {
 
 #[tokio::test]
 async fn oversized_bodies_are_413_problems() {
-    let router = probe_router(&[("REQUEST_BODY_LIMIT_BYTES", "64")], Arc::new(Notify::new()));
+    let router = probe_router(
+        &[("REQUEST_BODY_LIMIT_BYTES", "64")],
+        Arc::new(Notify::new()),
+    );
     let big = format!(r#"{{"name": "{}", "times": 1}}"#, "a".repeat(200));
     // With a Content-Length header the body is refused before it is read.
     let response = send(&router, json_request(&big)).await;
@@ -136,7 +173,11 @@ async fn oversized_bodies_are_413_problems() {
 #[tokio::test]
 async fn panics_are_500_problems_that_leak_nothing() {
     let router = probe_router(&[], Arc::new(Notify::new()));
-    let response = send(&router, Request::get("/probe/panic").body(Body::empty()).unwrap()).await;
+    let response = send(
+        &router,
+        Request::get("/probe/panic").body(Body::empty()).unwrap(),
+    )
+    .await;
     response.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
     assert!(!response.text().contains("secret"));
     assert!(!response.text().contains("/etc/passwd"));
@@ -148,12 +189,22 @@ async fn overload_is_a_503_problem_with_retry_after() {
     let router = probe_router(&[("MAX_IN_FLIGHT_REQUESTS", "1")], release.clone());
     let waiting = {
         let router = router.clone();
-        tokio::spawn(async move { send(&router, Request::get("/probe/wait").body(Body::empty()).unwrap()).await })
+        tokio::spawn(async move {
+            send(
+                &router,
+                Request::get("/probe/wait").body(Body::empty()).unwrap(),
+            )
+            .await
+        })
     };
     // Until the first request holds the only slot, the second may still get in; poll.
     let mut shed = None;
     for _ in 0..200 {
-        let response = send(&router, Request::get("/probe/json").body(Body::empty()).unwrap()).await;
+        let response = send(
+            &router,
+            Request::get("/probe/json").body(Body::empty()).unwrap(),
+        )
+        .await;
         if response.status == StatusCode::SERVICE_UNAVAILABLE {
             shed = Some(response);
             break;
@@ -170,7 +221,11 @@ async fn overload_is_a_503_problem_with_retry_after() {
 #[tokio::test]
 async fn slow_requests_time_out_as_503_problems() {
     let router = probe_router(&[("REQUEST_TIMEOUT_MS", "50")], Arc::new(Notify::new()));
-    let response = send(&router, Request::get("/probe/wait").body(Body::empty()).unwrap()).await;
+    let response = send(
+        &router,
+        Request::get("/probe/wait").body(Body::empty()).unwrap(),
+    )
+    .await;
     response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "request_timeout");
 }
 
@@ -178,14 +233,24 @@ async fn slow_requests_time_out_as_503_problems() {
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
     let given = app
-        .request(Request::get("/health").header("x-request-id", "client-id-42").body(Body::empty()).unwrap())
+        .request(
+            Request::get("/health")
+                .header("x-request-id", "client-id-42")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(given.header("x-request-id"), Some("client-id-42"));
     let generated = app.get("/health").await;
     let id = generated.header("x-request-id").expect("a generated id");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     let hostile = app
-        .request(Request::get("/health").header("x-request-id", "a b\tc").body(Body::empty()).unwrap())
+        .request(
+            Request::get("/health")
+                .header("x-request-id", "a b\tc")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_ne!(hostile.header("x-request-id"), Some("a b\tc"));
 }
@@ -227,7 +292,12 @@ async fn cors_allows_only_configured_origins() {
 async fn large_responses_are_compressed_when_asked() {
     let app = TestApp::spawn().await;
     let response = app
-        .request(Request::get("/openapi.json").header(header::ACCEPT_ENCODING, "gzip").body(Body::empty()).unwrap())
+        .request(
+            Request::get("/openapi.json")
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.header("content-encoding"), Some("gzip"));

@@ -141,7 +141,11 @@ impl Config {
         } else {
             IpAddr::from([127, 0, 0, 1])
         };
-        let default_log = if is_production { LogFormat::Json } else { LogFormat::Pretty };
+        let default_log = if is_production {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
         let config = Self {
             env,
             log_format: vars.parse("LOG_FORMAT", default_log)?,
@@ -196,8 +200,9 @@ impl Config {
         if self.env != AppEnv::Development && self.database.url.is_none() {
             return Err(ConfigError {
                 variable: "DATABASE_URL",
-                problem: "is required outside development (only development starts a local PostgreSQL)"
-                    .to_owned(),
+                problem:
+                    "is required outside development (only development starts a local PostgreSQL)"
+                        .to_owned(),
             });
         }
         Ok(())
@@ -260,7 +265,11 @@ impl Vars<'_> {
 
     /// A comma-separated list of `scheme://host[:port]` origins; in development
     /// the usual local front-end dev servers are allowed when none are given.
-    fn origins(&self, name: &'static str, local_defaults: bool) -> Result<Vec<String>, ConfigError> {
+    fn origins(
+        &self,
+        name: &'static str,
+        local_defaults: bool,
+    ) -> Result<Vec<String>, ConfigError> {
         let Some(raw) = self.optional(name) else {
             return Ok(if local_defaults {
                 vec![
@@ -321,13 +330,39 @@ mod tests {
     fn bad_values_name_their_variable() {
         let error = config(&[("PORT", "eighty")]).unwrap_err();
         assert_eq!(error.variable, "PORT");
-        assert!(error.to_string().starts_with("invalid configuration: PORT: "));
-        assert_eq!(config(&[("APP_ENV", "staging")]).unwrap_err().variable, "APP_ENV");
-        assert_eq!(config(&[("DATABASE_POOL_SIZE", "0")]).unwrap_err().variable, "DATABASE_POOL_SIZE");
-        assert_eq!(config(&[("REQUEST_TIMEOUT_MS", "-5")]).unwrap_err().variable, "REQUEST_TIMEOUT_MS");
-        assert_eq!(config(&[("SEED_ON_STARTUP", "yes")]).unwrap_err().variable, "SEED_ON_STARTUP");
-        assert_eq!(config(&[("CORS_ALLOWED_ORIGINS", "example.com")]).unwrap_err().variable, "CORS_ALLOWED_ORIGINS");
-        assert_eq!(config(&[("JWT_SECRET", "short")]).unwrap_err().variable, "JWT_SECRET");
+        assert!(
+            error
+                .to_string()
+                .starts_with("invalid configuration: PORT: ")
+        );
+        assert_eq!(
+            config(&[("APP_ENV", "staging")]).unwrap_err().variable,
+            "APP_ENV"
+        );
+        assert_eq!(
+            config(&[("DATABASE_POOL_SIZE", "0")]).unwrap_err().variable,
+            "DATABASE_POOL_SIZE"
+        );
+        assert_eq!(
+            config(&[("REQUEST_TIMEOUT_MS", "-5")])
+                .unwrap_err()
+                .variable,
+            "REQUEST_TIMEOUT_MS"
+        );
+        assert_eq!(
+            config(&[("SEED_ON_STARTUP", "yes")]).unwrap_err().variable,
+            "SEED_ON_STARTUP"
+        );
+        assert_eq!(
+            config(&[("CORS_ALLOWED_ORIGINS", "example.com")])
+                .unwrap_err()
+                .variable,
+            "CORS_ALLOWED_ORIGINS"
+        );
+        assert_eq!(
+            config(&[("JWT_SECRET", "short")]).unwrap_err().variable,
+            "JWT_SECRET"
+        );
     }
 
     #[test]
@@ -335,7 +370,11 @@ mod tests {
         let url = ("DATABASE_URL", "postgres://db/tessera");
         let missing = config(&[("APP_ENV", "production"), url]).unwrap_err();
         assert_eq!(missing.variable, "JWT_SECRET");
-        let default = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", DEVELOPMENT_JWT_SECRET)]);
+        let default = config(&[
+            ("APP_ENV", "production"),
+            url,
+            ("JWT_SECRET", DEVELOPMENT_JWT_SECRET),
+        ]);
         assert_eq!(default.unwrap_err().variable, "JWT_SECRET");
         let secret = "a-real-production-secret-of-forty-bytes!!";
         let ok = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)]).unwrap();

@@ -216,14 +216,17 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(
     use diesel::sql_types::Text;
 
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(DbError::Connect(format!("{name:?} is not a plain database name")));
+        return Err(DbError::Connect(format!(
+            "{name:?} is not a plain database name"
+        )));
     }
     let mut conn = AsyncPgConnection::establish(admin_url)
         .await
         .map_err(|error| DbError::Connect(error.to_string()))?;
-    let exists: i64 = diesel::dsl::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-        "count(*) FROM pg_database WHERE datname = ",
-    ).bind::<Text, _>(name))
+    let exists: i64 = diesel::dsl::select(
+        diesel::dsl::sql::<diesel::sql_types::BigInt>("count(*) FROM pg_database WHERE datname = ")
+            .bind::<Text, _>(name),
+    )
     .get_result(&mut conn)
     .await
     .map_err(|error| DbError::Connect(error.to_string()))?;

@@ -81,8 +81,14 @@ async fn redoc_script(bundle: Option<Bytes>) -> Response {
     match bundle {
         Some(bytes) => (
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
-                (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/javascript; charset=utf-8"),
+                ),
+                (
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=86400"),
+                ),
             ],
             bytes,
         )
@@ -143,7 +149,12 @@ pub fn install_redoc_bundle(path: &Path) -> Result<PathBuf, RedocInstallError> {
     }
     let tarball = String::from_utf8_lossy(&packed.stdout).trim().to_owned();
     let extracted = Command::new("tar")
-        .args(["-xzf", &tarball, "package/bundles/redoc.standalone.js", "package/LICENSE"])
+        .args([
+            "-xzf",
+            &tarball,
+            "package/bundles/redoc.standalone.js",
+            "package/LICENSE",
+        ])
         .current_dir(&work)
         .status()
         .map_err(|e| RedocInstallError(e.to_string()))?;

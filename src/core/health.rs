@@ -56,18 +56,16 @@ async fn ready(State(platform): State<Platform>) -> Result<axum::Json<HealthStat
     if platform.lifecycle.is_draining() {
         return Err(not_ready("the service is shutting down"));
     }
-    let mut conn = platform
-        .pool
-        .get()
+    let mut conn = platform.pool.get().await.map_err(|error| {
+        tracing::warn!(%error, "readiness: no database connection");
+        not_ready("the database is unreachable")
+    })?;
+    let pending = db::pending_migration_count(&mut conn)
         .await
         .map_err(|error| {
-            tracing::warn!(%error, "readiness: no database connection");
-            not_ready("the database is unreachable")
+            tracing::warn!(%error, "readiness: migration check failed");
+            not_ready("the database could not be checked for migrations")
         })?;
-    let pending = db::pending_migration_count(&mut conn).await.map_err(|error| {
-        tracing::warn!(%error, "readiness: migration check failed");
-        not_ready("the database could not be checked for migrations")
-    })?;
     if pending > 0 {
         return Err(not_ready(&format!(
             "{pending} migration(s) not applied; run `tessera migrate up`"

@@ -184,9 +184,12 @@ impl LocalPostgres {
 
     /// Whether a server is running on this data directory.
     pub fn is_running(&self) -> bool {
-        self.run("pg_ctl", &["status".as_ref(), "-D".as_ref(), self.data_dir.as_os_str()])
-            .map(|output| output.status.success())
-            .unwrap_or(false)
+        self.run(
+            "pg_ctl",
+            &["status".as_ref(), "-D".as_ref(), self.data_dir.as_os_str()],
+        )
+        .map(|output| output.status.success())
+        .unwrap_or(false)
     }
 
     /// Stops the server, letting it finish what it is doing ("fast" mode:
@@ -239,8 +242,12 @@ impl LocalPostgres {
         fs::set_permissions(&self.data_dir, fs::Permissions::from_mode(0o700))
             .map_err(io("set permissions on", &self.data_dir))?;
         if let Some(user) = &self.run_as {
-            chown(&self.data_dir, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
-                .map_err(io("change owner of", &self.data_dir))?;
+            chown(
+                &self.data_dir,
+                Some(user.uid.as_raw()),
+                Some(user.gid.as_raw()),
+            )
+            .map_err(io("change owner of", &self.data_dir))?;
         }
         Ok(())
     }
@@ -296,17 +303,19 @@ impl LocalPostgres {
 /// on `PATH` that holds both `initdb` and `pg_ctl`.
 fn find_bin_dir() -> Option<PathBuf> {
     let has_binaries = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
-    let debian = fs::read_dir("/usr/lib/postgresql").ok().and_then(|entries| {
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|entry| {
-                let version: u32 = entry.file_name().to_str()?.parse().ok()?;
-                Some((version, entry.path().join("bin")))
-            })
-            .filter(|(_, bin)| has_binaries(bin))
-            .max_by_key(|(version, _)| *version)
-            .map(|(_, bin)| bin)
-    });
+    let debian = fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+                    Some((version, entry.path().join("bin")))
+                })
+                .filter(|(_, bin)| has_binaries(bin))
+                .max_by_key(|(version, _)| *version)
+                .map(|(_, bin)| bin)
+        });
     debian.or_else(|| {
         std::env::var_os("PATH")
             .and_then(|path| std::env::split_paths(&path).find(|dir| has_binaries(dir)))

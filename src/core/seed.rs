@@ -92,7 +92,10 @@ impl SeedRegistry {
         context: &SeedContext,
         only: &[String],
     ) -> Result<Vec<(&'static str, SeedOutcome)>, SeedError> {
-        if let Some(unknown) = only.iter().find(|name| !self.names().contains(&name.as_str())) {
+        if let Some(unknown) = only
+            .iter()
+            .find(|name| !self.names().contains(&name.as_str()))
+        {
             return Err(SeedError::Unknown {
                 name: unknown.clone(),
                 known: self.names().join(", "),

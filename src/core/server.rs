@@ -38,7 +38,10 @@ pub async fn serve(
         // An error means the sender is gone; shut down then too.
         let _ = stop_accepting.wait_for(|signalled| *signalled).await;
         lifecycle.begin_draining();
-        tracing::info!(grace_ms = grace.as_millis(), "shutdown signal received; draining");
+        tracing::info!(
+            grace_ms = grace.as_millis(),
+            "shutdown signal received; draining"
+        );
     });
     let mut grace_over = signalled;
     tokio::select! {

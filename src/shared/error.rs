@@ -168,10 +168,14 @@ impl AppError {
     /// The client-facing problem for this error. Internal details stay out of it.
     pub fn to_problem(&self) -> Problem {
         match self {
-            Self::BadRequest { code, detail } => Problem::new(StatusCode::BAD_REQUEST, code, detail),
-            Self::UnsupportedMediaType(detail) => {
-                Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", detail)
+            Self::BadRequest { code, detail } => {
+                Problem::new(StatusCode::BAD_REQUEST, code, detail)
             }
+            Self::UnsupportedMediaType(detail) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                detail,
+            ),
             Self::PayloadTooLarge => Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -242,9 +246,10 @@ impl IntoResponse for AppError {
         }
         let mut response = problem_response(problem);
         if let Some(delay) = self.retry_after() {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(delay.as_secs().max(1)),
+            );
         }
         response
     }

@@ -65,20 +65,24 @@ fn server() -> &'static TestServer {
 }
 
 async fn prepare_server() -> TestServer {
-    let admin_url = match std::env::var("TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")) {
-        Ok(url) => url,
-        Err(_) => {
-            let cluster = LocalPostgres::discover(&repo_root().join(".data/test-postgres"))
-                .unwrap_or_else(|error| panic!("cannot set up the test database: {error}"));
-            cluster
-                .start(FAST_SETTINGS)
-                .unwrap_or_else(|error| panic!("cannot start the test database: {error}"));
-            cluster.database_url("postgres")
-        }
-    };
+    let admin_url =
+        match std::env::var("TEST_DATABASE_URL").or_else(|_| std::env::var("DATABASE_URL")) {
+            Ok(url) => url,
+            Err(_) => {
+                let cluster = LocalPostgres::discover(&repo_root().join(".data/test-postgres"))
+                    .unwrap_or_else(|error| panic!("cannot set up the test database: {error}"));
+                cluster
+                    .start(FAST_SETTINGS)
+                    .unwrap_or_else(|error| panic!("cannot start the test database: {error}"));
+                cluster.database_url("postgres")
+            }
+        };
     let template = format!("tessera_template_{:016x}", migrations_fingerprint());
     ensure_template(&admin_url, &template).await;
-    TestServer { admin_url, template }
+    TestServer {
+        admin_url,
+        template,
+    }
 }
 
 /// A hash of every migration file, so a changed migration gets a new template.
@@ -120,14 +124,22 @@ async fn ensure_template(admin_url: &str, template: &str) {
         return;
     }
     let building = format!("{template}_building");
-    execute(&mut admin, &format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)")).await;
+    execute(
+        &mut admin,
+        &format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
+    )
+    .await;
     execute(&mut admin, &format!("CREATE DATABASE \"{building}\"")).await;
     let mut migrator = Migrator::connect(&database_url(admin_url, &building))
         .await
         .expect("connect to the template");
     migrator.run_pending().expect("migrate the template");
     drop(migrator);
-    execute(&mut admin, &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\"")).await;
+    execute(
+        &mut admin,
+        &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
+    )
+    .await;
 }
 
 async fn connect(url: &str) -> AsyncPgConnection {
@@ -149,17 +161,20 @@ async fn database_exists(conn: &mut AsyncPgConnection, name: &str) -> bool {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         count: i64,
     }
-    let row: Count = diesel::sql_query("SELECT count(*) AS count FROM pg_database WHERE datname = $1")
-        .bind::<diesel::sql_types::Text, _>(name)
-        .get_result(conn)
-        .await
-        .expect("query pg_database");
+    let row: Count =
+        diesel::sql_query("SELECT count(*) AS count FROM pg_database WHERE datname = $1")
+            .bind::<diesel::sql_types::Text, _>(name)
+            .get_result(conn)
+            .await
+            .expect("query pg_database");
     row.count > 0
 }
 
 /// `admin_url` with its database replaced by `database`.
 pub fn database_url(admin_url: &str, database: &str) -> String {
-    let (before_query, query) = admin_url.split_once('?').map_or((admin_url, None), |(a, q)| (a, Some(q)));
+    let (before_query, query) = admin_url
+        .split_once('?')
+        .map_or((admin_url, None), |(a, q)| (a, Some(q)));
     let (authority, _) = before_query
         .rsplit_once('/')
         .expect("a database URL has a /database part");
@@ -323,7 +338,11 @@ impl TestApp {
 
 /// Sends `request` through `router`.
 pub async fn send(router: &Router, request: Request<Body>) -> TestResponse {
-    let response = router.clone().oneshot(request).await.expect("infallible router");
+    let response = router
+        .clone()
+        .oneshot(request)
+        .await
+        .expect("infallible router");
     let status = response.status();
     let headers = response.headers().clone();
     let body = response
@@ -354,7 +373,10 @@ impl TestResponse {
     /// The body as JSON.
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|error| {
-            panic!("body is not JSON ({error}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({error}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 
@@ -382,9 +404,15 @@ impl TestResponse {
         assert_eq!(body["code"], code, "body code: {body}");
         assert_eq!(body["type"], format!("urn:tessera:problem:{code}"));
         assert_eq!(body["title"], status.canonical_reason().unwrap_or_default());
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "detail: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "detail: {body}"
+        );
         let request_id = self.header("x-request-id").expect("an x-request-id header");
-        assert_eq!(body["request_id"], request_id, "request id in body and header");
+        assert_eq!(
+            body["request_id"], request_id,
+            "request id in body and header"
+        );
         body
     }
 }

@@ -30,15 +30,16 @@ where
                 "Send the body as JSON with `Content-Type: application/json`.".to_owned(),
             ));
         }
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| match rejection.status() {
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
-                _ => AppError::BadRequest {
-                    code: "unreadable_body",
-                    detail: "The request body could not be read.".to_owned(),
-                },
-            })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+                    _ => AppError::BadRequest {
+                        code: "unreadable_body",
+                        detail: "The request body could not be read.".to_owned(),
+                    },
+                })?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -63,7 +64,8 @@ fn has_json_content_type(request: &Request) -> bool {
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses `bytes` as `T`: syntax errors are 400, shape errors 422 with a location.
@@ -150,7 +152,10 @@ mod tests {
         assert_eq!(missing[0].loc, vec!["body".into(), "name".into()]);
         assert_eq!(missing[0].kind, "missing");
         let wrong = errors_of(r#"{"name": "x", "tags": [1, "two"]}"#);
-        assert_eq!(wrong[0].loc, vec!["body".into(), "tags".into(), LocSegment::Index(1)]);
+        assert_eq!(
+            wrong[0].loc,
+            vec!["body".into(), "tags".into(), LocSegment::Index(1)]
+        );
         assert_eq!(wrong[0].kind, "type_error");
         let extra = errors_of(r#"{"name": "x", "tags": [], "admin": true}"#);
         assert_eq!(extra[0].loc, vec!["body".into(), "admin".into()]);
@@ -159,10 +164,17 @@ mod tests {
 
     #[test]
     fn syntax_errors_are_bad_requests() {
-        for body in [r#"{"name": "#, "not json", r#"{"name": "x", "tags": []} trailing"#] {
+        for body in [
+            r#"{"name": "#,
+            "not json",
+            r#"{"name": "x", "tags": []} trailing"#,
+        ] {
             assert!(matches!(
                 parse_json::<Probe>(body.as_bytes()),
-                Err(AppError::BadRequest { code: "malformed_json", .. })
+                Err(AppError::BadRequest {
+                    code: "malformed_json",
+                    ..
+                })
             ));
         }
     }

@@ -23,7 +23,10 @@ const MAX_DETAIL_BYTES: usize = 512;
 
 /// Middleware: turns error responses into problem-details bodies.
 pub async fn finish_problems(request: Request, next: Next) -> Response {
-    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone());
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone());
     let response = next.run(request).await;
     if let Some(problem) = response.extensions().get::<Problem>().cloned() {
         let (parts, _) = response.into_parts();
@@ -59,7 +62,11 @@ fn is_bare_error(response: &Response) -> bool {
         && response
             .headers()
             .get(header::CONTENT_TYPE)
-            .is_none_or(|value| !value.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()))
+            .is_none_or(|value| {
+                !value
+                    .as_bytes()
+                    .starts_with(PROBLEM_CONTENT_TYPE.as_bytes())
+            })
 }
 
 /// Builds a problem for a bare error response. A short plain-text client-error
@@ -83,7 +90,11 @@ async fn bare_problem(parts: &Parts, body: Body) -> Problem {
         None
     };
     let (code, default_detail) = describe(status);
-    Problem::new(status, code, text.unwrap_or_else(|| default_detail.to_owned()))
+    Problem::new(
+        status,
+        code,
+        text.unwrap_or_else(|| default_detail.to_owned()),
+    )
 }
 
 /// A stable code and a default message for statuses that arrive bare.
@@ -121,7 +132,11 @@ fn describe(status: StatusCode) -> (&'static str, &'static str) {
 
 /// Replaces the body with the problem, keeping the status and headers
 /// (`Allow`, `Retry-After`, CORS and security headers) of the original.
-fn with_problem_body(mut parts: Parts, mut problem: Problem, request_id: Option<String>) -> Response {
+fn with_problem_body(
+    mut parts: Parts,
+    mut problem: Problem,
+    request_id: Option<String>,
+) -> Response {
     problem.request_id = request_id;
     let body = serde_json::to_vec(&problem).unwrap_or_else(|_| {
         br#"{"type":"urn:tessera:problem:internal_error","title":"Internal Server Error","status":500,"detail":"An unexpected error occurred.","code":"internal_error"}"#.to_vec()

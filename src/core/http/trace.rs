@@ -6,7 +6,9 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request};
 use axum::http::Response;
 use tower_http::classify::{ServerErrorsAsFailures, SharedClassifier};
-use tower_http::trace::{DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, TraceLayer};
+use tower_http::trace::{
+    DefaultOnBodyChunk, DefaultOnEos, DefaultOnFailure, DefaultOnRequest, TraceLayer,
+};
 use tracing::Span;
 
 use super::request_id::HEADER;

@@ -1,0 +1,134 @@
+//! When PostgreSQL goes away, requests that need it answer 503 promptly and
+//! `/ready` turns 503; when it comes back, the service recovers by itself.
+//!
+//! This test stops and restarts a cluster, so it runs one of its own rather
+//! than the shared test cluster.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use common::{FAST_SETTINGS, repo_root, send, test_config};
+use diesel_async::RunQueryDsl;
+use tessera::app::{self, AppState};
+use tessera::core::db::{self, DbPool, Migrator};
+use tessera::core::http::apply_middleware;
+use tessera::core::local_postgres::LocalPostgres;
+use tessera::core::platform::{Lifecycle, Platform};
+use tessera::shared::error::AppError;
+
+/// A handler that needs the database, as domain handlers do.
+async fn needs_database(State(pool): State<DbPool>) -> Result<&'static str, AppError> {
+    let mut conn = pool.get().await?;
+    diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+    Ok("ok")
+}
+
+/// Stops the cluster and removes its directory even if the test fails.
+struct OwnCluster(LocalPostgres);
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        if self.0.is_running() {
+            let _ = self.0.stop();
+        }
+        let _ = std::fs::remove_dir_all(self.0.data_dir());
+        let _ = std::fs::remove_file(self.0.data_dir().with_extension("lock"));
+    }
+}
+
+async fn wait_for(router: &Router, path: &str, status: StatusCode, patience: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = send(router, request).await;
+        if response.status == status {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < patience,
+            "{path} still {} after {patience:?}",
+            response.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
+    let dir = repo_root().join(format!(".data/test-postgres-outage-{}", std::process::id()));
+    let cluster = OwnCluster(LocalPostgres::discover(&dir).unwrap());
+    cluster.0.start(FAST_SETTINGS).unwrap();
+    let url = cluster.0.database_url("postgres");
+    Migrator::connect(&url)
+        .await
+        .unwrap()
+        .run_pending()
+        .unwrap();
+
+    let config = Arc::new(test_config(
+        &url,
+        &[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")],
+    ));
+    let pool = db::build_pool(&url, &config.database).unwrap();
+    let state = AppState {
+        platform: Platform {
+            pool: pool.clone(),
+            config: config.clone(),
+            lifecycle: Arc::new(Lifecycle::default()),
+        },
+    };
+    let probe = Router::new()
+        .route("/probe/db", get(needs_database))
+        .with_state(pool.clone());
+    let router =
+        app::build_router(state, None).merge(apply_middleware(probe, &config.http, config.env));
+
+    wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(5)).await;
+    assert_eq!(
+        send(
+            &router,
+            Request::get("/probe/db").body(Body::empty()).unwrap()
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    cluster.0.stop().unwrap();
+    // Never a hang: each answer comes within the acquire timeout (plus slack).
+    for path in ["/probe/db", "/ready"] {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), send(&router, request))
+            .await
+            .unwrap_or_else(|_| panic!("{path} hung while the database was down"));
+        let expected_code = if path == "/ready" {
+            "not_ready"
+        } else {
+            "database_unavailable"
+        };
+        response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, expected_code);
+        assert!(response.header("retry-after").is_some());
+        assert!(
+            !response.text().contains(".data"),
+            "no file paths reach the client"
+        );
+    }
+    // Liveness does not depend on the database.
+    let health = send(
+        &router,
+        Request::get("/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    cluster.0.start(FAST_SETTINGS).unwrap();
+    wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(15)).await;
+    wait_for(&router, "/probe/db", StatusCode::OK, Duration::from_secs(5)).await;
+}

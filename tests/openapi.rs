@@ -1,0 +1,214 @@
+//! The OpenAPI document: complete, consistent with the router, snapshotted, and
+//! served with Swagger UI and ReDoc that load nothing from another host.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use common::{TestApp, ensure_redoc_bundle, repo_root};
+use serde_json::Value;
+
+fn spec() -> Value {
+    serde_json::to_value(tessera::app::openapi()).unwrap()
+}
+
+const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+#[test]
+fn the_document_matches_its_committed_snapshot() {
+    // A reviewer sees every API change as a diff of tests/snapshots/.
+    insta::assert_json_snapshot!("openapi", spec());
+}
+
+#[test]
+fn the_error_shape_is_one_component_used_by_every_operation() {
+    let spec = spec();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let problem = &spec["components"]["schemas"]["Problem"];
+    for field in ["type", "title", "status", "detail", "code"] {
+        assert!(
+            problem["required"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from(field)),
+            "{field}"
+        );
+    }
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let default = &operation["responses"]["default"]["content"]["application/problem+json"];
+            assert_eq!(
+                default["schema"]["$ref"], "#/components/schemas/Problem",
+                "{method} {path}"
+            );
+            assert!(
+                operation["tags"]
+                    .as_array()
+                    .is_some_and(|tags| !tags.is_empty()),
+                "{method} {path} has a tag"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let app = TestApp::spawn().await;
+    let spec = spec();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in METHODS {
+            if item.get(method).is_none() {
+                continue;
+            }
+            // Path parameters get a syntactically valid value.
+            let concrete = path.replace(['{', '}'], "");
+            let request = Request::builder()
+                .method(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap())
+                .uri(&concrete)
+                .body(Body::empty())
+                .unwrap();
+            let response = app.request(request).await;
+            let unrouted = matches!(
+                response.status,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ) && ["route_not_found", "method_not_allowed"]
+                .contains(&response.json()["code"].as_str().unwrap_or_default());
+            assert!(!unrouted, "{method} {path} is documented but not routed");
+        }
+    }
+}
+
+#[test]
+fn every_route_is_documented() {
+    // Documented routes are registered through utoipa-axum's `routes!`, which
+    // puts each into the router and the document at once; a plain axum
+    // `.route(...)` would add an undocumented route. Only the documentation
+    // pages themselves (core/docs.rs) may do that.
+    let mut offenders = Vec::new();
+    let mut files = Vec::new();
+    collect_rust_files(&repo_root().join("src"), &mut files);
+    for file in files {
+        if file.ends_with("core/docs.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            if [".route(", ".route_service(", ".nest_service("]
+                .iter()
+                .any(|call| line.contains(call))
+            {
+                offenders.push(format!(
+                    "{}:{}: {}",
+                    file.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "undocumented routes:\n{}",
+        offenders.join("\n")
+    );
+}
+
+fn collect_rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_served_document_is_the_printed_one() {
+    let app = TestApp::spawn().await;
+    let response = app.get("/openapi.json").await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.json(), spec());
+}
+
+/// Every `src=` and `href=` in `html` points at this server.
+fn assert_only_local_assets(html: &str) {
+    for attribute in ["src=\"", "href=\"", "src='", "href='"] {
+        for (index, _) in html.match_indices(attribute) {
+            let value = &html[index + attribute.len()..];
+            assert!(
+                !value.starts_with("http") && !value.starts_with("//"),
+                "external asset: {}",
+                &value[..value.len().min(80)]
+            );
+        }
+    }
+    assert!(
+        !html.contains("fonts.googleapis"),
+        "no web fonts from elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn swagger_ui_is_served_from_this_server() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/docs/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_only_local_assets(&page.text());
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-initializer.js",
+    ] {
+        let response = app.get(asset).await;
+        assert_eq!(response.status, StatusCode::OK, "{asset}");
+    }
+    let initializer = app.get("/docs/swagger-initializer.js").await.text();
+    assert!(initializer.contains("/openapi.json"));
+    assert!(
+        !initializer.contains("https://"),
+        "no online validator or remote spec"
+    );
+    let csp = page.header("content-security-policy").unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("font-src 'self'"));
+}
+
+#[tokio::test]
+async fn redoc_is_served_from_this_server() {
+    ensure_redoc_bundle();
+    let app = TestApp::spawn().await;
+    let page = app.get("/redoc").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_only_local_assets(&page.text());
+    assert!(page.text().contains("/redoc/redoc.standalone.js"));
+    let script = app.get("/redoc/redoc.standalone.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(
+        script
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(script.body.len() > 100_000, "the real bundle");
+}
+
+#[tokio::test]
+async fn redoc_without_its_script_says_how_to_install_it() {
+    let app = TestApp::spawn_with(&[("REDOC_BUNDLE_PATH", "/nonexistent/redoc.js")]).await;
+    let body = app
+        .get("/redoc")
+        .await
+        .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "redoc_not_installed");
+    assert!(body["detail"].as_str().unwrap().contains("task setup"));
+}
