@@ -44,6 +44,8 @@ enum Command {
     },
     /// Print the OpenAPI document as JSON.
     Openapi,
+    /// Print the database URL (starting the local cluster in development), e.g. for `psql`.
+    DatabaseUrl,
     /// Install ReDoc's script (from the npm registry) where `/redoc` serves it.
     DocsAssets,
 }
@@ -60,6 +62,8 @@ enum MigrateAction {
     },
     /// List every migration and whether it is applied.
     Status,
+    /// Revert every migration, then apply them all again (destroys the data).
+    Reset,
     /// Revert the last N migrations and apply them again.
     Redo {
         /// How many to redo.
@@ -128,6 +132,13 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             Ok(())
         }
         Command::Serve => serve(load_config()?).await,
+        Command::DatabaseUrl => {
+            let config = load_config()?;
+            // The URL is printed for the caller's own use; the cluster keeps running for it.
+            let database = open_database(&config).await?;
+            println!("{}", database.url);
+            Ok(())
+        }
         Command::Migrate { action } => {
             with_database(load_config()?, |config, url| async move {
                 migrate(&url, action).await.map(|()| drop(config))
@@ -265,6 +276,11 @@ async fn migrate(url: &str, action: MigrateAction) -> Result<(), CommandError> {
     match action {
         MigrateAction::Up => report("applied", &migrator.run_pending()?),
         MigrateAction::Down { count } => report("reverted", &migrator.revert(count)?),
+        MigrateAction::Reset => {
+            let all = db::embedded_migrations()?.len();
+            report("reverted", &migrator.revert(all)?);
+            report("applied", &migrator.run_pending()?);
+        }
         MigrateAction::Redo { count } => {
             report("reverted", &migrator.revert(count)?);
             report("applied", &migrator.run_pending()?);

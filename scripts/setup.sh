@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what development needs beyond the Rust toolchain: system packages
+# (PostgreSQL server binaries, psql, npm for ReDoc's script), the Python tools
+# (go-task, pre-commit and its hooks, detect-secrets) and ReDoc's script.
+# With --ci, only the system packages the test suite needs.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci=false
+[ "${1:-}" = "--ci" ] && ci=true
+
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
+command -v npm >/dev/null || missing+=(npm)
+if ! $ci; then
+  command -v psql >/dev/null || missing+=(postgresql-client)
+  command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "Install these Debian packages as root, then run this again: ${missing[*]}" >&2; exit 1; }
+    sudo_cmd=(sudo)
+  fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+$ci && exit 0
+
+pip_cmd=$(command -v pip3 || command -v pip)
+"$pip_cmd" install --quiet --disable-pip-version-check go-task-bin pre-commit pre-commit-hooks detect-secrets
+pre-commit install
+cargo run --quiet -- docs-assets
