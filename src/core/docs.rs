@@ -130,8 +130,9 @@ pub fn install_redoc_bundle(path: &Path) -> Result<PathBuf, RedocInstallError> {
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| RedocInstallError(e.to_string()))?;
-    // A directory of our own, so concurrent installs (parallel test processes) never collide.
-    let work = dir.join(format!(".npm-pack-{}", std::process::id()));
+    // A directory of our own, so concurrent installs never collide; the final
+    // rename is atomic, so a reader sees either no bundle or a whole one.
+    let work = dir.join(format!(".npm-pack-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work).map_err(|e| RedocInstallError(e.to_string()))?;
     let packed = Command::new("npm")
         .args(["pack", REDOC_PACKAGE, "--silent"])

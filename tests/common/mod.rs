@@ -276,7 +276,13 @@ pub fn redoc_bundle_path() -> PathBuf {
 
 /// Installs ReDoc's script for the tests that serve `/redoc` (once per machine).
 pub fn ensure_redoc_bundle() {
-    if let Err(error) = docs::install_redoc_bundle(&redoc_bundle_path()) {
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+    let installed = INSTALLED.get_or_init(|| {
+        docs::install_redoc_bundle(&redoc_bundle_path())
+            .map(drop)
+            .map_err(|error| error.to_string())
+    });
+    if let Err(error) = installed {
         panic!("{error}");
     }
 }
