@@ -7,26 +7,60 @@ use axum::body::Bytes;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::Response;
-use utoipa::OpenApi;
 use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
 use utoipa::openapi::{self, Ref, RefOr};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::auth::service::AuthState;
 use crate::core::platform::Platform;
 use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem, problem_response};
+use crate::users::seed::FirstAdminSeeder;
+
+/// The version prefix every domain's routes live under.
+pub const API_PREFIX: &str = "/api/v1";
 
 /// Everything a handler may need, shared by every request.
 #[derive(Clone)]
 pub struct AppState {
     /// Pool, configuration, lifecycle.
     pub platform: Platform,
+    /// Token signing and password hashing.
+    pub auth: AuthState,
 }
 
 impl FromRef<AppState> for Platform {
     fn from_ref(state: &AppState) -> Self {
         state.platform.clone()
+    }
+}
+
+impl FromRef<AppState> for AuthState {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
+}
+
+/// Declares the `bearer` scheme as OAuth2's password flow, so Swagger UI's
+/// Authorize button signs in through `POST /api/v1/auth/token`.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::OAuth2(OAuth2::with_description(
+                [Flow::Password(Password::new(
+                    format!("{API_PREFIX}/auth/token"),
+                    Scopes::new(),
+                ))],
+                "An access token from `POST /api/v1/auth/token`, sent as `Authorization: Bearer …`.",
+            )),
+        );
     }
 }
 
@@ -39,13 +73,23 @@ impl FromRef<AppState> for Platform {
                        (`application/problem+json`).",
     ),
     components(schemas(Problem, FieldError)),
-    tags((name = "health", description = "Liveness, readiness and metrics.")),
+    modifiers(&BearerScheme),
+    tags(
+        (name = "users", description = "Accounts, profiles and their administration."),
+        (name = "auth", description = "Sign-in, token refresh, sign-out and passwords."),
+        (name = "health", description = "Liveness, readiness and metrics."),
+    ),
 )]
 struct ApiDoc;
 
 /// Every documented route, with its OpenAPI description.
 fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router())
+    let api = OpenApiRouter::new()
+        .merge(crate::users::router::router())
+        .merge(crate::auth::router::router());
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest(API_PREFIX, api)
+        .merge(health::router())
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and printed by `tessera openapi`.
@@ -66,8 +110,8 @@ pub fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
 }
 
 /// The seeders `tessera seed` and startup seeding run, in order.
-pub fn seeders() -> SeedRegistry {
-    SeedRegistry::new()
+pub fn seeders(auth: &AuthState) -> SeedRegistry {
+    SeedRegistry::new().register(FirstAdminSeeder::new(auth.clone()))
 }
 
 /// Fallback for paths no route matches. Its code differs from a resource's

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, AppState};
+use crate::auth::service::AuthState;
 use crate::core::config::{Config, ConfigError};
 use crate::core::db::{self, DbError, Migrator};
 use crate::core::docs::{self, RedocInstallError};
@@ -101,6 +102,9 @@ pub enum CommandError {
     /// A command-line value is unusable.
     #[error("{0}")]
     Usage(String),
+    /// The service could not be set up (keys, hashing).
+    #[error("cannot start: {0}")]
+    Startup(String),
 }
 
 impl CommandError {
@@ -232,8 +236,9 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         migrate(url, MigrateAction::Up).await?;
     }
     let pool = db::build_pool(url, &config.database)?;
+    let auth = AuthState::new(&config.auth).map_err(CommandError::Startup)?;
     if config.seed_on_startup {
-        seed_with_pool(config.clone(), pool.clone(), &[]).await?;
+        seed_with_pool(config.clone(), pool.clone(), &auth, &[]).await?;
     }
     let lifecycle = Arc::new(Lifecycle::default());
     let state = AppState {
@@ -242,6 +247,7 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
             config: config.clone(),
             lifecycle: lifecycle.clone(),
         },
+        auth,
     };
     let router = app::build_router(state, redoc_bundle(&config));
     let listener = server::bind((config.http.host, config.http.port).into()).await?;
@@ -311,7 +317,8 @@ fn report(verb: &str, names: &[String]) {
 
 async fn seed(config: Arc<Config>, url: &str, names: &[String]) -> Result<(), CommandError> {
     let pool = db::build_pool(url, &config.database)?;
-    let result = seed_with_pool(config, pool.clone(), names).await;
+    let auth = AuthState::new(&config.auth).map_err(CommandError::Startup)?;
+    let result = seed_with_pool(config, pool.clone(), &auth, names).await;
     pool.close();
     result
 }
@@ -319,9 +326,10 @@ async fn seed(config: Arc<Config>, url: &str, names: &[String]) -> Result<(), Co
 async fn seed_with_pool(
     config: Arc<Config>,
     pool: db::DbPool,
+    auth: &AuthState,
     names: &[String],
 ) -> Result<(), CommandError> {
-    let registry = app::seeders();
+    let registry = app::seeders(auth);
     let context = SeedContext { pool, config };
     let outcomes = registry.run(&context, names).await?;
     if outcomes.is_empty() {

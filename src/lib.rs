@@ -2,9 +2,12 @@
 //!
 //! `core` is the platform (configuration, database, HTTP middleware, telemetry) and
 //! knows no domain; `shared` is the small kernel every domain may use (errors);
-//! `app` is the composition root, the one module that sees every domain.
+//! `app` is the composition root, the one module that sees every domain;
+//! `users` and `auth` are the first business domains.
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod core;
 pub mod shared;
+pub mod users;

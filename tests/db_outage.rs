@@ -17,6 +17,7 @@ use axum::routing::get;
 use common::{FAST_SETTINGS, repo_root, send, test_config};
 use diesel_async::RunQueryDsl;
 use tessera::app::{self, AppState};
+use tessera::auth::service::AuthState;
 use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::http::apply_middleware;
 use tessera::core::local_postgres::LocalPostgres;
@@ -83,6 +84,7 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
             config: config.clone(),
             lifecycle: Arc::new(Lifecycle::default()),
         },
+        auth: AuthState::new(&config.auth).unwrap(),
     };
     let probe = Router::new()
         .route("/probe/db", get(needs_database))

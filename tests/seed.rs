@@ -119,7 +119,9 @@ async fn named_seeders_run_alone_and_unknown_names_run_nothing() {
 
 #[tokio::test]
 async fn the_app_registry_has_unique_names() {
-    let names = tessera::app::seeders().names();
+    let config = test_config("postgres://unused/unused", &[]);
+    let auth = tessera::auth::service::AuthState::new(&config.auth).unwrap();
+    let names = tessera::app::seeders(&auth).names();
     let mut unique = names.clone();
     unique.sort_unstable();
     unique.dedup();

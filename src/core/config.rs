@@ -103,6 +103,73 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
 }
 
+/// A secret value: usable, but never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// How access tokens are signed.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// HS256 with a shared secret of at least 32 bytes (`JWT_SECRET`).
+    Secret(Secret),
+    /// EdDSA (Ed25519) with a PEM key pair read from files at startup.
+    Ed25519 {
+        /// `JWT_PRIVATE_KEY_FILE`'s contents.
+        private_pem: Secret,
+        /// `JWT_PUBLIC_KEY_FILE`'s contents.
+        public_pem: Vec<u8>,
+    },
+}
+
+/// Users and authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Signing keys.
+    pub jwt_keys: JwtKeys,
+    /// `iss` of access tokens.
+    pub jwt_issuer: String,
+    /// `aud` of access tokens.
+    pub jwt_audience: String,
+    /// Access token lifetime.
+    pub access_token_ttl: Duration,
+    /// Refresh token lifetime.
+    pub refresh_token_ttl: Duration,
+    /// Whether anyone may sign up (admins can always create accounts).
+    pub allow_signup: bool,
+    /// Failed logins allowed per account and per client within the window.
+    pub max_failed_logins: u32,
+    /// The window failed logins are counted in.
+    pub failed_login_window: Duration,
+    /// Password hashes computed at once (defaults to the number of cores).
+    pub password_hash_concurrency: usize,
+    /// Requests allowed to wait for a hashing slot; more get 503.
+    pub password_hash_queue: usize,
+    /// Take the client address from `X-Forwarded-For` (only behind a proxy you trust).
+    pub trust_forwarded_for: bool,
+    /// The first admin's email, for `tessera seed`.
+    pub first_admin_email: Option<String>,
+    /// The first admin's password; unset in development means "generate one".
+    pub first_admin_password: Option<Secret>,
+}
+
 /// The whole configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,8 +185,8 @@ pub struct Config {
     pub migrate_on_startup: bool,
     /// Whether `serve` runs the seeders before listening.
     pub seed_on_startup: bool,
-    /// Secret that signs access tokens (at least 32 bytes).
-    pub jwt_secret: String,
+    /// Users and authentication.
+    pub auth: AuthConfig,
     /// Where the ReDoc script is read from (it is served, never loaded from a CDN).
     pub redoc_bundle_path: PathBuf,
 }
@@ -167,33 +234,42 @@ impl Config {
             },
             migrate_on_startup: vars.parse("MIGRATE_ON_STARTUP", !is_production)?,
             seed_on_startup: vars.parse("SEED_ON_STARTUP", env == AppEnv::Development)?,
-            jwt_secret: vars
-                .optional("JWT_SECRET")
-                .unwrap_or_else(|| DEVELOPMENT_JWT_SECRET.to_owned()),
+            auth: AuthConfig {
+                jwt_keys: jwt_keys(&vars, env)?,
+                jwt_issuer: vars
+                    .optional("JWT_ISSUER")
+                    .unwrap_or_else(|| "tessera".to_owned()),
+                jwt_audience: vars
+                    .optional("JWT_AUDIENCE")
+                    .unwrap_or_else(|| "tessera-api".to_owned()),
+                access_token_ttl: Duration::from_secs(
+                    vars.positive_u64("ACCESS_TOKEN_TTL_SECONDS", 900)?,
+                ),
+                refresh_token_ttl: Duration::from_secs(
+                    86_400 * vars.positive_u64("REFRESH_TOKEN_TTL_DAYS", 30)?,
+                ),
+                allow_signup: vars.parse("ALLOW_SIGNUP", true)?,
+                max_failed_logins: u32::try_from(vars.positive("MAX_FAILED_LOGINS", 5)?)
+                    .unwrap_or(u32::MAX),
+                failed_login_window: Duration::from_secs(
+                    vars.positive_u64("FAILED_LOGIN_WINDOW_SECONDS", 900)?,
+                ),
+                password_hash_concurrency: vars.positive(
+                    "PASSWORD_HASH_CONCURRENCY",
+                    std::thread::available_parallelism().map_or(2, usize::from),
+                )?,
+                password_hash_queue: vars.parse("PASSWORD_HASH_QUEUE", 64)?,
+                trust_forwarded_for: vars.parse("TRUST_FORWARDED_FOR", false)?,
+                first_admin_email: vars.optional("FIRST_ADMIN_EMAIL"),
+                first_admin_password: vars.optional("FIRST_ADMIN_PASSWORD").map(Secret::new),
+            },
             redoc_bundle_path: vars.parse(
                 "REDOC_BUNDLE_PATH",
                 PathBuf::from(".data/redoc/redoc.standalone.js"),
             )?,
         };
-        config.check_secrets()?;
         config.check_database()?;
         Ok(config)
-    }
-
-    fn check_secrets(&self) -> Result<(), ConfigError> {
-        if self.jwt_secret.len() < 32 {
-            return Err(ConfigError {
-                variable: "JWT_SECRET",
-                problem: "must be at least 32 bytes long".to_owned(),
-            });
-        }
-        if self.env == AppEnv::Production && self.jwt_secret == DEVELOPMENT_JWT_SECRET {
-            return Err(ConfigError {
-                variable: "JWT_SECRET",
-                problem: "must be set to a secret of your own in production".to_owned(),
-            });
-        }
-        Ok(())
     }
 
     fn check_database(&self) -> Result<(), ConfigError> {
@@ -211,6 +287,56 @@ impl Config {
     /// Whether this is a development deployment.
     pub fn is_development(&self) -> bool {
         self.env == AppEnv::Development
+    }
+}
+
+/// The signing keys: `JWT_ALGORITHM=HS256` (default) takes `JWT_SECRET`;
+/// `EdDSA` reads `JWT_PRIVATE_KEY_FILE` and `JWT_PUBLIC_KEY_FILE`.
+fn jwt_keys(vars: &Vars<'_>, env: AppEnv) -> Result<JwtKeys, ConfigError> {
+    match vars.optional("JWT_ALGORITHM").as_deref().unwrap_or("HS256") {
+        "HS256" => {
+            let secret = vars
+                .optional("JWT_SECRET")
+                .unwrap_or_else(|| DEVELOPMENT_JWT_SECRET.to_owned());
+            if secret.len() < 32 {
+                return Err(ConfigError {
+                    variable: "JWT_SECRET",
+                    problem: "must be at least 32 bytes long".to_owned(),
+                });
+            }
+            if env == AppEnv::Production && secret == DEVELOPMENT_JWT_SECRET {
+                return Err(ConfigError {
+                    variable: "JWT_SECRET",
+                    problem: "must be set to a secret of your own in production".to_owned(),
+                });
+            }
+            Ok(JwtKeys::Secret(Secret::new(secret)))
+        }
+        "EdDSA" => {
+            let read = |variable: &'static str| {
+                let path = vars.optional(variable).ok_or(ConfigError {
+                    variable,
+                    problem: "is required when JWT_ALGORITHM is EdDSA".to_owned(),
+                })?;
+                std::fs::read(&path).map_err(|error| ConfigError {
+                    variable,
+                    problem: format!("cannot read {path}: {error}"),
+                })
+            };
+            let private_pem =
+                String::from_utf8(read("JWT_PRIVATE_KEY_FILE")?).map_err(|_| ConfigError {
+                    variable: "JWT_PRIVATE_KEY_FILE",
+                    problem: "is not a PEM text file".to_owned(),
+                })?;
+            Ok(JwtKeys::Ed25519 {
+                private_pem: Secret::new(private_pem),
+                public_pem: read("JWT_PUBLIC_KEY_FILE")?,
+            })
+        }
+        other => Err(ConfigError {
+            variable: "JWT_ALGORITHM",
+            problem: format!("must be HS256 or EdDSA (got {other:?})"),
+        }),
     }
 }
 
@@ -242,6 +368,17 @@ impl Vars<'_> {
     }
 
     fn positive(&self, name: &'static str, default: usize) -> Result<usize, ConfigError> {
+        let value = self.parse(name, default)?;
+        if value == 0 {
+            return Err(ConfigError {
+                variable: name,
+                problem: "must be greater than zero".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+
+    fn positive_u64(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
         let value = self.parse(name, default)?;
         if value == 0 {
             return Err(ConfigError {

@@ -34,7 +34,9 @@ pub async fn serve(
         signalled_tx.send_replace(true);
     });
     let mut stop_accepting = signalled.clone();
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    // Connection info gives handlers the client's address (login rate limits).
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         // An error means the sender is gone; shut down then too.
         let _ = stop_accepting.wait_for(|signalled| *signalled).await;
         lifecycle.begin_draining();

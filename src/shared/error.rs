@@ -133,6 +133,41 @@ pub enum AppError {
     /// The resource does not exist (or the caller may not know that it does).
     #[error("not found: {0}")]
     NotFound(String),
+    /// No valid credentials: answered with `WWW-Authenticate: Bearer`.
+    #[error("unauthorized: {detail}")]
+    Unauthorized {
+        /// Stable code, e.g. `invalid_token`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+    },
+    /// Authenticated, but not allowed to do this.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        /// Stable code, e.g. `admin_required`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+    },
+    /// The request conflicts with the current state (a taken email, the last admin).
+    #[error("conflict: {detail}")]
+    Conflict {
+        /// Stable code, e.g. `email_taken`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+    },
+    /// `If-Match` named a version that is no longer current.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    /// Too many attempts; the client must wait.
+    #[error("rate limited: {detail}")]
+    RateLimited {
+        /// Human message.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A dependency the request needs (the database, a queue) is unavailable now;
     /// the client may retry after the given delay.
     #[error("service unavailable: {detail}")]
@@ -191,6 +226,19 @@ impl AppError {
                 problem
             }
             Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
+            Self::Unauthorized { code, detail } => {
+                Problem::new(StatusCode::UNAUTHORIZED, code, detail)
+            }
+            Self::Forbidden { code, detail } => Problem::new(StatusCode::FORBIDDEN, code, detail),
+            Self::Conflict { code, detail } => Problem::new(StatusCode::CONFLICT, code, detail),
+            Self::PreconditionFailed(detail) => Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                detail,
+            ),
+            Self::RateLimited { detail, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
+            }
             Self::Unavailable { code, detail, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
             }
@@ -215,6 +263,7 @@ impl AppError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
             Self::Pool(_) => Some(Duration::from_secs(1)),
             Self::Database(error) if is_connection_lost(error) => Some(Duration::from_secs(1)),
             _ => None,
@@ -245,6 +294,11 @@ impl IntoResponse for AppError {
             tracing::error!(error = %self, code = %problem.code, "request failed");
         }
         let mut response = problem_response(problem);
+        if matches!(self, Self::Unauthorized { .. }) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(delay) = self.retry_after() {
             response.headers_mut().insert(
                 header::RETRY_AFTER,

@@ -1,3 +1,6 @@
 //! The shared kernel: the few types every domain and the platform agree on.
 
 pub mod error;
+pub mod pagination;
+pub mod schema;
+pub mod validation;

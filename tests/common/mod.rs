@@ -20,6 +20,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tessera::app::{self, AppState};
+use tessera::auth::service::AuthState;
 use tessera::core::config::Config;
 use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::docs;
@@ -297,6 +298,8 @@ pub struct TestApp {
     pub lifecycle: Arc<Lifecycle>,
     /// The app's configuration.
     pub config: Arc<Config>,
+    /// The app's token and password services.
+    pub auth: AuthState,
     /// The app's database; dropped after the app.
     pub database: TestDatabase,
 }
@@ -313,12 +316,14 @@ impl TestApp {
         let config = Arc::new(test_config(&database.url, overrides));
         let pool = db::build_pool(&database.url, &config.database).expect("a pool");
         let lifecycle = Arc::new(Lifecycle::default());
+        let auth = AuthState::new(&config.auth).expect("the auth state");
         let state = AppState {
             platform: Platform {
                 pool: pool.clone(),
                 config: config.clone(),
                 lifecycle: lifecycle.clone(),
             },
+            auth: auth.clone(),
         };
         let router = app::build_router(state, docs::load_redoc_bundle(&config.redoc_bundle_path));
         Self {
@@ -326,6 +331,7 @@ impl TestApp {
             pool,
             lifecycle,
             config,
+            auth,
             database,
         }
     }

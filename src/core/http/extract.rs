@@ -1,13 +1,14 @@
 //! Request extractors whose failures speak the one error shape.
 //!
-//! axum's own `Json` rejects with plain-text bodies and lumps every failure
-//! into one status; [`ApiJson`] tells the client precisely what is wrong:
-//! 415 for a wrong content type, 413 for an oversized body, 400 for JSON that
-//! does not parse, and 422 with the location of each field that does not fit.
+//! axum's own `Json`, `Form` and `Query` reject with plain-text bodies and lump
+//! every failure into one status; these tell the client precisely what is
+//! wrong: 415 for a wrong content type, 413 for an oversized body, 400 for JSON
+//! that does not parse, and 422 with the location of each field that does not fit.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -25,21 +26,15 @@ where
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !has_json_content_type(&request) {
+        if !content_type_is(&request, |essence| {
+            essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json"))
+        }) {
             return Err(AppError::UnsupportedMediaType(
                 "Send the body as JSON with `Content-Type: application/json`.".to_owned(),
             ));
         }
-        let bytes =
-            Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| match rejection.status() {
-                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
-                    _ => AppError::BadRequest {
-                        code: "unreadable_body",
-                        detail: "The request body could not be read.".to_owned(),
-                    },
-                })?;
+        let bytes = read_body(request, state).await?;
         parse_json(&bytes).map(ApiJson)
     }
 }
@@ -50,22 +45,101 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
-fn has_json_content_type(request: &Request) -> bool {
-    let Some(content_type) = request
+/// A form-encoded request body (`application/x-www-form-urlencoded`),
+/// deserialised into `T`; field errors are 422 located under `body`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiForm<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiForm<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !content_type_is(&request, |essence| {
+            essence == "application/x-www-form-urlencoded"
+        }) {
+            return Err(AppError::UnsupportedMediaType(
+                "Send the body form-encoded with `Content-Type: application/x-www-form-urlencoded`."
+                    .to_owned(),
+            ));
+        }
+        let bytes = read_body(request, state).await?;
+        parse_urlencoded(&bytes, "body").map(ApiForm)
+    }
+}
+
+/// The query string, deserialised into `T`; field errors are 422 located under `query`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        parse_urlencoded(query.as_bytes(), "query").map(ApiQuery)
+    }
+}
+
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, AppError> {
+    Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| match rejection.status() {
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE => AppError::PayloadTooLarge,
+            _ => AppError::BadRequest {
+                code: "unreadable_body",
+                detail: "The request body could not be read.".to_owned(),
+            },
+        })
+}
+
+/// Whether the request's media type (without parameters, lowercased) passes `accept`.
+fn content_type_is(request: &Request, accept: impl Fn(&str) -> bool) -> bool {
+    request
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .map(|content_type| {
+            content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|essence| accept(&essence))
+}
+
+/// Parses URL-encoded pairs as `T`; every failure is a located 422.
+fn parse_urlencoded<T: DeserializeOwned>(bytes: &[u8], source: &str) -> Result<T, AppError> {
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(bytes));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().clone();
+        AppError::Validation(vec![field_error(
+            source,
+            &path,
+            &error.into_inner().to_string(),
+        )])
+    })
+}
+
+/// Parses a UUID path segment named `name`; a malformed one is a located 422
+/// (the route exists, the value is wrong), not a 404.
+pub fn parse_path_uuid(name: &str, raw: &str) -> Result<uuid::Uuid, AppError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| {
+        AppError::Validation(vec![FieldError::new(
+            vec![LocSegment::from("path"), LocSegment::from(name)],
+            "is not a valid UUID",
+            "uuid_parsing",
+        )])
+    })
 }
 
 /// Parses `bytes` as `T`: syntax errors are 400, shape errors 422 with a location.
@@ -76,7 +150,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         let inner = error.into_inner();
         match inner.classify() {
             serde_json::error::Category::Data => {
-                AppError::Validation(vec![field_error(&path, &inner)])
+                AppError::Validation(vec![field_error("body", &path, &inner.to_string())])
             }
             _ => malformed(&inner),
         }
@@ -92,9 +166,9 @@ fn malformed(error: &serde_json::Error) -> AppError {
     }
 }
 
-/// A field error located at `path` under `body`, with serde's message tidied.
-fn field_error(path: &serde_path_to_error::Path, error: &serde_json::Error) -> FieldError {
-    let mut loc = vec![LocSegment::from("body")];
+/// A field error located at `path` under `source`, with serde's message tidied.
+fn field_error(source: &str, path: &serde_path_to_error::Path, message: &str) -> FieldError {
+    let mut loc = vec![LocSegment::from(source)];
     for segment in path.iter() {
         match segment {
             serde_path_to_error::Segment::Seq { index } => loc.push(LocSegment::Index(*index)),
@@ -105,11 +179,10 @@ fn field_error(path: &serde_path_to_error::Path, error: &serde_json::Error) -> F
             serde_path_to_error::Segment::Unknown => {}
         }
     }
-    // serde appends " at line L column C"; the location already says where.
-    let message = error.to_string();
+    // serde_json appends " at line L column C"; the location already says where.
     let message = message
         .rsplit_once(" at line ")
-        .map_or(message.as_str(), |(head, _)| head)
+        .map_or(message, |(head, _)| head)
         .to_owned();
     let kind = if message.starts_with("missing field") {
         if let Some(field) = message.split('`').nth(1) {

@@ -6,6 +6,7 @@
 //! Anything that fails inside the problem layer, including a panic, reaches the
 //! client in the one problem-details shape.
 
+pub mod conditional;
 pub mod extract;
 pub mod problem;
 pub mod request_id;

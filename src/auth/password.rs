@@ -1,0 +1,245 @@
+//! Password hashing with argon2id, off the async runtime and under admission
+//! control.
+//!
+//! Hashing is deliberately expensive (OWASP: 19 MiB, t=2, p=1), so a login
+//! flood could otherwise take every core and starve the rest of the service.
+//! At most `max_concurrent` hashes run at once on blocking threads; at most
+//! `max_waiting` requests wait for a slot, and beyond that the answer is 503
+//! with `Retry-After`. A request whose client disconnects while waiting gives
+//! its place up without hashing anything.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use argon2::password_hash::phc::{PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+
+use crate::shared::error::AppError;
+
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in characters (bounds the hashing cost of one request).
+pub const MAX_PASSWORD_CHARS: usize = 128;
+
+/// Checks a new password's length.
+pub fn validate_password(password: &str) -> Result<(), String> {
+    let length = password.chars().count();
+    if length < MIN_PASSWORD_CHARS {
+        Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
+    } else if length > MAX_PASSWORD_CHARS {
+        Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"))
+    } else {
+        Ok(())
+    }
+}
+
+/// The result of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// The password matches.
+    pub valid: bool,
+    /// The stored hash uses parameters other than today's: rehash it.
+    pub outdated: bool,
+}
+
+/// Hashes and verifies passwords with bounded concurrency.
+pub struct Passwords {
+    params: Params,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    /// Verified against when the account does not exist, so that an unknown
+    /// email costs the same time as a wrong password.
+    dummy_hash: String,
+}
+
+impl Passwords {
+    /// OWASP's argon2id parameters: 19 MiB of memory, 2 passes, 1 lane.
+    pub fn owasp_params() -> Params {
+        Params::DEFAULT
+    }
+
+    /// A hasher running at most `max_concurrent` hashes, with at most
+    /// `max_waiting` requests queued. Computes the dummy hash once (startup).
+    pub fn new(params: Params, max_concurrent: usize, max_waiting: usize) -> Result<Self, String> {
+        let dummy_hash = hash_blocking(&params, "a dummy password no account has")?;
+        Ok(Self {
+            params,
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            waiting: AtomicUsize::new(0),
+            max_waiting,
+            dummy_hash,
+        })
+    }
+
+    /// Hashes `password` into a PHC string.
+    pub async fn hash(&self, password: &str) -> Result<String, AppError> {
+        let params = self.params.clone();
+        let password = password.to_owned();
+        self.run(move || hash_blocking(&params, &password))
+            .await?
+            .map_err(AppError::Internal)
+    }
+
+    /// Checks `password` against `stored`, or against a dummy hash when there
+    /// is no account (always invalid, same cost).
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<Verification, AppError> {
+        let exists = stored.is_some();
+        let hash = stored.unwrap_or(&self.dummy_hash).to_owned();
+        let password = password.to_owned();
+        let params = self.params.clone();
+        let verification = self
+            .run(move || verify_blocking(&params, &password, &hash))
+            .await?;
+        Ok(Verification {
+            valid: exists && verification.valid,
+            outdated: exists && verification.outdated,
+        })
+    }
+
+    /// Runs `job` on a blocking thread once a slot is free.
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, AppError> {
+        let waiting = WaitingGuard::enter(&self.waiting);
+        if waiting.position >= self.max_waiting {
+            return Err(AppError::Unavailable {
+                code: "auth_overloaded",
+                detail: "Too many sign-ins are in progress; try again shortly.".to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+            });
+        }
+        // Dropping this future here (client gone) leaves the queue with no work behind.
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| AppError::Internal("password hashing slots closed".to_owned()))?;
+        drop(waiting);
+        tokio::task::spawn_blocking(move || {
+            // The slot stays taken until the hash is done, even if the request is gone.
+            let _slot = slot;
+            job()
+        })
+        .await
+        .map_err(|error| AppError::Internal(format!("password hashing task failed: {error}")))
+    }
+}
+
+/// Counts a request as waiting until dropped.
+struct WaitingGuard<'a> {
+    counter: &'a AtomicUsize,
+    position: usize,
+}
+
+impl<'a> WaitingGuard<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let position = counter.fetch_add(1, Ordering::SeqCst);
+        Self { counter, position }
+    }
+}
+
+impl Drop for WaitingGuard<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_blocking(params: &Params, password: &str) -> Result<String, String> {
+    let mut salt_bytes = [0u8; 16];
+    getrandom::fill(&mut salt_bytes).map_err(|error| error.to_string())?;
+    let salt = Salt::new(&salt_bytes).map_err(|error| error.to_string())?;
+    argon2(params)
+        .hash_password_with_salt(password.as_bytes(), salt.as_ref())
+        .map(|hash| hash.to_string())
+        .map_err(|error| error.to_string())
+}
+
+fn verify_blocking(params: &Params, password: &str, stored: &str) -> Verification {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Verification {
+            valid: false,
+            outdated: false,
+        };
+    };
+    let valid = argon2(params)
+        .verify_password(password.as_bytes(), &parsed)
+        .is_ok();
+    let current = Params::try_from(&parsed).ok();
+    let outdated = parsed.algorithm.as_str() != "argon2id"
+        || current.is_none_or(|stored| {
+            stored.m_cost() != params.m_cost()
+                || stored.t_cost() != params.t_cost()
+                || stored.p_cost() != params.p_cost()
+        });
+    Verification { valid, outdated }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Params {
+        Params::new(64, 1, 1, None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn hashes_verify_and_unknown_accounts_never_do() {
+        let passwords = Passwords::new(cheap(), 2, 8).unwrap();
+        let hash = passwords.hash("correct horse").await.unwrap();
+        assert!(hash.starts_with("$argon2id$"));
+        let good = passwords
+            .verify("correct horse", Some(&hash))
+            .await
+            .unwrap();
+        assert!(good.valid && !good.outdated);
+        assert!(
+            !passwords
+                .verify("wrong horse", Some(&hash))
+                .await
+                .unwrap()
+                .valid
+        );
+        let unknown = passwords
+            .verify("a dummy password no account has", None)
+            .await
+            .unwrap();
+        assert!(!unknown.valid, "the dummy hash never grants access");
+    }
+
+    #[tokio::test]
+    async fn hashes_with_other_parameters_are_outdated() {
+        let old = Passwords::new(Params::new(32, 1, 1, None).unwrap(), 1, 8).unwrap();
+        let hash = old.hash("correct horse").await.unwrap();
+        let current = Passwords::new(cheap(), 1, 8).unwrap();
+        let verification = current.verify("correct horse", Some(&hash)).await.unwrap();
+        assert!(verification.valid && verification.outdated);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_503() {
+        let passwords = Passwords::new(cheap(), 1, 0).unwrap();
+        let error = passwords.hash("correct horse").await.unwrap_err();
+        assert_eq!(error.to_problem().code, "auth_overloaded");
+    }
+
+    #[test]
+    fn password_lengths_are_bounded() {
+        assert!(validate_password("short").is_err());
+        assert!(validate_password("long enough").is_ok());
+        assert!(validate_password(&"x".repeat(129)).is_err());
+        assert!(validate_password(&"é".repeat(8)).is_ok());
+    }
+}

@@ -1,0 +1,117 @@
+//! `/api/v1/auth`: tokens, refresh, logout and password changes.
+
+use axum::extract::{FromRef, State};
+use axum::http::StatusCode;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::extract::{ClientAddress, CurrentUser};
+use crate::auth::schemas::{ChangePasswordRequest, RefreshRequest, TokenForm, TokenResponse};
+use crate::auth::service::{self, AuthState};
+use crate::core::http::extract::{ApiForm, ApiJson};
+use crate::core::platform::Platform;
+use crate::shared::error::{AppError, Problem};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "auth";
+
+/// The auth routes, for any state holding the platform and the auth state.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(issue_token))
+        .routes(routes!(refresh_token))
+        .routes(routes!(logout))
+        .routes(routes!(logout_all))
+        .routes(routes!(change_password))
+}
+
+/// `POST /api/v1/auth/token`: the OAuth2 password grant (form-encoded).
+#[utoipa::path(post, path = "/auth/token", tag = TAG,
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "A token pair.", body = TokenResponse),
+        (status = 401, description = "Incorrect email or password (the same answer for both).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The account is deactivated.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins in progress; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn issue_token(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    ClientAddress(client): ClientAddress,
+    ApiForm(form): ApiForm<TokenForm>,
+) -> Result<axum::Json<TokenResponse>, AppError> {
+    Ok(axum::Json(
+        service::login(&platform, &auth, form, &client).await?,
+    ))
+}
+
+/// `POST /api/v1/auth/refresh`: exchange a refresh token for a new pair (single use).
+#[utoipa::path(post, path = "/auth/refresh", tag = TAG,
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair; the old refresh token is spent.", body = TokenResponse),
+        (status = 401, description = "Invalid, expired, revoked or reused (which revokes its whole sign-in).", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn refresh_token(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<axum::Json<TokenResponse>, AppError> {
+    Ok(axum::Json(
+        service::refresh(&platform, &auth, &request.refresh_token).await?,
+    ))
+}
+
+/// `POST /api/v1/auth/logout`: revoke the refresh token's sign-in.
+#[utoipa::path(post, path = "/auth/logout", tag = TAG,
+    request_body = RefreshRequest,
+    responses((status = 204, description = "Revoked (or already unknown).")))]
+async fn logout(
+    State(platform): State<Platform>,
+    ApiJson(request): ApiJson<RefreshRequest>,
+) -> Result<StatusCode, AppError> {
+    service::logout(&platform, &request.refresh_token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/auth/logout-all`: revoke every session of the caller, access tokens included.
+#[utoipa::path(post, path = "/auth/logout-all", tag = TAG,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session revoked."),
+        (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn logout_all(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+) -> Result<StatusCode, AppError> {
+    service::logout_all(&platform, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /api/v1/auth/password`: change the password; every other session ends.
+#[utoipa::path(put, path = "/auth/password", tag = TAG,
+    request_body = ChangePasswordRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed; a fresh token pair for this session.", body = TokenResponse),
+        (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The current password is wrong.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The new password is invalid.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn change_password(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(request): ApiJson<ChangePasswordRequest>,
+) -> Result<axum::Json<TokenResponse>, AppError> {
+    Ok(axum::Json(
+        service::change_password(&platform, &auth, &user, request).await?,
+    ))
+}

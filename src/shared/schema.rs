@@ -1,0 +1,52 @@
+//! The diesel table definitions, one per table the migrations create.
+//!
+//! Kept in the shared kernel because diesel needs every table in one place to
+//! check joins; each table still belongs to one domain, named on it, and only
+//! that domain's repository queries it.
+
+diesel::table! {
+    /// Accounts (users domain).
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        full_name -> Text,
+        role -> Text,
+        is_active -> Bool,
+        revision -> Int8,
+        token_version -> Int8,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Password hashes (auth domain).
+    credentials (user_id) {
+        user_id -> Uuid,
+        password_hash -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// Hashed refresh tokens (auth domain).
+    refresh_tokens (id) {
+        id -> Uuid,
+        family_id -> Uuid,
+        user_id -> Uuid,
+        token_hash -> Bytea,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// Failed logins by key (auth domain).
+    login_failures (id) {
+        id -> Int8,
+        key -> Text,
+        failed_at -> Timestamptz,
+    }
+}

@@ -1,0 +1,241 @@
+//! `/api/v1/users`: sign-up, one's own profile, and account administration.
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::extract::{AdminUser, CurrentUser, OptionalUser};
+use crate::auth::service::AuthState;
+use crate::core::http::conditional;
+use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::platform::Platform;
+use crate::shared::error::{AppError, Problem};
+use crate::shared::pagination::Page;
+use crate::users::models::User;
+use crate::users::schemas::{
+    CreateUserRequest, DeleteMeRequest, UpdateMeRequest, UpdateUserRequest, UserListQuery,
+    UserResponse,
+};
+use crate::users::service::{self, RequestedChanges};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "users";
+
+/// Where created accounts live, for `Location`.
+const COLLECTION_PATH: &str = "/api/v1/users";
+
+/// The users routes, for any state holding the platform and the auth state.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(get_me, update_me, delete_me))
+        .routes(routes!(get_user, update_user, delete_user))
+}
+
+/// An account with its `ETag`.
+fn with_etag(status: StatusCode, user: User) -> Response {
+    let etag = conditional::etag(user.id, user.revision);
+    let mut response = (status, axum::Json(UserResponse::from(user))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// 304 when the client's copy is current, else the account.
+fn conditional_get(headers: &HeaderMap, user: User) -> Response {
+    let etag = conditional::etag(user.id, user.revision);
+    if conditional::is_not_modified(headers, &etag) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(value) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+        return response;
+    }
+    with_etag(StatusCode::OK, user)
+}
+
+/// `POST /api/v1/users`: sign up (or, for admins, create any account).
+#[utoipa::path(post, path = "/users", tag = TAG,
+    request_body = CreateUserRequest,
+    security((), ("bearer" = [])),
+    responses(
+        (status = 201, description = "Created; `Location` names the account.", body = UserResponse,
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 403, description = "Sign-up is disabled, or only admins may set the role.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, every one listed.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_user(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    OptionalUser(actor): OptionalUser,
+    ApiJson(request): ApiJson<CreateUserRequest>,
+) -> Result<Response, AppError> {
+    let user = service::create(&platform, &auth, actor.as_ref(), request).await?;
+    let location = format!("{COLLECTION_PATH}/{}", user.id);
+    let mut response = with_etag(StatusCode::CREATED, user);
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// `GET /api/v1/users`: every account, newest first (admins only).
+#[utoipa::path(get, path = "/users", tag = TAG,
+    params(UserListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of accounts.", body = Page<UserResponse>),
+        (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filters.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_users(
+    State(platform): State<Platform>,
+    _admin: AdminUser,
+    ApiQuery(query): ApiQuery<UserListQuery>,
+) -> Result<axum::Json<Page<UserResponse>>, AppError> {
+    Ok(axum::Json(service::list(&platform, query).await?))
+}
+
+/// `GET /api/v1/users/me`: the caller's account.
+#[utoipa::path(get, path = "/users/me", tag = TAG,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's account.", body = UserResponse, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response {
+    conditional_get(&headers, user)
+}
+
+/// `PATCH /api/v1/users/me`: change one's email or name.
+#[utoipa::path(patch, path = "/users/me", tag = TAG,
+    request_body = UpdateMeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),
+        (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_me(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<UpdateMeRequest>,
+) -> Result<Response, AppError> {
+    let revision = conditional::required_revision(&headers, user.id)?;
+    let changes = RequestedChanges {
+        email: request.email,
+        full_name: request.full_name,
+        role: None,
+        is_active: None,
+    };
+    let updated = service::update(&platform, user.id, revision, changes).await?;
+    Ok(with_etag(StatusCode::OK, updated))
+}
+
+/// `DELETE /api/v1/users/me`: delete one's own account (needs the password).
+#[utoipa::path(delete, path = "/users/me", tag = TAG,
+    request_body = DeleteMeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 403, description = "Wrong password.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The last active admin cannot be deleted.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_me(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<DeleteMeRequest>,
+) -> Result<StatusCode, AppError> {
+    let revision = conditional::required_revision(&headers, user.id)?;
+    service::delete_own(&platform, &auth, &user, &request.password, revision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/v1/users/{id}`: any account (admins only).
+#[utoipa::path(get, path = "/users/{id}", tag = TAG,
+    params(("id" = uuid::Uuid, Path, description = "The account's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account.", body = UserResponse, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` ETag."),
+        (status = 403, description = "Not an admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_user(
+    State(platform): State<Platform>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let user = service::get(&platform, parse_path_uuid("id", &id)?).await?;
+    Ok(conditional_get(&headers, user))
+}
+
+/// `PATCH /api/v1/users/{id}`: change any account, including role and active flag (admins only).
+#[utoipa::path(patch, path = "/users/{id}", tag = TAG,
+    params(("id" = uuid::Uuid, Path, description = "The account's id.")),
+    request_body = UpdateUserRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),
+        (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email taken, or the last active admin would be lost.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn update_user(
+    State(platform): State<Platform>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<UpdateUserRequest>,
+) -> Result<Response, AppError> {
+    let id = parse_path_uuid("id", &id)?;
+    let revision = conditional::required_revision(&headers, id)?;
+    let changes = RequestedChanges {
+        email: request.email,
+        full_name: request.full_name,
+        role: request.role,
+        is_active: request.is_active,
+    };
+    let updated = service::update(&platform, id, revision, changes).await?;
+    Ok(with_etag(StatusCode::OK, updated))
+}
+
+/// `DELETE /api/v1/users/{id}`: delete any account (admins only).
+#[utoipa::path(delete, path = "/users/{id}", tag = TAG,
+    params(("id" = uuid::Uuid, Path, description = "The account's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No such account.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The last active admin cannot be deleted.", body = Problem, content_type = "application/problem+json"),
+        (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_user(
+    State(platform): State<Platform>,
+    _admin: AdminUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, AppError> {
+    let id = parse_path_uuid("id", &id)?;
+    let revision = conditional::required_revision(&headers, id)?;
+    service::delete(&platform, id, revision).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,290 @@
+//! Account rules: sign-up policy, validation, uniqueness, the last-admin rule,
+//! and optimistic concurrency (`If-Match`).
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use uuid::Uuid;
+
+use crate::auth::password::validate_password;
+use crate::auth::service::{self as auth, AuthState};
+use crate::core::db::DbPool;
+use crate::core::http::conditional;
+use crate::core::platform::Platform;
+use crate::shared::error::AppError;
+use crate::shared::pagination::{Page, checked_limit};
+use crate::shared::validation::Validator;
+use crate::users::models::{Email, FullName, NewUser, Role, User, UserChanges};
+use crate::users::repository::{self, UserFilter};
+use crate::users::schemas::{CreateUserRequest, UserListQuery, UserResponse};
+
+/// The account with this id, if any.
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<User>, AppError> {
+    Ok(repository::find(conn, id).await?)
+}
+
+/// The account with this email (case-insensitive), if any.
+pub async fn find_by_email(
+    conn: &mut AsyncPgConnection,
+    email: &str,
+) -> Result<Option<User>, AppError> {
+    Ok(repository::find_by_email(conn, email).await?)
+}
+
+/// The account with this id, or 404.
+pub async fn get(platform: &Platform, id: Uuid) -> Result<User, AppError> {
+    let mut conn = platform.pool.get().await?;
+    find(&mut conn, id).await?.ok_or_else(user_not_found)
+}
+
+fn user_not_found() -> AppError {
+    AppError::NotFound("No user has this id.".to_owned())
+}
+
+/// Makes every access token of the account stop working at once.
+pub async fn invalidate_access_tokens(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<(), AppError> {
+    Ok(repository::bump_token_version(conn, id).await?)
+}
+
+/// Creates an account (sign-up, or an admin creating one). Validates every
+/// field at once; the account and its password hash are written together.
+pub async fn create(
+    platform: &Platform,
+    auth: &AuthState,
+    actor: Option<&User>,
+    request: CreateUserRequest,
+) -> Result<User, AppError> {
+    let actor_is_admin = actor.is_some_and(|user| user.role == Role::Admin);
+    if !actor_is_admin && !platform.config.auth.allow_signup {
+        return Err(AppError::Forbidden {
+            code: "signup_disabled",
+            detail: "Sign-up is disabled; ask an admin to create your account.".to_owned(),
+        });
+    }
+    if request.role.is_some_and(|role| role != Role::User) && !actor_is_admin {
+        return Err(AppError::Forbidden {
+            code: "admin_required",
+            detail: "Only admins may choose an account's role.".to_owned(),
+        });
+    }
+    let mut validator = Validator::new();
+    let email = validator.check(&["body", "email"], Email::parse(&request.email));
+    let full_name = validator.check(&["body", "full_name"], FullName::parse(&request.full_name));
+    validator.check(&["body", "password"], validate_password(&request.password));
+    validator.finish()?;
+    let (Some(email), Some(full_name)) = (email, full_name) else {
+        return Err(AppError::Internal("validated fields missing".to_owned()));
+    };
+    let account = NewAccount {
+        email,
+        full_name,
+        role: request.role.unwrap_or(Role::User),
+    };
+    insert_account(&platform.pool, auth, account, &request.password).await
+}
+
+/// A validated account to create.
+pub struct NewAccount {
+    /// Its email.
+    pub email: Email,
+    /// Its name.
+    pub full_name: FullName,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Writes an account and its password hash in one transaction (the password
+/// is hashed first, outside it). A taken email is a 409.
+pub async fn insert_account(
+    pool: &DbPool,
+    auth: &AuthState,
+    account: NewAccount,
+    password: &str,
+) -> Result<User, AppError> {
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        email: account.email.into_inner(),
+        full_name: account.full_name.into_inner(),
+        role: account.role,
+    };
+    let password_hash = auth.passwords.hash(password).await?;
+    let mut conn = pool.get().await?;
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        let user = repository::insert(conn, &new_user)
+            .await
+            .map_err(email_conflict)?;
+        auth::store_password_hash(conn, user.id, password_hash).await?;
+        Ok(user)
+    })
+    .await
+}
+
+/// A unique-violation on the email index is the client's conflict, not our error.
+fn email_conflict(error: DieselError) -> AppError {
+    match error {
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => AppError::Conflict {
+            code: "email_taken",
+            detail: "An account with this email already exists.".to_owned(),
+        },
+        other => other.into(),
+    }
+}
+
+/// One page of accounts, newest first, filtered.
+pub async fn list(
+    platform: &Platform,
+    query: UserListQuery,
+) -> Result<Page<UserResponse>, AppError> {
+    let mut validator = Validator::new();
+    let limit = validator.check(&["query", "limit"], checked_limit(query.limit));
+    let before = validator.check_optional(&["query", "cursor"], query.cursor, |cursor| {
+        Uuid::parse_str(&cursor).map_err(|_| "is not a cursor this API returned".to_owned())
+    });
+    let email_prefix =
+        validator.check_optional(&["query", "email_prefix"], query.email_prefix, |prefix| {
+            if prefix.chars().count() > 254 {
+                Err("must be at most 254 characters".to_owned())
+            } else {
+                Ok(prefix)
+            }
+        });
+    validator.finish()?;
+    let limit = limit.unwrap_or_default();
+    let filter = UserFilter {
+        role: query.role,
+        active: query.active,
+        email_prefix,
+    };
+    let mut conn = platform.pool.get().await?;
+    let rows = repository::list(&mut conn, &filter, before, i64::from(limit) + 1).await?;
+    Ok(Page::from_rows(
+        rows,
+        limit,
+        |user| user.id.to_string(),
+        UserResponse::from,
+    ))
+}
+
+/// The validated changes of an update request.
+pub struct RequestedChanges {
+    /// New email.
+    pub email: Option<String>,
+    /// New name.
+    pub full_name: Option<String>,
+    /// New role (admins only).
+    pub role: Option<Role>,
+    /// New active flag (admins only).
+    pub is_active: Option<bool>,
+}
+
+/// Applies `changes` to account `id` at `expected_revision` (from `If-Match`).
+/// Demoting, deactivating or deleting the last active admin is refused (409);
+/// the check and the write happen under one lock, so concurrent changes
+/// cannot both slip through.
+pub async fn update(
+    platform: &Platform,
+    id: Uuid,
+    expected_revision: Option<i64>,
+    changes: RequestedChanges,
+) -> Result<User, AppError> {
+    let mut validator = Validator::new();
+    let email = validator.check_optional(&["body", "email"], changes.email, |email| {
+        Email::parse(&email).map(Email::into_inner)
+    });
+    let full_name = validator.check_optional(&["body", "full_name"], changes.full_name, |name| {
+        FullName::parse(&name).map(FullName::into_inner)
+    });
+    validator.finish()?;
+    let changes = UserChanges {
+        email,
+        full_name,
+        role: changes.role,
+        is_active: changes.is_active,
+    };
+    let mut conn = platform.pool.get().await?;
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        let current = repository::find(conn, id)
+            .await?
+            .ok_or_else(user_not_found)?;
+        if expected_revision.is_some_and(|revision| revision != current.revision) {
+            return Err(conditional::stale());
+        }
+        if current.role == Role::Admin && changes.removes_admin_power() {
+            ensure_not_last_admin(conn, id).await?;
+        }
+        if changes.email.is_none()
+            && changes.full_name.is_none()
+            && changes.role.is_none()
+            && changes.is_active.is_none()
+        {
+            return Ok(current);
+        }
+        let updated = repository::update(conn, id, Some(current.revision), &changes)
+            .await
+            .map_err(email_conflict)?
+            .ok_or_else(conditional::stale)?;
+        if changes.is_active == Some(false) {
+            invalidate_access_tokens(conn, id).await?;
+        }
+        Ok(updated)
+    })
+    .await
+}
+
+/// Deletes account `id` at `expected_revision`; the last active admin stays.
+pub async fn delete(
+    platform: &Platform,
+    id: Uuid,
+    expected_revision: Option<i64>,
+) -> Result<(), AppError> {
+    let mut conn = platform.pool.get().await?;
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        let current = repository::find(conn, id)
+            .await?
+            .ok_or_else(user_not_found)?;
+        if expected_revision.is_some_and(|revision| revision != current.revision) {
+            return Err(conditional::stale());
+        }
+        if current.role == Role::Admin && current.is_active {
+            ensure_not_last_admin(conn, id).await?;
+        }
+        if repository::delete(conn, id, Some(current.revision)).await? {
+            Ok(())
+        } else {
+            Err(conditional::stale())
+        }
+    })
+    .await
+}
+
+/// Deletes the caller's own account after checking their password.
+pub async fn delete_own(
+    platform: &Platform,
+    auth: &AuthState,
+    user: &User,
+    password: &str,
+    expected_revision: Option<i64>,
+) -> Result<(), AppError> {
+    auth::verify_password(platform, auth, user, password).await?;
+    delete(platform, user.id, expected_revision).await
+}
+
+/// 409 unless another active admin remains besides `id`. Takes the admin-change
+/// lock first, so the answer holds until the transaction ends.
+async fn ensure_not_last_admin(conn: &mut AsyncPgConnection, id: Uuid) -> Result<(), AppError> {
+    repository::lock_admin_changes(conn).await?;
+    if repository::count_other_active_admins(conn, id).await? == 0 {
+        return Err(AppError::Conflict {
+            code: "last_admin",
+            detail: "This is the last active admin; promote another account first.".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Whether any admin exists (for the first-admin seeder).
+pub async fn any_admin(conn: &mut AsyncPgConnection) -> Result<bool, AppError> {
+    Ok(repository::any_admin(conn).await?)
+}
