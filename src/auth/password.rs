@@ -235,6 +235,39 @@ mod tests {
         assert_eq!(error.to_problem().code, "auth_overloaded");
     }
 
+    #[tokio::test]
+    async fn a_request_dropped_while_waiting_leaves_no_work_behind() {
+        use std::sync::atomic::AtomicBool;
+        let passwords = Arc::new(Passwords::new(cheap(), 1, 8).unwrap());
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let busy = {
+            let passwords = passwords.clone();
+            tokio::spawn(async move { passwords.run(move || released.recv().ok()).await })
+        };
+        while passwords.slots.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let ran = Arc::new(AtomicBool::new(false));
+        let waiting = {
+            let (passwords, ran) = (passwords.clone(), ran.clone());
+            tokio::spawn(async move {
+                passwords
+                    .run(move || ran.store(true, Ordering::SeqCst))
+                    .await
+            })
+        };
+        while passwords.waiting.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        waiting.abort(); // The client went away.
+        assert!(waiting.await.is_err());
+        assert_eq!(passwords.waiting.load(Ordering::SeqCst), 0);
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert_eq!(passwords.slots.available_permits(), 1);
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned job never ran");
+    }
+
     #[test]
     fn password_lengths_are_bounded() {
         assert!(validate_password("short").is_err());

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, Request, StatusCode, header};
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -26,6 +26,9 @@ use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::docs;
 use tessera::core::local_postgres::LocalPostgres;
 use tessera::core::platform::{Lifecycle, Platform};
+use tessera::users;
+use tessera::users::models::{Email, FullName, Role, User};
+use tessera::users::service::NewAccount;
 use tower::ServiceExt;
 
 /// Settings that make a throwaway cluster fast; durability does not matter here.
@@ -346,7 +349,101 @@ impl TestApp {
         self.request(Request::get(path).body(Body::empty()).expect("a request"))
             .await
     }
+
+    /// `GET path` as the holder of `token`.
+    pub async fn get_as(&self, path: &str, token: &str) -> TestResponse {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    /// A request with an optional bearer token and an optional JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        json: Option<Value>,
+    ) -> TestResponse {
+        self.call_with(method, path, token, json, &[]).await
+    }
+
+    /// Like [`TestApp::call`], with extra headers.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        json: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let body = match json {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Body::from(json.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.request(request.body(body).expect("a request")).await
+    }
+
+    /// Creates an account directly through the users service.
+    pub async fn create_user(&self, email: &str, password: &str, role: Role) -> User {
+        let account = NewAccount {
+            email: Email::parse(email).expect("a valid email"),
+            full_name: FullName::parse("Test Person").expect("a valid name"),
+            role,
+        };
+        users::service::insert_account(&self.pool, &self.auth, account, password)
+            .await
+            .expect("the account is created")
+    }
+
+    /// `POST /api/v1/auth/token` with a form, from `client` (sent as X-Forwarded-For).
+    pub async fn login_from(&self, email: &str, password: &str, client: &str) -> TestResponse {
+        let form = serde_urlencoded::to_string([("username", email), ("password", password)])
+            .expect("a form");
+        let request = Request::post("/api/v1/auth/token")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", client)
+            .body(Body::from(form))
+            .expect("a request");
+        self.request(request).await
+    }
+
+    /// Signs in and returns the token pair as JSON.
+    pub async fn login(&self, email: &str, password: &str) -> Value {
+        let response = self.login_from(email, password, "192.0.2.1").await;
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "login: {}",
+            response.text()
+        );
+        response.json()
+    }
+
+    /// A new account with a role, signed in: its user and access token.
+    pub async fn signed_in(&self, email: &str, role: Role) -> (User, String) {
+        let user = self.create_user(email, DEFAULT_PASSWORD, role).await;
+        let tokens = self.login(email, DEFAULT_PASSWORD).await;
+        (
+            user,
+            tokens["access_token"]
+                .as_str()
+                .expect("an access token")
+                .to_owned(),
+        )
+    }
 }
+
+/// The password [`TestApp::signed_in`] gives its accounts.
+pub const DEFAULT_PASSWORD: &str = "correct horse battery staple";
 
 /// Sends `request` through `router`.
 pub async fn send(router: &Router, request: Request<Body>) -> TestResponse {

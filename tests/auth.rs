@@ -1,0 +1,435 @@
+//! `/api/v1/auth`: sign-in, token checks, refresh rotation, logout, passwords,
+//! brute-force limits and admission control.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use common::{DEFAULT_PASSWORD, TestApp};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use tessera::core::config::DEVELOPMENT_JWT_SECRET;
+use tessera::users::models::Role;
+use uuid::Uuid;
+
+#[tokio::test]
+async fn the_password_grant_returns_a_token_pair() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let pair = app.login("ADA@example.com", DEFAULT_PASSWORD).await;
+    assert_eq!(pair["token_type"], "bearer");
+    assert_eq!(pair["expires_in"], 900);
+    assert!(pair["refresh_token"].as_str().unwrap().len() >= 43);
+    let me = app
+        .get_as("/api/v1/users/me", pair["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unknown_emails_and_wrong_passwords_get_the_same_answer() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let wrong = app
+        .login_from("ada@example.com", "wrong password!", "192.0.2.1")
+        .await;
+    let unknown = app
+        .login_from("nobody@example.com", "wrong password!", "192.0.2.2")
+        .await;
+    let mut bodies = Vec::new();
+    for response in [&wrong, &unknown] {
+        let mut body = response.assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+        body.as_object_mut().unwrap().remove("request_id");
+        bodies.push(body);
+    }
+    assert_eq!(bodies[0], bodies[1]);
+}
+
+#[tokio::test]
+async fn the_token_endpoint_wants_a_form() {
+    let app = TestApp::spawn().await;
+    let json_body = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/token",
+            None,
+            Some(json!({"username": "a", "password": "b"})),
+        )
+        .await;
+    json_body.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    let missing = Request::post("/api/v1/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=a%40example.com"))
+        .unwrap();
+    let problem = app
+        .request(missing)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "password"]));
+    let grant = Request::post("/api/v1/auth/token")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(
+            "grant_type=client_credentials&username=a&password=b",
+        ))
+        .unwrap();
+    app.request(grant)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+}
+
+/// Claims like a real token's, for forging variants.
+fn claims(user: Uuid, version: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"sub": user, "role": "admin", "iat": now, "nbf": now, "exp": now + 600,
+           "iss": "tessera", "aud": "tessera-api", "jti": Uuid::now_v7(), "ver": version})
+}
+
+fn sign(claims: &Value, algorithm: Algorithm, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(algorithm),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn forged_expired_and_foreign_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let user = app
+        .create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let good = claims(user.id, user.token_version);
+    // Sanity: a correctly signed token works, so the refusals below are about the flaw.
+    let valid = sign(&good, Algorithm::HS256, DEVELOPMENT_JWT_SECRET);
+    assert_eq!(
+        app.get_as("/api/v1/users/me", &valid).await.status,
+        StatusCode::OK
+    );
+
+    let with = |key: &str, value: Value| {
+        let mut claims = good.clone();
+        claims[key] = value;
+        sign(&claims, Algorithm::HS256, DEVELOPMENT_JWT_SECRET)
+    };
+    let now = chrono::Utc::now().timestamp();
+    let unsigned = {
+        let header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
+        let payload = base64_url(good.to_string().as_bytes());
+        format!("{header}.{payload}.")
+    };
+    let tampered = {
+        let parts: Vec<&str> = valid.split('.').collect();
+        let mut forged = good.clone();
+        forged["sub"] = json!(Uuid::now_v7());
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            base64_url(forged.to_string().as_bytes()),
+            parts[2]
+        )
+    };
+    let cases = [
+        ("alg none", unsigned),
+        (
+            "wrong key",
+            sign(
+                &good,
+                Algorithm::HS256,
+                "another-secret-that-is-long-enough-0123456789",
+            ),
+        ),
+        (
+            "other algorithm",
+            sign(&good, Algorithm::HS512, DEVELOPMENT_JWT_SECRET),
+        ),
+        ("expired", with("exp", json!(now - 60))),
+        ("not yet valid", with("nbf", json!(now + 600))),
+        ("issued in the future", with("iat", json!(now + 600))),
+        ("wrong audience", with("aud", json!("someone-else"))),
+        ("wrong issuer", with("iss", json!("someone-else"))),
+        ("tampered payload", tampered),
+        (
+            "old token version",
+            with("ver", json!(user.token_version - 1)),
+        ),
+        ("garbage", "not.a.jwt".to_owned()),
+    ];
+    for (name, token) in cases {
+        let response = app.get_as("/api/v1/users/me", &token).await;
+        assert_eq!(
+            response.status,
+            StatusCode::UNAUTHORIZED,
+            "{name}: {}",
+            response.text()
+        );
+        response.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+}
+
+fn base64_url(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn refresh(app: &TestApp, token: &str) -> common::TestResponse {
+    app.call(
+        Method::POST,
+        "/api/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": token})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let first = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let other_session = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+
+    let second = refresh(&app, first["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.text());
+    let second = second.json();
+    assert_ne!(second["refresh_token"], first["refresh_token"]);
+    let me = app
+        .get_as("/api/v1/users/me", second["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+
+    // The first token again: someone copied it. The whole family dies.
+    refresh(&app, first["refresh_token"].as_str().unwrap())
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "refresh_token_reused");
+    refresh(&app, second["refresh_token"].as_str().unwrap())
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    // Another sign-in's family is untouched.
+    assert_eq!(
+        refresh(&app, other_session["refresh_token"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    refresh(&app, "made-up-token")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+}
+
+#[tokio::test]
+async fn logout_revokes_one_sign_in_and_logout_all_every_one() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let phone = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let laptop = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let body = json!({"refresh_token": phone["refresh_token"]});
+    let logout = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            None,
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.call(Method::POST, "/api/v1/auth/logout", None, Some(body))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    refresh(&app, phone["refresh_token"].as_str().unwrap())
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    let laptop_token = laptop["access_token"].as_str().unwrap();
+    assert_eq!(
+        app.get_as("/api/v1/users/me", laptop_token).await.status,
+        StatusCode::OK
+    );
+
+    let all = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout-all",
+            Some(laptop_token),
+            None,
+        )
+        .await;
+    assert_eq!(all.status, StatusCode::NO_CONTENT);
+    app.get_as("/api/v1/users/me", laptop_token)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    refresh(&app, laptop["refresh_token"].as_str().unwrap())
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+}
+
+#[tokio::test]
+async fn changing_the_password_ends_every_other_session() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let other = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let this = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let token = this["access_token"].as_str().unwrap();
+    let change =
+        |current: &str, new: &str| json!({"current_password": current, "new_password": new});
+
+    app.call(
+        Method::PUT,
+        "/api/v1/auth/password",
+        Some(token),
+        Some(change("wrong password", "a new password")),
+    )
+    .await
+    .assert_problem(StatusCode::FORBIDDEN, "wrong_password");
+    let short = app
+        .call(
+            Method::PUT,
+            "/api/v1/auth/password",
+            Some(token),
+            Some(change(DEFAULT_PASSWORD, "short")),
+        )
+        .await;
+    let problem = short.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "new_password"]));
+
+    let changed = app
+        .call(
+            Method::PUT,
+            "/api/v1/auth/password",
+            Some(token),
+            Some(change(DEFAULT_PASSWORD, "a new password")),
+        )
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    let fresh = changed.json();
+    assert_eq!(
+        app.get_as("/api/v1/users/me", fresh["access_token"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    for old in [token, other["access_token"].as_str().unwrap()] {
+        app.get_as("/api/v1/users/me", old)
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    refresh(&app, other["refresh_token"].as_str().unwrap())
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    app.login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.7")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    app.login("ada@example.com", "a new password").await;
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account() {
+    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    for attempt in 0..5 {
+        let client = format!("198.51.100.{attempt}");
+        app.login_from("ada@example.com", "wrong password!", &client)
+            .await
+            .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    }
+    // Even the right password, from a new address, waits now.
+    let limited = app
+        .login_from("ADA@example.com", DEFAULT_PASSWORD, "198.51.100.99")
+        .await;
+    limited.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    // Other accounts are unaffected.
+    app.create_user("bob@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    assert_eq!(
+        app.login_from("bob@example.com", DEFAULT_PASSWORD, "198.51.100.98")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_client_address() {
+    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    for attempt in 0..5 {
+        app.login_from(
+            &format!("guess{attempt}@example.com"),
+            "wrong password!",
+            "203.0.113.5",
+        )
+        .await;
+    }
+    app.login_from("ada@example.com", DEFAULT_PASSWORD, "203.0.113.5")
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(
+        app.login_from("ada@example.com", DEFAULT_PASSWORD, "203.0.113.6")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_full_hashing_queue_answers_503_with_retry_after() {
+    let app = TestApp::spawn_with(&[("PASSWORD_HASH_QUEUE", "0")]).await;
+    let response = app
+        .login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.1")
+        .await;
+    response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "auth_overloaded");
+    assert_eq!(response.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn outdated_password_hashes_are_upgraded_at_login() {
+    use diesel_async::RunQueryDsl;
+    let app = TestApp::spawn().await;
+    let user = app
+        .create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let weak = tessera::auth::password::Passwords::new(
+        argon2::Params::new(1024, 1, 1, None).unwrap(),
+        1,
+        4,
+    )
+    .unwrap();
+    let old_hash = weak.hash(DEFAULT_PASSWORD).await.unwrap();
+    let mut conn = app.pool.get().await.unwrap();
+    diesel::sql_query("UPDATE credentials SET password_hash = $1 WHERE user_id = $2")
+        .bind::<diesel::sql_types::Text, _>(&old_hash)
+        .bind::<diesel::sql_types::Uuid, _>(user.id)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    #[derive(diesel::QueryableByName)]
+    struct Hash {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        password_hash: String,
+    }
+    let stored: Hash =
+        diesel::sql_query("SELECT password_hash FROM credentials WHERE user_id = $1")
+            .bind::<diesel::sql_types::Uuid, _>(user.id)
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+    assert!(
+        stored.password_hash.contains("m=19456,t=2,p=1"),
+        "{}",
+        stored.password_hash
+    );
+    app.login("ada@example.com", DEFAULT_PASSWORD).await;
+}
