@@ -1,7 +1,13 @@
 //! The `tessera` binary: parses the command line and runs it.
 
 use clap::Parser;
+use mimalloc::MiMalloc;
 use tessera::cli::{self, Cli};
+
+/// mimalloc instead of glibc's malloc: under load the service spent a sixth of
+/// its time in glibc's allocator and its arena locks (measured with `perf`).
+#[global_allocator]
+static ALLOCATOR: MiMalloc = MiMalloc;
 
 #[tokio::main]
 async fn main() {
