@@ -17,6 +17,8 @@ use crate::auth::service::AuthState;
 use crate::core::platform::Platform;
 use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
+use crate::executions::kinds::{KindRegistry, Sleep};
+use crate::executions::service::ExecutionsState;
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem, problem_response};
 use crate::users::seed::FirstAdminSeeder;
 
@@ -30,6 +32,14 @@ pub struct AppState {
     pub platform: Platform,
     /// Token signing and password hashing.
     pub auth: AuthState,
+    /// The kinds of background work and the notification hub.
+    pub executions: ExecutionsState,
+}
+
+impl FromRef<AppState> for ExecutionsState {
+    fn from_ref(state: &AppState) -> Self {
+        state.executions.clone()
+    }
 }
 
 impl FromRef<AppState> for Platform {
@@ -77,6 +87,7 @@ impl Modify for BearerScheme {
     tags(
         (name = "users", description = "Accounts, profiles and their administration."),
         (name = "auth", description = "Sign-in, token refresh, sign-out and passwords."),
+        (name = "executions", description = "Durable background work: submit, track, cancel, retry, stream."),
         (name = "health", description = "Liveness, readiness and metrics."),
     ),
 )]
@@ -86,24 +97,31 @@ struct ApiDoc;
 fn documented_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(crate::users::router::router())
-        .merge(crate::auth::router::router());
+        .merge(crate::auth::router::router())
+        .merge(crate::executions::router::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(API_PREFIX, api)
         .merge(health::router())
 }
 
+/// The kinds of background work this deployment runs.
+pub fn kinds() -> KindRegistry {
+    KindRegistry::new().register(Sleep)
+}
+
 /// The OpenAPI document, as served at `/openapi.json` and printed by `tessera openapi`.
 pub fn openapi() -> openapi::OpenApi {
     let (_, spec) = documented_routes().split_for_parts();
-    finish_spec(spec)
+    finish_spec(spec, &kinds())
 }
 
 /// The whole HTTP application, as `serve` runs it and the tests drive it.
 pub fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
     let (routes, spec) = documented_routes().split_for_parts();
     let config = state.platform.config.clone();
+    let spec = finish_spec(spec, &state.executions.registry);
     let router = routes
-        .merge(docs::router(finish_spec(spec), redoc_bundle))
+        .merge(docs::router(spec, redoc_bundle))
         .fallback(unknown_route)
         .with_state(state);
     http::apply_middleware(router, &config.http, config.env)
@@ -124,10 +142,15 @@ async fn unknown_route() -> Response {
     ))
 }
 
-/// Sets the version and gives every operation a `default` response in the
-/// problem shape, so clients learn the one error schema from any operation.
-fn finish_spec(mut spec: openapi::OpenApi) -> openapi::OpenApi {
+/// Sets the version, adds every execution kind's input and output schema, and
+/// gives every operation a `default` response in the problem shape, so clients
+/// learn the one error schema from any operation.
+fn finish_spec(mut spec: openapi::OpenApi, kinds: &KindRegistry) -> openapi::OpenApi {
     spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    let components = spec.components.get_or_insert_with(Default::default);
+    for (name, schema) in kinds.schemas() {
+        components.schemas.insert(name, schema);
+    }
     let problem = openapi::ResponseBuilder::new()
         .description("An error, as RFC 9457 problem details.")
         .content(

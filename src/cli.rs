@@ -14,6 +14,9 @@ use crate::core::local_postgres::{LocalPostgres, LocalPostgresError, StartOutcom
 use crate::core::platform::{Lifecycle, Platform};
 use crate::core::seed::{SeedContext, SeedError};
 use crate::core::{server, telemetry};
+use crate::executions::listener::NotificationHub;
+use crate::executions::service::ExecutionsState;
+use crate::executions::worker::Runner;
 
 /// The database the local development cluster serves.
 const LOCAL_DATABASE: &str = "tessera";
@@ -31,8 +34,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the HTTP API (in development, with a local PostgreSQL when DATABASE_URL is unset).
+    /// Serve the HTTP API, with in-process workers unless WORKER_CONCURRENCY=0
+    /// (in development, with a local PostgreSQL when DATABASE_URL is unset).
     Serve,
+    /// Run background workers only (scale them apart from the API).
+    Worker,
     /// Apply, revert, list or create database migrations.
     Migrate {
         #[command(subcommand)]
@@ -136,6 +142,12 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             Ok(())
         }
         Command::Serve => serve(load_config()?).await,
+        Command::Worker => {
+            with_database(load_config()?, |config, url| async move {
+                work(config, &url).await
+            })
+            .await
+        }
         Command::DatabaseUrl => {
             let config = load_config()?;
             // The URL is printed for the caller's own use; the cluster keeps running for it.
@@ -241,6 +253,20 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         seed_with_pool(config.clone(), pool.clone(), &auth, &[]).await?;
     }
     let lifecycle = Arc::new(Lifecycle::default());
+    let executions = ExecutionsState {
+        registry: Arc::new(app::kinds()),
+        hub: NotificationHub::start(url.to_owned()),
+    };
+    let shutdown = server::shutdown_on_signal();
+    let workers = has_workers(&config).then(|| {
+        let runner = Runner::new(
+            pool.clone(),
+            executions.registry.clone(),
+            executions.hub.clone(),
+            config.workers.clone(),
+        );
+        tokio::spawn(runner.run(shutdown.clone()))
+    });
     let state = AppState {
         platform: Platform {
             pool: pool.clone(),
@@ -248,6 +274,7 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
             lifecycle: lifecycle.clone(),
         },
         auth,
+        executions,
     };
     let router = app::build_router(state, redoc_bundle(&config));
     let listener = server::bind((config.http.host, config.http.port).into()).await?;
@@ -259,9 +286,51 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
     };
     tracing::info!(%address, "listening");
     println!("Tessera is listening on http://{shown} (API docs: http://{shown}/docs)");
-    server::serve(listener, router, lifecycle, config.http.shutdown_grace).await?;
+    server::serve(
+        listener,
+        router,
+        lifecycle,
+        config.http.shutdown_grace,
+        shutdown,
+    )
+    .await?;
+    if let Some(workers) = workers {
+        // Workers drain on the same signal; wait for them to hand work back.
+        let _ = workers.await;
+    }
     pool.close();
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Whether any queue has workers configured.
+fn has_workers(config: &Config) -> bool {
+    config.workers.default_concurrency > 0
+        || config.workers.queue_concurrency.values().any(|n| *n > 0)
+}
+
+/// `tessera worker`: runs the workers until SIGINT/SIGTERM, then drains.
+async fn work(config: Arc<Config>, url: &str) -> Result<(), CommandError> {
+    if !has_workers(&config) {
+        return Err(CommandError::Usage(
+            "WORKER_CONCURRENCY is 0 and no queue has workers: nothing to run".to_owned(),
+        ));
+    }
+    let pool = db::build_pool(url, &config.database)?;
+    let hub = NotificationHub::start(url.to_owned());
+    let runner = Runner::new(
+        pool.clone(),
+        Arc::new(app::kinds()),
+        hub,
+        config.workers.clone(),
+    );
+    println!(
+        "Tessera worker {} is running (Ctrl-C to stop)",
+        runner.worker_id()
+    );
+    runner.run(server::shutdown_on_signal()).await;
+    pool.close();
+    tracing::info!("worker stopped");
     Ok(())
 }
 

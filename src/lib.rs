@@ -9,5 +9,6 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod core;
+pub mod executions;
 pub mod shared;
 pub mod users;

@@ -22,6 +22,8 @@ use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::http::apply_middleware;
 use tessera::core::local_postgres::LocalPostgres;
 use tessera::core::platform::{Lifecycle, Platform};
+use tessera::executions::listener::NotificationHub;
+use tessera::executions::service::ExecutionsState;
 use tessera::shared::error::AppError;
 
 /// A handler that needs the database, as domain handlers do.
@@ -85,6 +87,10 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
             lifecycle: Arc::new(Lifecycle::default()),
         },
         auth: AuthState::new(&config.auth).unwrap(),
+        executions: ExecutionsState {
+            registry: Arc::new(app::kinds()),
+            hub: NotificationHub::start(url.clone()),
+        },
     };
     let probe = Router::new()
         .route("/probe/db", get(needs_database))

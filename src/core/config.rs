@@ -170,6 +170,41 @@ pub struct AuthConfig {
     pub first_admin_password: Option<Secret>,
 }
 
+/// Background execution workers.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once per queue (`WORKER_CONCURRENCY`); 0 in `serve` means no in-process workers.
+    pub default_concurrency: usize,
+    /// Per-queue overrides (`WORKER_QUEUE_CONCURRENCY=default=8,inference=1`).
+    pub queue_concurrency: std::collections::BTreeMap<String, usize>,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often a running job renews its lease.
+    pub heartbeat: Duration,
+    /// How often idle workers look for work when no notification arrives.
+    pub poll_interval: Duration,
+    /// Most executions claimed in one statement.
+    pub claim_batch: usize,
+    /// How long shutdown lets running jobs finish before handing them back.
+    pub shutdown_grace: Duration,
+    /// First retry delay; doubles each attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How long finished executions are kept.
+    pub retention: Duration,
+}
+
+impl WorkerConfig {
+    /// Jobs run at once on `queue`.
+    pub fn concurrency_of(&self, queue: &str) -> usize {
+        self.queue_concurrency
+            .get(queue)
+            .copied()
+            .unwrap_or(self.default_concurrency)
+    }
+}
+
 /// The whole configuration of the service.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -187,6 +222,8 @@ pub struct Config {
     pub seed_on_startup: bool,
     /// Users and authentication.
     pub auth: AuthConfig,
+    /// Background execution workers.
+    pub workers: WorkerConfig,
     /// Where the ReDoc script is read from (it is served, never loaded from a CDN).
     pub redoc_bundle_path: PathBuf,
 }
@@ -263,6 +300,7 @@ impl Config {
                 first_admin_email: vars.optional("FIRST_ADMIN_EMAIL"),
                 first_admin_password: vars.optional("FIRST_ADMIN_PASSWORD").map(Secret::new),
             },
+            workers: worker_config(&vars)?,
             redoc_bundle_path: vars.parse(
                 "REDOC_BUNDLE_PATH",
                 PathBuf::from(".data/redoc/redoc.standalone.js"),
@@ -338,6 +376,64 @@ fn jwt_keys(vars: &Vars<'_>, env: AppEnv) -> Result<JwtKeys, ConfigError> {
             problem: format!("must be HS256 or EdDSA (got {other:?})"),
         }),
     }
+}
+
+fn worker_config(vars: &Vars<'_>) -> Result<WorkerConfig, ConfigError> {
+    let lease = vars.millis("EXECUTION_LEASE_MS", 30_000)?;
+    let default_heartbeat = u64::try_from((lease / 3).as_millis())
+        .unwrap_or(10_000)
+        .max(1);
+    let shutdown_grace = vars.millis("SHUTDOWN_GRACE_MS", 10_000)?;
+    let heartbeat = vars.millis("EXECUTION_HEARTBEAT_MS", default_heartbeat)?;
+    if heartbeat >= lease {
+        return Err(ConfigError {
+            variable: "EXECUTION_HEARTBEAT_MS",
+            problem: "must be shorter than EXECUTION_LEASE_MS, or every lease would lapse"
+                .to_owned(),
+        });
+    }
+    Ok(WorkerConfig {
+        default_concurrency: vars.parse("WORKER_CONCURRENCY", 4)?,
+        queue_concurrency: queue_concurrency(vars)?,
+        lease,
+        heartbeat,
+        poll_interval: vars.millis("WORKER_POLL_INTERVAL_MS", 1_000)?,
+        claim_batch: vars.positive("WORKER_CLAIM_BATCH", 32)?,
+        shutdown_grace: vars
+            .optional("WORKER_SHUTDOWN_GRACE_MS")
+            .map_or(Ok(shutdown_grace), |_| {
+                vars.millis("WORKER_SHUTDOWN_GRACE_MS", 10_000)
+            })?,
+        retry_base: vars.millis("EXECUTION_RETRY_BASE_MS", 1_000)?,
+        retry_max: vars.millis("EXECUTION_RETRY_MAX_MS", 300_000)?,
+        retention: Duration::from_secs(
+            3_600 * vars.positive_u64("EXECUTION_RETENTION_HOURS", 168)?,
+        ),
+    })
+}
+
+/// `WORKER_QUEUE_CONCURRENCY=queue=N,other=M`.
+fn queue_concurrency(
+    vars: &Vars<'_>,
+) -> Result<std::collections::BTreeMap<String, usize>, ConfigError> {
+    let Some(raw) = vars.optional("WORKER_QUEUE_CONCURRENCY") else {
+        return Ok(std::collections::BTreeMap::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .and_then(|(queue, count)| {
+                    Some((queue.trim().to_owned(), count.trim().parse().ok()?))
+                })
+                .filter(|(queue, _)| !queue.is_empty())
+                .ok_or(ConfigError {
+                    variable: "WORKER_QUEUE_CONCURRENCY",
+                    problem: format!("{pair:?} is not queue=count"),
+                })
+        })
+        .collect()
 }
 
 /// Typed access to environment variables, each failure naming its variable.

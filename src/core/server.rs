@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::core::platform::Lifecycle;
 
@@ -19,37 +19,39 @@ pub async fn bind(address: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(address).await
 }
 
-/// Serves `router` on `listener` until a shutdown signal, then drains for at
-/// most `grace`.
+/// A token cancelled at the first SIGINT or SIGTERM; everything long-lived
+/// (the HTTP server, the workers) stops on it.
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        trigger.cancel();
+    });
+    token
+}
+
+/// Serves `router` on `listener` until `shutdown`, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     lifecycle: Arc<Lifecycle>,
     grace: Duration,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let (signalled_tx, signalled) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        // The receivers live as long as `serve`; if they are gone there is no one to tell.
-        signalled_tx.send_replace(true);
-    });
-    let mut stop_accepting = signalled.clone();
+    let stop_accepting = shutdown.clone();
     // Connection info gives handlers the client's address (login rate limits).
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        // An error means the sender is gone; shut down then too.
-        let _ = stop_accepting.wait_for(|signalled| *signalled).await;
+        stop_accepting.cancelled().await;
         lifecycle.begin_draining();
-        tracing::info!(
-            grace_ms = grace.as_millis(),
-            "shutdown signal received; draining"
-        );
+        tracing::info!(grace_ms = grace.as_millis(), "draining HTTP requests");
     });
-    let mut grace_over = signalled;
     tokio::select! {
         result = server.into_future() => result,
         () = async move {
-            let _ = grace_over.wait_for(|signalled| *signalled).await;
+            shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
         } => {
             tracing::warn!("grace period over; closing the connections still open");

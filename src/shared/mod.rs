@@ -3,4 +3,5 @@
 pub mod error;
 pub mod pagination;
 pub mod schema;
+pub mod text_enum;
 pub mod validation;

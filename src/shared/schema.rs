@@ -50,3 +50,45 @@ diesel::table! {
         failed_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    /// Background executions (executions domain).
+    executions (id) {
+        id -> Uuid,
+        owner_id -> Uuid,
+        kind -> Text,
+        queue -> Text,
+        name -> Text,
+        input -> Jsonb,
+        status -> Text,
+        priority -> Int2,
+        run_at -> Timestamptz,
+        attempt -> Int4,
+        max_attempts -> Int4,
+        timeout_s -> Nullable<Int4>,
+        progress -> Int2,
+        progress_message -> Nullable<Text>,
+        result -> Nullable<Jsonb>,
+        errors -> Jsonb,
+        worker_id -> Nullable<Uuid>,
+        lease_expires_at -> Nullable<Timestamptz>,
+        cancel_requested -> Bool,
+        idempotency_key -> Nullable<Text>,
+        request_hash -> Nullable<Bytea>,
+        created_at -> Timestamptz,
+        started_at -> Nullable<Timestamptz>,
+        finished_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    /// The status and progress history of executions (executions domain).
+    execution_events (id) {
+        id -> Int8,
+        execution_id -> Uuid,
+        event -> Text,
+        data -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}

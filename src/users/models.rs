@@ -4,54 +4,19 @@
 //! `FullName::parse`), so nothing deeper can hold an invalid value.
 
 use chrono::{DateTime, Utc};
-use diesel::deserialize::{self, FromSql, FromSqlRow};
-use diesel::expression::AsExpression;
-use diesel::pg::{Pg, PgValue};
-use diesel::serialize::{self, Output, ToSql};
-use diesel::sql_types::Text;
+use diesel::pg::Pg;
 use diesel::{AsChangeset, Insertable, Queryable, Selectable};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::shared::schema::users;
 
-/// What an account may do.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, AsExpression, FromSqlRow,
-)]
-#[diesel(sql_type = Text)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// An ordinary account.
-    User,
-    /// May manage every account.
-    Admin,
-}
-
-impl Role {
-    /// The stored and serialised name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
-}
-
-impl ToSql<Text, Pg> for Role {
-    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
-        <str as ToSql<Text, Pg>>::to_sql(self.as_str(), out)
-    }
-}
-
-impl FromSql<Text, Pg> for Role {
-    fn from_sql(value: PgValue<'_>) -> deserialize::Result<Self> {
-        match value.as_bytes() {
-            b"user" => Ok(Self::User),
-            b"admin" => Ok(Self::Admin),
-            other => Err(format!("unknown role {:?}", String::from_utf8_lossy(other)).into()),
-        }
+crate::text_enum! {
+    /// What an account may do.
+    pub enum Role {
+        /// An ordinary account.
+        User => "user",
+        /// May manage every account.
+        Admin => "admin",
     }
 }
 

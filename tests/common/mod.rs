@@ -26,6 +26,8 @@ use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::docs;
 use tessera::core::local_postgres::LocalPostgres;
 use tessera::core::platform::{Lifecycle, Platform};
+use tessera::executions::listener::NotificationHub;
+use tessera::executions::service::ExecutionsState;
 use tessera::users;
 use tessera::users::models::{Email, FullName, Role, User};
 use tessera::users::service::NewAccount;
@@ -303,6 +305,8 @@ pub struct TestApp {
     pub config: Arc<Config>,
     /// The app's token and password services.
     pub auth: AuthState,
+    /// The app's execution kinds and notification hub.
+    pub executions: ExecutionsState,
     /// The app's database; dropped after the app.
     pub database: TestDatabase,
 }
@@ -327,7 +331,12 @@ impl TestApp {
                 lifecycle: lifecycle.clone(),
             },
             auth: auth.clone(),
+            executions: ExecutionsState {
+                registry: Arc::new(app::kinds()),
+                hub: NotificationHub::start(database.url.clone()),
+            },
         };
+        let executions = state.executions.clone();
         let router = app::build_router(state, docs::load_redoc_bundle(&config.redoc_bundle_path));
         Self {
             router,
@@ -335,6 +344,7 @@ impl TestApp {
             lifecycle,
             config,
             auth,
+            executions,
             database,
         }
     }

@@ -130,6 +130,26 @@ fn parse_urlencoded<T: DeserializeOwned>(bytes: &[u8], source: &str) -> Result<T
     })
 }
 
+/// Deserialises a JSON value nested in a request (e.g. `input` of an
+/// execution) as `T`; field errors are located under `prefix`.
+pub fn parse_nested_json<T: DeserializeOwned>(
+    value: &serde_json::Value,
+    prefix: &[&str],
+) -> Result<T, Vec<FieldError>> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().clone();
+        let message = error.into_inner().to_string();
+        let mut located = field_error(prefix.first().copied().unwrap_or("body"), &path, &message);
+        let nested: Vec<LocSegment> = prefix
+            .iter()
+            .skip(1)
+            .map(|key| LocSegment::from(*key))
+            .collect();
+        located.loc.splice(1..1, nested);
+        vec![located]
+    })
+}
+
 /// Parses a UUID path segment named `name`; a malformed one is a located 422
 /// (the route exists, the value is wrong), not a 404.
 pub fn parse_path_uuid(name: &str, raw: &str) -> Result<uuid::Uuid, AppError> {

@@ -1,0 +1,2 @@
+DROP TABLE execution_events;
+DROP TABLE executions;

@@ -1,0 +1,131 @@
+//! What a running job sees: its identity, progress reporting, cancellation.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::core::db::DbPool;
+use crate::executions::repository::{self, Claim};
+
+/// How a job ended other than by returning its output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// The work failed; the attempt may be retried.
+    #[error("{0}")]
+    Failed(String),
+    /// The job stopped because it was asked to (cancellation or shutdown).
+    #[error("stopped on request")]
+    Cancelled,
+    /// Another worker owns the execution now; nothing this one writes counts.
+    #[error("the lease was lost")]
+    LeaseLost,
+}
+
+/// Why a running job was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StopReason {
+    /// Not asked.
+    None = 0,
+    /// Its owner or an admin cancelled it: it ends `cancelled`.
+    Cancelled = 1,
+    /// The worker is shutting down: it goes back to the queue.
+    Shutdown = 2,
+    /// The lease was lost: another worker may run it now.
+    LeaseLost = 3,
+}
+
+/// The stop signal of one running job, shared by the worker and the job.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    token: CancellationToken,
+    reason: Arc<AtomicU8>,
+}
+
+impl StopSignal {
+    /// Asks the job to stop; the first reason given wins.
+    pub fn stop(&self, reason: StopReason) {
+        let _ = self.reason.compare_exchange(
+            StopReason::None as u8,
+            reason as u8,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.token.cancel();
+    }
+
+    /// Why the job was asked to stop.
+    pub fn reason(&self) -> StopReason {
+        match self.reason.load(Ordering::SeqCst) {
+            1 => StopReason::Cancelled,
+            2 => StopReason::Shutdown,
+            3 => StopReason::LeaseLost,
+            _ => StopReason::None,
+        }
+    }
+
+    /// Resolves once the job is asked to stop.
+    pub async fn stopped(&self) {
+        self.token.cancelled().await;
+    }
+}
+
+/// Handed to a kind's `run`.
+#[derive(Clone)]
+pub struct JobContext {
+    claim: Claim,
+    pool: DbPool,
+    stop: StopSignal,
+}
+
+impl JobContext {
+    /// A context for the claimed attempt.
+    pub fn new(claim: Claim, pool: DbPool, stop: StopSignal) -> Self {
+        Self { claim, pool, stop }
+    }
+
+    /// The execution's id.
+    pub fn execution_id(&self) -> Uuid {
+        self.claim.execution_id
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> i32 {
+        self.claim.attempt
+    }
+
+    /// Whether the job has been asked to stop; long work checks this (or awaits
+    /// [`JobContext::cancelled`]) between steps.
+    pub fn is_cancelled(&self) -> bool {
+        self.stop.reason() != StopReason::None
+    }
+
+    /// Resolves once the job is asked to stop.
+    pub async fn cancelled(&self) {
+        self.stop.stopped().await;
+    }
+
+    /// Records progress (0–100) and a message, visible over the API and the
+    /// event stream. Fails with `LeaseLost` if this worker no longer owns the
+    /// attempt, and with `Cancelled` once the job is asked to stop.
+    pub async fn report_progress(&self, percent: u8, message: &str) -> Result<(), JobError> {
+        if self.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|error| JobError::Failed(format!("no database connection: {error}")))?;
+        let owned = repository::report_progress(&mut conn, &self.claim, percent.min(100), message)
+            .await
+            .map_err(|error| JobError::Failed(format!("cannot record progress: {error}")))?;
+        if owned {
+            Ok(())
+        } else {
+            Err(JobError::LeaseLost)
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! One `LISTEN` connection per process, fanned out to whoever waits: workers
+//! (work was queued; cancel this execution) and event streams (this
+//! execution changed).
+//!
+//! If the connection drops, it reconnects with backoff; meanwhile workers
+//! fall back to polling and streams to periodic checks, so nothing is lost,
+//! only slower.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::broadcast;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::executions::repository::{CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUED_CHANNEL};
+
+/// How many notifications a slow subscriber may fall behind before it is told
+/// it lagged (it then re-reads from the database).
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// The process's notification fan-out.
+pub struct NotificationHub {
+    changed: broadcast::Sender<Uuid>,
+    queued: broadcast::Sender<String>,
+    cancel: broadcast::Sender<Uuid>,
+}
+
+impl NotificationHub {
+    /// Starts listening on `database_url` in the background.
+    pub fn start(database_url: String) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            changed: broadcast::channel(CHANNEL_CAPACITY).0,
+            queued: broadcast::channel(CHANNEL_CAPACITY).0,
+            cancel: broadcast::channel(CHANNEL_CAPACITY).0,
+        });
+        let listener = hub.clone();
+        tokio::spawn(
+            async move { listener.listen_forever(&database_url).await }
+                .instrument(tracing::info_span!("execution_listener")),
+        );
+        hub
+    }
+
+    /// Ids of executions that changed.
+    pub fn changed(&self) -> broadcast::Receiver<Uuid> {
+        self.changed.subscribe()
+    }
+
+    /// Names of queues that got work.
+    pub fn queued(&self) -> broadcast::Receiver<String> {
+        self.queued.subscribe()
+    }
+
+    /// Ids of executions whose cancellation was requested.
+    pub fn cancel_requests(&self) -> broadcast::Receiver<Uuid> {
+        self.cancel.subscribe()
+    }
+
+    async fn listen_forever(&self, database_url: &str) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            // A panic here would silently leave every worker on slow polling;
+            // catch it, log it and listen again instead.
+            let outcome = AssertUnwindSafe(self.listen_once(database_url))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(())) => backoff = Duration::from_millis(250),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "notification listener lost its connection; reconnecting")
+                }
+                Err(_) => tracing::error!("notification listener panicked; restarting it"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Listens until the connection fails.
+    async fn listen_once(&self, database_url: &str) -> Result<(), String> {
+        let mut conn = AsyncPgConnection::establish(database_url)
+            .await
+            .map_err(|error| error.to_string())?;
+        conn.batch_execute(&format!(
+            "LISTEN {EVENTS_CHANNEL}; LISTEN {QUEUED_CHANNEL}; LISTEN {CANCEL_CHANNEL};"
+        ))
+        .await
+        .map_err(|error| error.to_string())?;
+        tracing::debug!("listening for execution notifications");
+        // Whatever was missed while disconnected: wake everyone to re-check.
+        let _ = self.queued.send(String::new());
+        let mut notifications = std::pin::pin!(conn.notifications_stream());
+        while let Some(notification) = notifications.next().await {
+            let notification = notification.map_err(|error| error.to_string())?;
+            match notification.channel.as_str() {
+                EVENTS_CHANNEL => self.send_id(&self.changed, &notification.payload),
+                CANCEL_CHANNEL => self.send_id(&self.cancel, &notification.payload),
+                QUEUED_CHANNEL => {
+                    let _ = self.queued.send(notification.payload);
+                }
+                _ => {}
+            }
+        }
+        Err("the notification stream ended".to_owned())
+    }
+
+    fn send_id(&self, sender: &broadcast::Sender<Uuid>, payload: &str) {
+        if let Ok(id) = Uuid::parse_str(payload) {
+            // No receivers is normal (nobody is watching this execution).
+            let _ = sender.send(id);
+        }
+    }
+}

@@ -1,0 +1,514 @@
+//! Queries on `executions` and `execution_events`; nothing else touches them.
+//!
+//! Every state change writes its event and a `NOTIFY` in the same statement,
+//! so the event log, the row and the wake-ups can never disagree. Every write
+//! a worker makes is fenced on (worker id, attempt): a worker that lost its
+//! lease changes nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel::sql_types::{
+    Array, BigInt, Int2, Int4, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::executions::models::{Execution, ExecutionEvent, NewExecution, Status};
+use crate::shared::schema::{execution_events, executions};
+
+/// The channel carrying "execution X changed" (payload: its id).
+pub const EVENTS_CHANNEL: &str = "tessera_execution_events";
+/// The channel carrying "work was queued on Q" (payload: the queue).
+pub const QUEUED_CHANNEL: &str = "tessera_executions_queued";
+/// The channel carrying "cancel X" to the worker running it (payload: its id).
+pub const CANCEL_CHANNEL: &str = "tessera_execution_cancel";
+
+/// One claimed attempt: who runs which execution, which attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// The execution.
+    pub execution_id: Uuid,
+    /// The worker holding the lease.
+    pub worker_id: Uuid,
+    /// The attempt it runs.
+    pub attempt: i32,
+}
+
+/// How an attempt ended, as the worker records it.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Done, with the kind's output.
+    Succeeded(Value),
+    /// Failed; queued again at `retry_at`, or failed for good when `None`.
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// When to try again, if attempts remain.
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// Stopped by a cancellation request.
+    Cancelled,
+    /// Not finished when the worker shut down: back to the queue, the attempt uncounted.
+    HandedBack,
+}
+
+/// Inserts an execution, unless its owner already used its idempotency key
+/// (then `None`). Notifies workers of its queue when the transaction commits.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    new: &NewExecution,
+) -> QueryResult<Option<Execution>> {
+    let inserted: Option<Execution> = diesel::insert_into(executions::table)
+        .values(new)
+        .on_conflict_do_nothing()
+        .returning(Execution::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    if let Some(execution) = &inserted {
+        log_event(
+            conn,
+            execution.id,
+            "status",
+            &json!({"status": Status::Queued, "attempt": 0}),
+        )
+        .await?;
+        notify(conn, QUEUED_CHANNEL, &execution.queue).await?;
+    }
+    Ok(inserted)
+}
+
+/// The execution with this id.
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<Execution>> {
+    executions::table
+        .find(id)
+        .select(Execution::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The owner's execution submitted with `key`.
+pub async fn find_by_idempotency_key(
+    conn: &mut AsyncPgConnection,
+    owner_id: Uuid,
+    key: &str,
+) -> QueryResult<Option<Execution>> {
+    executions::table
+        .filter(executions::owner_id.eq(owner_id))
+        .filter(executions::idempotency_key.eq(key))
+        .select(Execution::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// Filters of a list.
+#[derive(Debug, Default)]
+pub struct ExecutionFilter {
+    /// Only this owner's (`None`: everyone's).
+    pub owner_id: Option<Uuid>,
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this kind.
+    pub kind: Option<String>,
+}
+
+/// Up to `limit` executions older than `before`, newest first.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &ExecutionFilter,
+    before: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<Execution>> {
+    let mut query = executions::table
+        .select(Execution::as_select())
+        .into_boxed();
+    if let Some(owner) = filter.owner_id {
+        query = query.filter(executions::owner_id.eq(owner));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(executions::status.eq(status.as_str()));
+    }
+    if let Some(kind) = &filter.kind {
+        query = query.filter(executions::kind.eq(kind));
+    }
+    if let Some(before) = before {
+        query = query.filter(executions::id.lt(before));
+    }
+    query
+        .order(executions::id.desc())
+        .limit(limit)
+        .load(conn)
+        .await
+}
+
+/// The execution's events after `after` (an event id), oldest first.
+pub async fn events_after(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    after: i64,
+) -> QueryResult<Vec<ExecutionEvent>> {
+    execution_events::table
+        .filter(execution_events::execution_id.eq(id))
+        .filter(execution_events::id.gt(after))
+        .order(execution_events::id.asc())
+        .select(ExecutionEvent::as_select())
+        .load(conn)
+        .await
+}
+
+async fn log_event(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    event: &str,
+    data: &Value,
+) -> QueryResult<()> {
+    diesel::sql_query(
+        "WITH logged AS (INSERT INTO execution_events (execution_id, event, data) VALUES ($1, $2, $3) RETURNING execution_id)
+         SELECT pg_notify($4, execution_id::text) FROM logged",
+    )
+    .bind::<SqlUuid, _>(id)
+    .bind::<Text, _>(event)
+    .bind::<Jsonb, _>(data)
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// Sends `NOTIFY channel, payload` (delivered when the transaction commits).
+pub async fn notify(conn: &mut AsyncPgConnection, channel: &str, payload: &str) -> QueryResult<()> {
+    diesel::sql_query("SELECT pg_notify($1, $2)")
+        .bind::<Text, _>(channel)
+        .bind::<Text, _>(payload)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Claims up to `limit` due executions of `kinds` on `queue` for `worker_id`,
+/// in one short statement (`FOR UPDATE SKIP LOCKED`: concurrent workers never
+/// wait for or take each other's rows). No transaction stays open while the
+/// work runs; the lease is what holds the claim.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    queue: &str,
+    kinds: &[&str],
+    worker_id: Uuid,
+    lease: Duration,
+    limit: i64,
+) -> QueryResult<Vec<Execution>> {
+    let kinds: Vec<String> = kinds.iter().map(|kind| (*kind).to_owned()).collect();
+    diesel::sql_query(
+        "WITH picked AS (
+             SELECT id FROM executions
+             WHERE status = 'queued' AND queue = $1 AND kind = ANY($2) AND run_at <= now()
+             ORDER BY priority DESC, run_at, id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE executions e
+             SET status = 'running', attempt = e.attempt + 1, worker_id = $4,
+                 lease_expires_at = now() + $5 * interval '1 millisecond',
+                 started_at = coalesce(e.started_at, now()), cancel_requested = false
+             FROM picked WHERE e.id = picked.id
+             RETURNING e.*
+         ), logged AS (
+             INSERT INTO execution_events (execution_id, event, data)
+             SELECT id, 'status', jsonb_build_object('status', 'running', 'attempt', attempt) FROM claimed
+         )
+         SELECT claimed.* FROM claimed, LATERAL (SELECT pg_notify($6, claimed.id::text)) AS notified",
+    )
+    .bind::<Text, _>(queue)
+    .bind::<Array<Text>, _>(kinds)
+    .bind::<BigInt, _>(limit)
+    .bind::<SqlUuid, _>(worker_id)
+    .bind::<BigInt, _>(millis(lease))
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .load(conn)
+    .await
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[derive(QueryableByName)]
+struct CancelFlag {
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    cancel_requested: bool,
+}
+
+/// Extends the lease. `None`: the claim is gone (the lease expired and the
+/// execution was rescued); `Some(true)`: cancellation was requested.
+pub async fn heartbeat(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    lease: Duration,
+) -> QueryResult<Option<bool>> {
+    let row: Option<CancelFlag> = diesel::sql_query(
+        "UPDATE executions SET lease_expires_at = now() + $4 * interval '1 millisecond'
+         WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+         RETURNING cancel_requested",
+    )
+    .bind::<SqlUuid, _>(claim.execution_id)
+    .bind::<SqlUuid, _>(claim.worker_id)
+    .bind::<Int4, _>(claim.attempt)
+    .bind::<BigInt, _>(millis(lease))
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|flag| flag.cancel_requested))
+}
+
+/// Records progress, fenced. Returns whether the claim still holds.
+pub async fn report_progress(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    percent: u8,
+    message: &str,
+) -> QueryResult<bool> {
+    let updated = diesel::sql_query(
+        "WITH updated AS (
+             UPDATE executions SET progress = $4, progress_message = $5
+             WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+             RETURNING id
+         ), logged AS (
+             INSERT INTO execution_events (execution_id, event, data)
+             SELECT id, 'progress', jsonb_build_object('progress', $4, 'message', $5) FROM updated
+         )
+         SELECT pg_notify($6, id::text) FROM updated",
+    )
+    .bind::<SqlUuid, _>(claim.execution_id)
+    .bind::<SqlUuid, _>(claim.worker_id)
+    .bind::<Int4, _>(claim.attempt)
+    .bind::<Int2, _>(i16::from(percent))
+    .bind::<Text, _>(message)
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .execute(conn)
+    .await?;
+    Ok(updated == 1)
+}
+
+/// Records how an attempt ended, fenced. Returns whether the claim still held
+/// (a worker that lost its lease gets `false` and changes nothing).
+pub async fn finish(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    outcome: &Outcome,
+) -> QueryResult<bool> {
+    // Each outcome sets: status, result, an error to append, run_at, finished,
+    // and whether the attempt counts.
+    let (status, result, error, retry_at, uncount) = match outcome {
+        Outcome::Succeeded(value) => (Status::Succeeded, Some(value.clone()), None, None, false),
+        Outcome::Failed { message, retry_at } => (
+            if retry_at.is_some() {
+                Status::Queued
+            } else {
+                Status::Failed
+            },
+            None,
+            Some(message.clone()),
+            *retry_at,
+            false,
+        ),
+        Outcome::Cancelled => (Status::Cancelled, None, None, None, false),
+        Outcome::HandedBack => (Status::Queued, None, None, None, true),
+    };
+    let updated = diesel::sql_query(
+        "WITH updated AS (
+             UPDATE executions SET
+                 status = $4,
+                 result = coalesce($5, result),
+                 progress = CASE WHEN $4 = 'succeeded' THEN 100 ELSE progress END,
+                 errors = CASE WHEN $6::text IS NULL THEN errors
+                          ELSE errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'message', $6::text)) END,
+                 run_at = coalesce($7, run_at),
+                 attempt = CASE WHEN $8 THEN attempt - 1 ELSE attempt END,
+                 finished_at = CASE WHEN $4 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE NULL END,
+                 worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
+             WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+             RETURNING id, status, attempt, errors
+         ), logged AS (
+             INSERT INTO execution_events (execution_id, event, data)
+             SELECT id, 'status', jsonb_strip_nulls(jsonb_build_object('status', status, 'attempt', attempt, 'error', $6::text)) FROM updated
+         )
+         SELECT pg_notify($9, id::text) FROM updated",
+    )
+    .bind::<SqlUuid, _>(claim.execution_id)
+    .bind::<SqlUuid, _>(claim.worker_id)
+    .bind::<Int4, _>(claim.attempt)
+    .bind::<Text, _>(status.as_str())
+    .bind::<Nullable<Jsonb>, _>(result)
+    .bind::<Nullable<Text>, _>(error)
+    .bind::<Nullable<Timestamptz>, _>(retry_at)
+    .bind::<diesel::sql_types::Bool, _>(uncount)
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .execute(conn)
+    .await?;
+    if updated == 1 && status == Status::Queued {
+        let queue: String = executions::table
+            .find(claim.execution_id)
+            .select(executions::queue)
+            .first(conn)
+            .await?;
+        notify(conn, QUEUED_CHANNEL, &queue).await?;
+    }
+    Ok(updated == 1)
+}
+
+/// Cancels a queued execution at once, or asks the worker of a running one
+/// to stop. Returns the execution after the change; `None` if it was
+/// already finished (or does not exist).
+pub async fn request_cancel(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<Execution>> {
+    let cancelled: Option<Execution> = diesel::sql_query(
+        "UPDATE executions SET status = 'cancelled', finished_at = now()
+         WHERE id = $1 AND status = 'queued' RETURNING *",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(execution) = cancelled {
+        log_event(
+            conn,
+            id,
+            "status",
+            &json!({"status": Status::Cancelled, "attempt": execution.attempt}),
+        )
+        .await?;
+        return Ok(Some(execution));
+    }
+    let running: Option<Execution> = diesel::sql_query(
+        "UPDATE executions SET cancel_requested = true WHERE id = $1 AND status = 'running' RETURNING *",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    if running.is_some() {
+        notify(conn, CANCEL_CHANNEL, &id.to_string()).await?;
+    }
+    Ok(running)
+}
+
+/// Queues a failed or cancelled execution again, with a fresh set of attempts.
+/// `None` if it is not failed or cancelled.
+pub async fn retry(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<Execution>> {
+    let queued: Option<Execution> = diesel::sql_query(
+        "UPDATE executions SET status = 'queued', attempt = 0, run_at = now(), finished_at = NULL,
+                result = NULL, progress = 0, progress_message = NULL, cancel_requested = false
+         WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING *",
+    )
+    .bind::<SqlUuid, _>(id)
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(execution) = &queued {
+        log_event(
+            conn,
+            id,
+            "status",
+            &json!({"status": Status::Queued, "attempt": 0, "retried": true}),
+        )
+        .await?;
+        notify(conn, QUEUED_CHANNEL, &execution.queue).await?;
+    }
+    Ok(queued)
+}
+
+/// Deletes a finished execution; returns whether one went.
+pub async fn delete_finished(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<bool> {
+    let deleted = diesel::delete(executions::table.filter(executions::id.eq(id)).filter(
+        executions::status.eq_any([
+            Status::Succeeded.as_str(),
+            Status::Failed.as_str(),
+            Status::Cancelled.as_str(),
+        ]),
+    ))
+    .execute(conn)
+    .await?;
+    Ok(deleted == 1)
+}
+
+#[derive(QueryableByName)]
+struct Rescued {
+    #[diesel(sql_type = SqlUuid)]
+    execution_id: Uuid,
+}
+
+/// Takes back executions whose lease expired (their worker died or lost the
+/// database): queued again while attempts remain, failed otherwise. Returns
+/// the ids rescued.
+pub async fn rescue_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> {
+    let rows: Vec<Rescued> = diesel::sql_query(
+        "WITH expired AS (
+             SELECT id FROM executions
+             WHERE status = 'running' AND lease_expires_at < now()
+             FOR UPDATE SKIP LOCKED
+         ), rescued AS (
+             UPDATE executions e SET
+                 status = CASE WHEN e.attempt < e.max_attempts THEN 'queued' ELSE 'failed' END,
+                 finished_at = CASE WHEN e.attempt < e.max_attempts THEN NULL ELSE now() END,
+                 errors = e.errors || jsonb_build_array(jsonb_build_object(
+                     'attempt', e.attempt, 'at', now(),
+                     'message', 'the worker stopped renewing its lease (it crashed or lost the database)')),
+                 run_at = now(), worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
+             FROM expired WHERE e.id = expired.id
+             RETURNING e.id, e.status, e.attempt, e.queue
+         ), logged AS (
+             INSERT INTO execution_events (execution_id, event, data)
+             SELECT id, 'status', jsonb_build_object('status', status, 'attempt', attempt, 'rescued', true) FROM rescued
+         )
+         SELECT rescued.id AS execution_id FROM rescued,
+             LATERAL (SELECT pg_notify($1, rescued.id::text), pg_notify($2, rescued.queue)) AS notified",
+    )
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .bind::<Text, _>(QUEUED_CHANNEL)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.execution_id).collect())
+}
+
+/// Deletes up to `batch` executions finished before `before`; returns how many.
+pub async fn prune_finished(
+    conn: &mut AsyncPgConnection,
+    before: DateTime<Utc>,
+    batch: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "DELETE FROM executions WHERE id IN (
+             SELECT id FROM executions WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind::<Timestamptz, _>(before)
+    .bind::<BigInt, _>(batch)
+    .execute(conn)
+    .await
+}
+
+#[derive(QueryableByName)]
+struct StatusCount {
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = BigInt)]
+    count: i64,
+}
+
+/// How many executions are in each status (for the metrics gauge).
+pub async fn count_by_status(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(String, i64)>> {
+    let rows: Vec<StatusCount> =
+        diesel::sql_query("SELECT status, count(*) AS count FROM executions GROUP BY status")
+            .load(conn)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.status, row.count))
+        .collect())
+}

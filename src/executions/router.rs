@@ -1,0 +1,362 @@
+//! `/api/v1/executions`: submit, track, cancel, retry, delete, and stream
+//! background work.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use tokio::sync::broadcast;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::extract::CurrentUser;
+use crate::auth::service::AuthState;
+use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::platform::Platform;
+use crate::executions::models::{ExecutionEvent, Status};
+use crate::executions::schemas::{
+    CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, GenerateNameRequest,
+    GeneratedName,
+};
+use crate::executions::service::{self, ExecutionsState};
+use crate::shared::error::{AppError, FieldError, Problem};
+use crate::shared::pagination::Page;
+use crate::users::models::User;
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "executions";
+
+/// How often an idle event stream re-checks the database, in case a
+/// notification was missed (the listener was reconnecting, say).
+const STREAM_RECHECK: Duration = Duration::from_secs(2);
+
+/// The executions routes.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+    ExecutionsState: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(create_execution, list_executions))
+        .routes(routes!(generate_name))
+        .routes(routes!(get_execution, delete_execution))
+        .routes(routes!(cancel_execution))
+        .routes(routes!(retry_execution))
+        .routes(routes!(stream_events))
+}
+
+fn execution_location(id: Uuid) -> String {
+    format!("/api/v1/executions/{id}")
+}
+
+/// `POST /api/v1/executions`: submit work (`202`); an `Idempotency-Key` makes retries safe.
+#[utoipa::path(post, path = "/executions", tag = TAG,
+    request_body = CreateExecutionRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key and body return the same execution.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Accepted; `Location` names the execution.", body = ExecutionResponse, headers(("Location" = String))),
+        (status = 200, description = "A retry with the same Idempotency-Key and body: the original execution.", body = ExecutionResponse),
+        (status = 409, description = "The Idempotency-Key was used for a different request.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, or the input does not fit the kind's schema.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_execution(
+    State(platform): State<Platform>,
+    State(executions): State<ExecutionsState>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateExecutionRequest>,
+) -> Result<Response, AppError> {
+    let key = idempotency_key(&headers)?;
+    let (execution, created) = service::submit(
+        &platform,
+        &executions.registry,
+        &user,
+        &request,
+        key.as_deref(),
+    )
+    .await?;
+    let location = execution_location(execution.id);
+    let status = if created {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, axum::Json(ExecutionResponse::from(execution))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if !created {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    match headers.get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => value.to_str().map(|key| Some(key.to_owned())).map_err(|_| {
+            AppError::Validation(vec![FieldError::new(
+                vec!["header".into(), "Idempotency-Key".into()],
+                "must be visible ASCII",
+                "value_error",
+            )])
+        }),
+    }
+}
+
+/// `GET /api/v1/executions`: the caller's executions (everyone's for admins with `all=true`), newest first.
+#[utoipa::path(get, path = "/executions", tag = TAG,
+    params(ExecutionListQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One page of executions.", body = Page<ExecutionResponse>),
+        (status = 403, description = "`all=true` from a non-admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filters.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_executions(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    ApiQuery(query): ApiQuery<ExecutionListQuery>,
+) -> Result<axum::Json<Page<ExecutionResponse>>, AppError> {
+    Ok(axum::Json(service::list(&platform, &user, query).await?))
+}
+
+/// `POST /api/v1/executions/generate-name`: the name the service would give this submission.
+#[utoipa::path(post, path = "/executions/generate-name", tag = TAG,
+    request_body = GenerateNameRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The generated name.", body = GeneratedName),
+        (status = 422, description = "Unknown kind or invalid input.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn generate_name(
+    State(executions): State<ExecutionsState>,
+    CurrentUser(_user): CurrentUser,
+    ApiJson(request): ApiJson<GenerateNameRequest>,
+) -> Result<axum::Json<GeneratedName>, AppError> {
+    let input = executions
+        .registry
+        .parse_input(&request.kind, &request.input)
+        .map_err(AppError::Validation)?;
+    Ok(axum::Json(GeneratedName {
+        name: service::generated_name(&executions.registry, &request.kind, &input),
+    }))
+}
+
+/// `GET /api/v1/executions/{id}`: status, attempt, progress, result and error history.
+#[utoipa::path(get, path = "/executions/{id}", tag = TAG,
+    params(("id" = Uuid, Path, description = "The execution's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The execution.", body = ExecutionResponse),
+        (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_execution(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<axum::Json<ExecutionResponse>, AppError> {
+    let id = parse_path_uuid("id", &id)?;
+    Ok(axum::Json(service::get(&platform, &user, id).await?.into()))
+}
+
+/// `DELETE /api/v1/executions/{id}`: remove a finished execution.
+#[utoipa::path(delete, path = "/executions/{id}", tag = TAG,
+    params(("id" = Uuid, Path, description = "The execution's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not finished yet.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn delete_execution(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, AppError> {
+    service::delete(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/executions/{id}/cancel`: cancel queued work at once, or signal running work.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = TAG,
+    params(("id" = Uuid, Path, description = "The execution's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Cancelled (if it was queued) or signalled (if running; it ends `cancelled` shortly).", body = ExecutionResponse),
+        (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_execution(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
+    let execution = service::cancel(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
+}
+
+/// `POST /api/v1/executions/{id}/retry`: queue a failed or cancelled execution again.
+#[utoipa::path(post, path = "/executions/{id}/retry", tag = TAG,
+    params(("id" = Uuid, Path, description = "The execution's id.")),
+    security(("bearer" = [])),
+    responses(
+        (status = 202, description = "Queued again, with a fresh set of attempts.", body = ExecutionResponse),
+        (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not failed or cancelled.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn retry_execution(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
+    let execution = service::retry(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
+}
+
+/// `GET /api/v1/executions/{id}/events`: Server-Sent Events of every status
+/// and progress change, resumable with `Last-Event-ID`; ends when the execution finishes.
+#[utoipa::path(get, path = "/executions/{id}/events", tag = TAG,
+    params(
+        ("id" = Uuid, Path, description = "The execution's id."),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event."),
+    ),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "`event: status` and `event: progress` messages; `data` is JSON with `execution_id` and the change.", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn stream_events(
+    State(platform): State<Platform>,
+    State(executions): State<ExecutionsState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let id = parse_path_uuid("id", &id)?;
+    let after = last_event_id(&headers)?;
+    // Subscribe before reading, so no change between the read and the wait is missed.
+    let changes = executions.hub.changed();
+    let (execution, events) = service::events_after(&platform, &user, id, after).await?;
+    let stream = EventStream {
+        platform,
+        user,
+        id,
+        last_id: after,
+        pending: events.into(),
+        finished: execution.status.is_finished(),
+        changes,
+    };
+    Ok(
+        Sse::new(futures_util::stream::unfold(stream, EventStream::next))
+            .keep_alive(KeepAlive::default()),
+    )
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<i64, AppError> {
+    match headers.get("last-event-id") {
+        None => Ok(0),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| {
+                AppError::Validation(vec![FieldError::new(
+                    vec!["header".into(), "Last-Event-ID".into()],
+                    "must be the id of an event this stream sent",
+                    "value_error",
+                )])
+            }),
+    }
+}
+
+/// The state of one event stream.
+struct EventStream {
+    platform: Platform,
+    user: User,
+    id: Uuid,
+    last_id: i64,
+    pending: VecDeque<ExecutionEvent>,
+    finished: bool,
+    changes: broadcast::Receiver<Uuid>,
+}
+
+impl EventStream {
+    /// The next event; `None` once the execution has finished and every event was sent.
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                self.last_id = event.id;
+                if event.event == "status" && is_terminal(&event.data) {
+                    self.finished = true;
+                }
+                return Some((Ok(to_sse(&event)), self));
+            }
+            if self.finished {
+                return None;
+            }
+            self.wait_for_change().await;
+            match service::events_after(&self.platform, &self.user, self.id, self.last_id).await {
+                Ok((execution, events)) => {
+                    self.pending = events.into();
+                    // Deleted or finished with nothing left to send: the stream is over.
+                    self.finished = self.pending.is_empty() && execution.status.is_finished();
+                }
+                Err(AppError::NotFound(_)) => return None,
+                Err(error) => tracing::warn!(%error, "event stream could not read; retrying"),
+            }
+        }
+    }
+
+    async fn wait_for_change(&mut self) {
+        let deadline = tokio::time::sleep(STREAM_RECHECK);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => return,
+                change = self.changes.recv() => match change {
+                    Ok(id) if id == self.id => return,
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        deadline.as_mut().await;
+                        return;
+                    }
+                },
+            }
+        }
+    }
+}
+
+fn is_terminal(data: &serde_json::Value) -> bool {
+    data.get("status")
+        .and_then(|status| serde_json::from_value::<Status>(status.clone()).ok())
+        .is_some_and(Status::is_finished)
+}
+
+fn to_sse(event: &ExecutionEvent) -> Event {
+    let mut data = event.data.clone();
+    if let Some(object) = data.as_object_mut() {
+        object.insert(
+            "execution_id".to_owned(),
+            serde_json::json!(event.execution_id),
+        );
+        object.insert("at".to_owned(), serde_json::json!(event.created_at));
+    }
+    Event::default()
+        .id(event.id.to_string())
+        .event(event.event.clone())
+        .data(data.to_string())
+}
