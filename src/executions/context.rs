@@ -91,6 +91,11 @@ impl JobContext {
         self.claim.execution_id
     }
 
+    /// The database pool, for kinds whose work writes to the database.
+    pub fn pool(&self) -> DbPool {
+        self.pool.clone()
+    }
+
     /// This attempt's number, from 1.
     pub fn attempt(&self) -> i32 {
         self.claim.attempt

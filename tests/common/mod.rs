@@ -8,6 +8,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod executions;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
