@@ -1,0 +1,484 @@
+//! `/api/v1/executions`: submission and validation, idempotency keys,
+//! visibility, transitions, names, and the event stream.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use common::executions::{start_runner, test_kinds, worker_settings};
+use common::{TestApp, TestResponse};
+use serde_json::{Value, json};
+use tessera::users::models::Role;
+
+const PATH: &str = "/api/v1/executions";
+
+async fn submit(app: &TestApp, token: &str, body: Value) -> TestResponse {
+    app.call(Method::POST, PATH, Some(token), Some(body)).await
+}
+
+fn sleep(duration_ms: u64) -> Value {
+    json!({"kind": "sleep", "input": {"duration_ms": duration_ms}})
+}
+
+#[tokio::test]
+async fn submitting_answers_202_with_location_and_the_normalised_input() {
+    let app = TestApp::spawn().await;
+    let (user, token) = app.signed_in("ada@example.com", Role::User).await;
+    let response = submit(
+        &app,
+        &token,
+        json!({"kind": "sleep", "input": {"duration_ms": 1500}, "priority": 5}),
+    )
+    .await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    let body = response.json();
+    let id = body["id"].as_str().unwrap();
+    assert_eq!(
+        response.header("location"),
+        Some(format!("{PATH}/{id}").as_str())
+    );
+    assert_eq!(body["status"], "queued");
+    assert_eq!(body["owner_id"], json!(user.id));
+    assert_eq!(body["name"], "sleep · Sleep 1.5 s", "a generated name");
+    assert_eq!(
+        body["input"],
+        json!({"duration_ms": 1500, "steps": 10, "fail_first_attempts": 0})
+    );
+    assert_eq!(body["attempt"], 0);
+    assert_eq!(body["max_attempts"], 3);
+    let named = submit(
+        &app,
+        &token,
+        json!({"kind": "sleep", "input": {"duration_ms": 1}, "name": "  My nap "}),
+    )
+    .await;
+    assert_eq!(named.json()["name"], "My nap");
+}
+
+#[tokio::test]
+async fn invalid_submissions_list_every_problem() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let body = json!({"kind": "teleport", "input": {}, "priority": 101, "max_attempts": 0, "timeout_s": 0, "name": ""});
+    let problem = submit(&app, &token, body)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let locs: Vec<Value> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["loc"].clone())
+        .collect();
+    for expected in [
+        json!(["body", "kind"]),
+        json!(["body", "name"]),
+        json!(["body", "priority"]),
+        json!(["body", "max_attempts"]),
+        json!(["body", "timeout_s"]),
+    ] {
+        assert!(locs.contains(&expected), "{expected} in {locs:?}");
+    }
+    let cases = [
+        (
+            json!({"duration_ms": "soon"}),
+            json!(["body", "input", "duration_ms"]),
+            "type_error",
+        ),
+        (
+            json!({}),
+            json!(["body", "input", "duration_ms"]),
+            "missing",
+        ),
+        (
+            json!({"duration_ms": 1, "colour": "red"}),
+            json!(["body", "input", "colour"]),
+            "extra_forbidden",
+        ),
+        (
+            json!({"duration_ms": 1, "steps": 0}),
+            json!(["body", "input", "steps"]),
+            "value_error",
+        ),
+        (
+            json!({"duration_ms": 86_400_001}),
+            json!(["body", "input", "duration_ms"]),
+            "value_error",
+        ),
+    ];
+    for (input, loc, kind) in cases {
+        let response = submit(&app, &token, json!({"kind": "sleep", "input": input})).await;
+        let problem =
+            response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(problem["errors"][0]["loc"], loc, "{input}");
+        assert_eq!(problem["errors"][0]["type"], kind, "{input}");
+    }
+    let far = (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339();
+    let problem = submit(
+        &app,
+        &token,
+        json!({"kind": "sleep", "input": {"duration_ms": 1}, "run_at": far}),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "run_at"]));
+    app.call(Method::POST, PATH, None, Some(sleep(1)))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "not_authenticated");
+}
+
+#[tokio::test]
+async fn idempotency_keys_make_retries_safe() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let with_key = |body: Value, key: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.call_with(
+                Method::POST,
+                PATH,
+                Some(&token),
+                Some(body),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = with_key(sleep(100), "order-42").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let again = with_key(sleep(100), "order-42").await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    with_key(sleep(999), "order-42")
+        .await
+        .assert_problem(StatusCode::CONFLICT, "idempotency_key_reused");
+    let problem = with_key(sleep(1), "has space")
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        problem["errors"][0]["loc"],
+        json!(["header", "Idempotency-Key"])
+    );
+    // Keys belong to their user: another account may use the same one.
+    let (_, other) = app.signed_in("bob@example.com", Role::User).await;
+    let theirs = app
+        .call_with(
+            Method::POST,
+            PATH,
+            Some(&other),
+            Some(sleep(100)),
+            &[("idempotency-key", "order-42")],
+        )
+        .await;
+    assert_eq!(theirs.status, StatusCode::ACCEPTED);
+    assert_ne!(theirs.json()["id"], first.json()["id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_duplicates_create_exactly_one_execution() {
+    let app = Arc::new(TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "8")]).await);
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move {
+                let response = app
+                    .call_with(
+                        Method::POST,
+                        PATH,
+                        Some(&token),
+                        Some(sleep(5)),
+                        &[("idempotency-key", "same-key")],
+                    )
+                    .await;
+                (response.status, response.json()["id"].clone())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    let mut created = 0;
+    for handle in handles {
+        let (status, id) = handle.await.unwrap();
+        assert!(
+            status == StatusCode::ACCEPTED || status == StatusCode::OK,
+            "{status}"
+        );
+        created += usize::from(status == StatusCode::ACCEPTED);
+        ids.insert(id.to_string());
+    }
+    assert_eq!(ids.len(), 1);
+    assert_eq!(created, 1);
+    let list = app.get_as(PATH, &token).await.json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn users_see_their_own_executions_and_admins_everyones() {
+    let app = TestApp::spawn().await;
+    let (_, ada) = app.signed_in("ada@example.com", Role::User).await;
+    let (_, bob) = app.signed_in("bob@example.com", Role::User).await;
+    let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
+    let adas = submit(&app, &ada, sleep(1)).await.json();
+    submit(&app, &bob, sleep(2)).await;
+    let path = format!("{PATH}/{}", adas["id"].as_str().unwrap());
+    assert_eq!(app.get_as(&path, &ada).await.status, StatusCode::OK);
+    app.get_as(&path, &bob)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(app.get_as(&path, &admin).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get_as(PATH, &ada).await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        app.get_as(PATH, &admin).await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0,
+        "their own by default"
+    );
+    assert_eq!(
+        app.get_as(&format!("{PATH}?all=true"), &admin).await.json()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    app.get_as(&format!("{PATH}?all=true"), &ada)
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin_required");
+    app.get_as(&format!("{PATH}/not-a-uuid"), &ada)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+}
+
+#[tokio::test]
+async fn lists_filter_and_page() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    for duration in 0..5 {
+        submit(&app, &token, sleep(duration)).await;
+    }
+    let cancelled = submit(&app, &token, sleep(99)).await.json();
+    app.call(
+        Method::POST,
+        &format!("{PATH}/{}/cancel", cancelled["id"].as_str().unwrap()),
+        Some(&token),
+        None,
+    )
+    .await;
+    let page = app.get_as(&format!("{PATH}?limit=2"), &token).await.json();
+    assert_eq!(page["items"][0]["id"], cancelled["id"], "newest first");
+    let next = app
+        .get_as(
+            &format!(
+                "{PATH}?limit=2&cursor={}",
+                page["next_cursor"].as_str().unwrap()
+            ),
+            &token,
+        )
+        .await
+        .json();
+    assert_eq!(next["items"].as_array().unwrap().len(), 2);
+    let queued = app
+        .get_as(&format!("{PATH}?status=queued"), &token)
+        .await
+        .json();
+    assert_eq!(queued["items"].as_array().unwrap().len(), 5);
+    let by_kind = app
+        .get_as(&format!("{PATH}?kind=sleep&status=cancelled"), &token)
+        .await
+        .json();
+    assert_eq!(by_kind["items"].as_array().unwrap().len(), 1);
+    for bad in ["status=done", "limit=0", "cursor=x", "colour=red"] {
+        app.get_as(&format!("{PATH}?{bad}"), &token)
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+}
+
+#[tokio::test]
+async fn cancel_retry_and_delete_follow_the_lifecycle() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let id = submit(&app, &token, sleep(10)).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("{PATH}/{id}");
+    app.call(Method::DELETE, &path, Some(&token), None)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "invalid_transition");
+    app.call(Method::POST, &format!("{path}/retry"), Some(&token), None)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "invalid_transition");
+    let cancelled = app
+        .call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+        .await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        cancelled.json()["status"],
+        "cancelled",
+        "a queued execution is cancelled at once"
+    );
+    app.call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "invalid_transition");
+    let retried = app
+        .call(Method::POST, &format!("{path}/retry"), Some(&token), None)
+        .await;
+    assert_eq!(retried.status, StatusCode::ACCEPTED);
+    assert_eq!(retried.json()["status"], "queued");
+    app.call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+        .await;
+    assert_eq!(
+        app.call(Method::DELETE, &path, Some(&token), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    app.get_as(&path, &token)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn names_are_generated_from_kind_and_input() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let path = format!("{PATH}/generate-name");
+    let named = app
+        .call(Method::POST, &path, Some(&token), Some(sleep(1500)))
+        .await;
+    assert_eq!(named.status, StatusCode::OK);
+    assert_eq!(named.json(), json!({"name": "sleep · Sleep 1.5 s"}));
+    app.call(
+        Method::POST,
+        &path,
+        Some(&token),
+        Some(json!({"kind": "nope", "input": {}})),
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+}
+
+/// Parses a whole SSE body into (id, event, data) triples.
+fn parse_sse(body: &str) -> Vec<(i64, String, Value)> {
+    body.split("\n\n")
+        .filter(|block| block.contains("data:"))
+        .map(|block| {
+            let field = |name: &str| {
+                block
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name).map(|value| value.trim().to_owned()))
+                    .unwrap_or_default()
+            };
+            (
+                field("id:").parse().unwrap(),
+                field("event:"),
+                serde_json::from_str(&field("data:")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_event_stream_replays_follows_and_resumes() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let body = json!({"kind": "sleep", "input": {"duration_ms": 300, "steps": 2}});
+    let id = submit(&app, &token, body).await.json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events_path = format!("{PATH}/{id}/events");
+    let (shutdown, handle, _) = start_runner(&app, test_kinds(), worker_settings(&[]));
+
+    // Follows live until the execution finishes, then ends.
+    let stream = tokio::time::timeout(Duration::from_secs(20), app.get_as(&events_path, &token))
+        .await
+        .expect("the stream ends when the execution finishes");
+    assert_eq!(stream.status, StatusCode::OK);
+    assert!(
+        stream
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let events = parse_sse(&stream.text());
+    let summary: Vec<(String, Value)> = events
+        .iter()
+        .map(|(_, kind, data)| {
+            (
+                kind.clone(),
+                data.get("status")
+                    .or(data.get("progress"))
+                    .cloned()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("status".to_owned(), json!("queued")),
+            ("status".to_owned(), json!("running")),
+            ("progress".to_owned(), json!(50)),
+            ("progress".to_owned(), json!(100)),
+            ("status".to_owned(), json!("succeeded")),
+        ]
+    );
+    assert!(
+        events.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "ids increase"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|(_, _, data)| data["execution_id"] == json!(id))
+    );
+
+    // Resuming after the second event replays only what came after it.
+    let resumed = app
+        .call_with(
+            Method::GET,
+            &events_path,
+            Some(&token),
+            None,
+            &[("last-event-id", &events[1].0.to_string())],
+        )
+        .await;
+    let replayed = parse_sse(&resumed.text());
+    assert_eq!(replayed.len(), 3);
+    assert_eq!(replayed[0].0, events[2].0);
+    app.call_with(
+        Method::GET,
+        &events_path,
+        Some(&token),
+        None,
+        &[("last-event-id", "soon")],
+    )
+    .await
+    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let (_, other) = app.signed_in("bob@example.com", Role::User).await;
+    app.get_as(&events_path, &other)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    shutdown.cancel();
+    handle.await.unwrap();
+}
+
+#[test]
+fn every_kind_has_its_schemas_in_the_document() {
+    let spec = serde_json::to_value(tessera::app::openapi()).unwrap();
+    for name in ["SleepInput", "SleepOutput"] {
+        assert!(spec["components"]["schemas"].get(name).is_some(), "{name}");
+    }
+}
