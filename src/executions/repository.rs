@@ -512,3 +512,46 @@ pub async fn count_by_status(conn: &mut AsyncPgConnection) -> QueryResult<Vec<(S
         .map(|row| (row.status, row.count))
         .collect())
 }
+
+#[derive(QueryableByName)]
+struct Finished {
+    #[diesel(sql_type = SqlUuid)]
+    id: Uuid,
+}
+
+/// Records many successful attempts in one statement, each fenced on its own
+/// claim. Returns the ids whose claim still held. This is the hot path of a
+/// busy queue: one round trip and one commit for a whole batch.
+pub async fn finish_succeeded_batch(
+    conn: &mut AsyncPgConnection,
+    batch: &[(Claim, Value)],
+) -> QueryResult<Vec<Uuid>> {
+    let ids: Vec<Uuid> = batch.iter().map(|(claim, _)| claim.execution_id).collect();
+    let workers: Vec<Uuid> = batch.iter().map(|(claim, _)| claim.worker_id).collect();
+    let attempts: Vec<i32> = batch.iter().map(|(claim, _)| claim.attempt).collect();
+    let results: Vec<Value> = batch.iter().map(|(_, result)| result.clone()).collect();
+    let rows: Vec<Finished> = diesel::sql_query(
+        "WITH input AS (
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::jsonb[]) AS t(id, worker_id, attempt, result)
+         ), updated AS (
+             UPDATE executions e SET status = 'succeeded', result = input.result, progress = 100,
+                 finished_at = now(), worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
+             FROM input
+             WHERE e.id = input.id AND e.worker_id = input.worker_id AND e.attempt = input.attempt
+               AND e.status = 'running'
+             RETURNING e.id, e.attempt
+         ), logged AS (
+             INSERT INTO execution_events (execution_id, event, data)
+             SELECT id, 'status', jsonb_build_object('status', 'succeeded', 'attempt', attempt) FROM updated
+         )
+         SELECT updated.id FROM updated, LATERAL (SELECT pg_notify($5, updated.id::text)) AS notified",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<SqlUuid>, _>(workers)
+    .bind::<Array<Int4>, _>(attempts)
+    .bind::<Array<Jsonb>, _>(results)
+    .bind::<Text, _>(EVENTS_CHANNEL)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|row| row.id).collect())
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -30,6 +30,19 @@ use crate::executions::repository::{self, Claim, Outcome};
 /// The jobs this process runs now, by execution id, to deliver stop signals.
 type Running = Arc<Mutex<HashMap<Uuid, StopSignal>>>;
 
+/// How long a busy queue waits for half its slots to free before claiming anyway.
+const REFILL_WAIT: Duration = Duration::from_millis(2);
+
+/// Most successful attempts recorded in one statement.
+const MAX_COMPLETION_BATCH: usize = 512;
+
+/// A successful attempt waiting to be recorded, and who to tell whether its claim held.
+type Completion = (
+    Claim,
+    serde_json::Value,
+    oneshot::Sender<Result<bool, String>>,
+);
+
 /// Runs the workers of one process.
 pub struct Runner {
     pool: DbPool,
@@ -38,6 +51,8 @@ pub struct Runner {
     settings: WorkerConfig,
     worker_id: Uuid,
     running: Running,
+    completions: mpsc::Sender<Completion>,
+    completion_queue: Mutex<Option<mpsc::Receiver<Completion>>>,
 }
 
 impl Runner {
@@ -48,6 +63,7 @@ impl Runner {
         hub: Arc<NotificationHub>,
         settings: WorkerConfig,
     ) -> Self {
+        let (completions, completion_queue) = mpsc::channel(MAX_COMPLETION_BATCH * 4);
         Self {
             pool,
             registry,
@@ -55,6 +71,8 @@ impl Runner {
             settings,
             worker_id: Uuid::now_v7(),
             running: Arc::default(),
+            completions,
+            completion_queue: Mutex::new(Some(completion_queue)),
         }
     }
 
@@ -90,9 +108,21 @@ impl Runner {
         let cancels = this.clone();
         let stop_cancels = shutdown.clone();
         tasks.spawn(async move { cancels.deliver_cancellations(stop_cancels).await });
+        // The batcher outlives the claim loops: it ends once every job (and so
+        // every sender clone) is gone, after the drain.
+        let queue = this
+            .completion_queue
+            .lock()
+            .ok()
+            .and_then(|mut queue| queue.take());
+        let batcher = queue.map(|queue| tokio::spawn(record_completions(this.pool.clone(), queue)));
         tracing::info!(worker_id = %this.worker_id, queues = ?this.registry.queues(), "workers started");
         while tasks.join_next().await.is_some() {}
         this.drain(jobs).await;
+        drop(this);
+        if let Some(batcher) = batcher {
+            let _ = batcher.await;
+        }
     }
 
     /// Claims work for `queue` while slots are free; sleeps on NOTIFY or the poll interval.
@@ -106,7 +136,19 @@ impl Runner {
         let slots = Arc::new(Semaphore::new(concurrency));
         let kinds = self.registry.kinds_of_queue(queue);
         let mut queued = self.hub.queued();
+        // While the queue is busy, claim when half the slots are free rather
+        // than one at a time: one statement then fills many slots.
+        let refill =
+            u32::try_from((concurrency / 2).clamp(1, self.settings.claim_batch)).unwrap_or(1);
+        let mut busy = false;
         while !shutdown.is_cancelled() {
+            if busy || slots.available_permits() == 0 {
+                let enough = slots.clone().acquire_many_owned(refill);
+                tokio::select! {
+                    _ = tokio::time::timeout(REFILL_WAIT, enough) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
             let free = slots.available_permits();
             if free == 0 {
                 tokio::select! {
@@ -122,7 +164,8 @@ impl Runner {
                     Vec::new()
                 }
             };
-            let got_all = claimed.len() == free;
+            let got_all = claimed.len() == free.min(self.settings.claim_batch);
+            busy = got_all;
             for execution in claimed {
                 let Ok(permit) = slots.clone().try_acquire_owned() else {
                     break;
@@ -279,13 +322,17 @@ impl Runner {
 
     /// Writes the outcome, retrying briefly if the database is unreachable
     /// (the lease keeps the claim meanwhile; if it lapses, the rescuer takes over).
+    /// Successes go through the batcher first: one statement for many jobs.
     async fn record(&self, claim: &Claim, outcome: &Outcome) {
         for attempt in 0..5u32 {
-            let result = match self.pool.get().await {
-                Ok(mut conn) => repository::finish(&mut conn, claim, outcome)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(error) => Err(error.to_string()),
+            let result = match (outcome, attempt) {
+                (Outcome::Succeeded(value), 0) => self.record_batched(claim, value).await,
+                _ => match self.pool.get().await {
+                    Ok(mut conn) => repository::finish(&mut conn, claim, outcome)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                },
             };
             match result {
                 Ok(true) => {
@@ -303,6 +350,21 @@ impl Runner {
             }
         }
         tracing::error!("gave up recording an outcome; the rescuer will retry the execution");
+    }
+
+    async fn record_batched(
+        &self,
+        claim: &Claim,
+        value: &serde_json::Value,
+    ) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        self.completions
+            .send((*claim, value.clone(), reply))
+            .await
+            .map_err(|_| "the completion batcher has stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the completion batcher dropped the reply".to_owned())?
     }
 
     /// Extends the lease every heartbeat; relays cancellation and lost leases.
@@ -449,6 +511,38 @@ impl Runner {
             );
             self.stop_running(None, StopReason::Shutdown);
             while jobs.join_next().await.is_some() {}
+        }
+    }
+}
+
+/// Records successful attempts in batches: whatever accumulated while the last
+/// batch was being written goes in the next one, so a quiet queue pays no delay
+/// and a busy one pays one round trip and one commit per batch.
+async fn record_completions(pool: DbPool, mut queue: mpsc::Receiver<Completion>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_COMPLETION_BATCH {
+            match queue.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<(Claim, serde_json::Value)> = batch
+            .iter()
+            .map(|(claim, value, _)| (*claim, value.clone()))
+            .collect();
+        let written = match pool.get().await {
+            Ok(mut conn) => repository::finish_succeeded_batch(&mut conn, &rows)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        for (claim, _, reply) in batch {
+            let answer = match &written {
+                Ok(ids) => Ok(ids.contains(&claim.execution_id)),
+                Err(error) => Err(error.clone()),
+            };
+            let _ = reply.send(answer);
         }
     }
 }
