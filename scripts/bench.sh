@@ -19,7 +19,7 @@ command -v pgbench >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/pgbench" 
   || { echo "pgbench is needed: sudo apt-get install postgresql" >&2; exit 1; }
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -n 1)
 
-cargo build --release --locked --bin tessera --example argon2_rate >&2
+cargo build --release --locked --bin tessera --example argon2_rate --example executions_bench >&2
 BIN="$TARGET_DIR/release/tessera"
 WORK=$(mktemp -d)
 trap 'kill -TERM "${SERVER_PID:-0}" 2>/dev/null || true; wait "${SERVER_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -28,6 +28,8 @@ export APP_ENV=development LOCAL_POSTGRES_DIR=.data/bench-postgres HOST=127.0.0.
 export JWT_SECRET=bench-only-secret-0123456789abcdef0123456789
 export FIRST_ADMIN_EMAIL=bench-admin@example.com FIRST_ADMIN_PASSWORD=bench-admin-password
 export MAX_FAILED_LOGINS=1000000000 PASSWORD_HASH_QUEUE=100000 MAX_IN_FLIGHT_REQUESTS=100000 DATABASE_POOL_SIZE=16
+# The HTTP figures are for the API alone; the execution benchmark runs its own workers.
+export WORKER_CONCURRENCY=0
 unset DATABASE_URL
 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVER_PID=$!
@@ -133,3 +135,8 @@ print(f"| GET /users/me ÷ GET /health | {me / health:.0%} | (context) |")
 PY
 echo
 echo "Login latency, median of 40 sequential attempts: unknown email ${UNKNOWN_MS} ms, wrong password ${WRONG_MS} ms."
+
+echo
+echo "| executions (workers in the benchmark process, same database) | value |"
+echo "| --- | --- |"
+DATABASE_URL="$DB_URL" RUST_LOG=warn "$TARGET_DIR/release/examples/executions_bench" "${BENCH_EXECUTIONS:-20000}" "${BENCH_WORKERS:-32}"
