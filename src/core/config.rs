@@ -280,16 +280,16 @@ impl Config {
                     .optional("JWT_AUDIENCE")
                     .unwrap_or_else(|| "tessera-api".to_owned()),
                 access_token_ttl: Duration::from_secs(
-                    vars.positive_u64("ACCESS_TOKEN_TTL_SECONDS", 900)?,
+                    vars.positive("ACCESS_TOKEN_TTL_SECONDS", 900)?,
                 ),
                 refresh_token_ttl: Duration::from_secs(
-                    86_400 * vars.positive_u64("REFRESH_TOKEN_TTL_DAYS", 30)?,
+                    86_400 * vars.positive("REFRESH_TOKEN_TTL_DAYS", 30)?,
                 ),
                 allow_signup: vars.parse("ALLOW_SIGNUP", true)?,
                 max_failed_logins: u32::try_from(vars.positive("MAX_FAILED_LOGINS", 5)?)
                     .unwrap_or(u32::MAX),
                 failed_login_window: Duration::from_secs(
-                    vars.positive_u64("FAILED_LOGIN_WINDOW_SECONDS", 900)?,
+                    vars.positive("FAILED_LOGIN_WINDOW_SECONDS", 900)?,
                 ),
                 password_hash_concurrency: vars.positive(
                     "PASSWORD_HASH_CONCURRENCY",
@@ -406,9 +406,7 @@ fn worker_config(vars: &Vars<'_>) -> Result<WorkerConfig, ConfigError> {
             })?,
         retry_base: vars.millis("EXECUTION_RETRY_BASE_MS", 1_000)?,
         retry_max: vars.millis("EXECUTION_RETRY_MAX_MS", 300_000)?,
-        retention: Duration::from_secs(
-            3_600 * vars.positive_u64("EXECUTION_RETENTION_HOURS", 168)?,
-        ),
+        retention: Duration::from_secs(3_600 * vars.positive("EXECUTION_RETENTION_HOURS", 168)?),
     })
 }
 
@@ -463,9 +461,14 @@ impl Vars<'_> {
         }
     }
 
-    fn positive(&self, name: &'static str, default: usize) -> Result<usize, ConfigError> {
+    /// A number that must be greater than zero.
+    fn positive<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + Default + PartialEq,
+        T::Err: std::fmt::Display,
+    {
         let value = self.parse(name, default)?;
-        if value == 0 {
+        if value == T::default() {
             return Err(ConfigError {
                 variable: name,
                 problem: "must be greater than zero".to_owned(),
@@ -474,26 +477,9 @@ impl Vars<'_> {
         Ok(value)
     }
 
-    fn positive_u64(&self, name: &'static str, default: u64) -> Result<u64, ConfigError> {
-        let value = self.parse(name, default)?;
-        if value == 0 {
-            return Err(ConfigError {
-                variable: name,
-                problem: "must be greater than zero".to_owned(),
-            });
-        }
-        Ok(value)
-    }
-
+    /// A positive number of milliseconds.
     fn millis(&self, name: &'static str, default: u64) -> Result<Duration, ConfigError> {
-        let value = self.parse(name, default)?;
-        if value == 0 {
-            return Err(ConfigError {
-                variable: name,
-                problem: "must be a positive number of milliseconds".to_owned(),
-            });
-        }
-        Ok(Duration::from_millis(value))
+        self.positive(name, default).map(Duration::from_millis)
     }
 
     /// A comma-separated list of `scheme://host[:port]` origins; in development

@@ -205,12 +205,7 @@ pub async fn update(
     };
     let mut conn = platform.pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
-        let current = repository::find(conn, id)
-            .await?
-            .ok_or_else(user_not_found)?;
-        if expected_revision.is_some_and(|revision| revision != current.revision) {
-            return Err(conditional::stale());
-        }
+        let current = current_at(conn, id, expected_revision).await?;
         if current.role == Role::Admin && changes.removes_admin_power() {
             ensure_not_last_admin(conn, id).await?;
         }
@@ -233,6 +228,21 @@ pub async fn update(
     .await
 }
 
+/// The account as it is now: 404 if missing, 412 if not at `expected_revision`.
+async fn current_at(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    expected_revision: Option<i64>,
+) -> Result<User, AppError> {
+    let current = repository::find(conn, id)
+        .await?
+        .ok_or_else(user_not_found)?;
+    if expected_revision.is_some_and(|revision| revision != current.revision) {
+        return Err(conditional::stale());
+    }
+    Ok(current)
+}
+
 /// Deletes account `id` at `expected_revision`; the last active admin stays.
 pub async fn delete(
     platform: &Platform,
@@ -241,12 +251,7 @@ pub async fn delete(
 ) -> Result<(), AppError> {
     let mut conn = platform.pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
-        let current = repository::find(conn, id)
-            .await?
-            .ok_or_else(user_not_found)?;
-        if expected_revision.is_some_and(|revision| revision != current.revision) {
-            return Err(conditional::stale());
-        }
+        let current = current_at(conn, id, expected_revision).await?;
         if current.role == Role::Admin && current.is_active {
             ensure_not_last_admin(conn, id).await?;
         }
