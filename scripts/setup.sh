@@ -12,6 +12,8 @@ ci=false
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
 command -v npm >/dev/null || missing+=(npm)
+# The EdDSA test generates its key pair with openssl.
+command -v openssl >/dev/null || missing+=(openssl)
 if ! $ci; then
   command -v psql >/dev/null || missing+=(postgresql-client)
   command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)

@@ -433,3 +433,62 @@ async fn outdated_password_hashes_are_upgraded_at_login() {
     );
     app.login("ada@example.com", DEFAULT_PASSWORD).await;
 }
+
+#[tokio::test]
+async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
+    let dir = std::env::temp_dir().join(format!("tessera-eddsa-{}", Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let private = dir.join("private.pem");
+    let public = dir.join("public.pem");
+    let generated = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&private)
+        .status();
+    let Ok(status) = generated else {
+        eprintln!("SKIPPED eddsa test: the openssl command is not installed");
+        return;
+    };
+    assert!(status.success());
+    let derived = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(&private)
+        .arg("-out")
+        .arg(&public)
+        .status()
+        .unwrap();
+    assert!(derived.success());
+    let app = TestApp::spawn_with(&[
+        ("JWT_ALGORITHM", "EdDSA"),
+        ("JWT_PRIVATE_KEY_FILE", private.to_str().unwrap()),
+        ("JWT_PUBLIC_KEY_FILE", public.to_str().unwrap()),
+    ])
+    .await;
+    let user = app
+        .create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let pair = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let token = pair["access_token"].as_str().unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            token.split('.').next().unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    assert_eq!(
+        app.get_as("/api/v1/users/me", token).await.status,
+        StatusCode::OK
+    );
+    // An HS256 token, even with the right claims, is refused: the algorithm is pinned.
+    let hs256 = sign(
+        &claims(user.id, user.token_version),
+        Algorithm::HS256,
+        DEVELOPMENT_JWT_SECRET,
+    );
+    app.get_as("/api/v1/users/me", &hs256)
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    std::fs::remove_dir_all(dir).unwrap();
+}
