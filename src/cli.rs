@@ -253,9 +253,10 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         seed_with_pool(config.clone(), pool.clone(), &auth, &[]).await?;
     }
     let lifecycle = Arc::new(Lifecycle::default());
+    let hub = NotificationHub::start(url.to_owned());
     let executions = ExecutionsState {
         registry: Arc::new(app::kinds()),
-        hub: NotificationHub::start(url.to_owned()),
+        hub: hub.clone(),
     };
     let shutdown = server::shutdown_on_signal();
     let workers = has_workers(&config).then(|| {
@@ -298,6 +299,7 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         // Workers drain on the same signal; wait for them to hand work back.
         let _ = workers.await;
     }
+    hub.stop();
     pool.close();
     tracing::info!("stopped");
     Ok(())

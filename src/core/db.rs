@@ -112,7 +112,7 @@ impl Migrator {
             .harness
             .run_pending_migrations(MIGRATIONS)
             .map_err(|error| DbError::Migration(error.to_string()))?;
-        Ok(applied.iter().map(ToString::to_string).collect())
+        names_of(applied.iter().map(ToString::to_string))
     }
 
     /// Reverts the last `count` applied migrations; returns the names reverted.
@@ -128,7 +128,7 @@ impl Migrator {
                 .map_err(|error| DbError::Migration(error.to_string()))?;
             reverted.push(version.to_string());
         }
-        Ok(reverted)
+        names_of(reverted)
     }
 
     /// Every embedded migration, oldest first, with whether it is applied.
@@ -150,6 +150,20 @@ impl Migrator {
             .map_err(|error| DbError::Migration(error.to_string()))?;
         Ok(versions.iter().map(ToString::to_string).collect())
     }
+}
+
+/// The folder names of the migrations with these versions.
+fn names_of(versions: impl IntoIterator<Item = String>) -> Result<Vec<String>, DbError> {
+    let known = embedded_migrations()?;
+    Ok(versions
+        .into_iter()
+        .map(|version| {
+            known
+                .iter()
+                .find(|migration| migration.version == version)
+                .map_or(version, |migration| migration.name.clone())
+        })
+        .collect())
 }
 
 /// An embedded migration's identity.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -24,6 +25,7 @@ const CHANNEL_CAPACITY: usize = 4096;
 
 /// The process's notification fan-out.
 pub struct NotificationHub {
+    stop: CancellationToken,
     changed: broadcast::Sender<Uuid>,
     queued: broadcast::Sender<String>,
     cancel: broadcast::Sender<Uuid>,
@@ -33,6 +35,7 @@ impl NotificationHub {
     /// Starts listening on `database_url` in the background.
     pub fn start(database_url: String) -> Arc<Self> {
         let hub = Arc::new(Self {
+            stop: CancellationToken::new(),
             changed: broadcast::channel(CHANNEL_CAPACITY).0,
             queued: broadcast::channel(CHANNEL_CAPACITY).0,
             cancel: broadcast::channel(CHANNEL_CAPACITY).0,
@@ -43,6 +46,11 @@ impl NotificationHub {
                 .instrument(tracing::info_span!("execution_listener")),
         );
         hub
+    }
+
+    /// Stops listening (at shutdown, before the database goes away).
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Ids of executions that changed.
