@@ -192,45 +192,59 @@ mod tests {
     use super::*;
 
     fn cheap() -> Params {
-        Params::new(64, 1, 1, None).unwrap()
+        Params::new(64, 1, 1, None).expect("the test's own setup is valid")
     }
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_accounts_never_do() {
-        let passwords = Passwords::new(cheap(), 2, 8).unwrap();
-        let hash = passwords.hash("correct horse").await.unwrap();
+        let passwords = Passwords::new(cheap(), 2, 8).expect("the test's own setup is valid");
+        let hash = passwords
+            .hash("correct horse")
+            .await
+            .expect("the test's own setup is valid");
         assert!(hash.starts_with("$argon2id$"));
         let good = passwords
             .verify("correct horse", Some(&hash))
             .await
-            .unwrap();
+            .expect("the test's own setup is valid");
         assert!(good.valid && !good.outdated);
         assert!(
             !passwords
                 .verify("wrong horse", Some(&hash))
                 .await
-                .unwrap()
+                .expect("the test's own setup is valid")
                 .valid
         );
         let unknown = passwords
             .verify("a dummy password no account has", None)
             .await
-            .unwrap();
+            .expect("the test's own setup is valid");
         assert!(!unknown.valid, "the dummy hash never grants access");
     }
 
     #[tokio::test]
     async fn hashes_with_other_parameters_are_outdated() {
-        let old = Passwords::new(Params::new(32, 1, 1, None).unwrap(), 1, 8).unwrap();
-        let hash = old.hash("correct horse").await.unwrap();
-        let current = Passwords::new(cheap(), 1, 8).unwrap();
-        let verification = current.verify("correct horse", Some(&hash)).await.unwrap();
+        let old = Passwords::new(
+            Params::new(32, 1, 1, None).expect("the test's own setup is valid"),
+            1,
+            8,
+        )
+        .expect("the test's own setup is valid");
+        let hash = old
+            .hash("correct horse")
+            .await
+            .expect("the test's own setup is valid");
+        let current = Passwords::new(cheap(), 1, 8).expect("the test's own setup is valid");
+        let verification = current
+            .verify("correct horse", Some(&hash))
+            .await
+            .expect("the test's own setup is valid");
         assert!(verification.valid && verification.outdated);
     }
 
     #[tokio::test]
     async fn a_full_queue_answers_503() {
-        let passwords = Passwords::new(cheap(), 1, 0).unwrap();
+        let passwords = Passwords::new(cheap(), 1, 0).expect("the test's own setup is valid");
         let error = passwords.hash("correct horse").await.unwrap_err();
         assert_eq!(error.to_problem().code, "auth_overloaded");
     }
@@ -238,7 +252,8 @@ mod tests {
     #[tokio::test]
     async fn a_request_dropped_while_waiting_leaves_no_work_behind() {
         use std::sync::atomic::AtomicBool;
-        let passwords = Arc::new(Passwords::new(cheap(), 1, 8).unwrap());
+        let passwords =
+            Arc::new(Passwords::new(cheap(), 1, 8).expect("the test's own setup is valid"));
         let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = {
             let passwords = passwords.clone();
@@ -262,8 +277,10 @@ mod tests {
         waiting.abort(); // The client went away.
         assert!(waiting.await.is_err());
         assert_eq!(passwords.waiting.load(Ordering::SeqCst), 0);
-        release.send(()).unwrap();
-        busy.await.unwrap().unwrap();
+        release.send(()).expect("the test's own setup is valid");
+        busy.await
+            .expect("the test's own setup is valid")
+            .expect("the test's own setup is valid");
         assert_eq!(passwords.slots.available_permits(), 1);
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job never ran");
     }

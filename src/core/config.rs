@@ -536,7 +536,7 @@ mod tests {
 
     #[test]
     fn defaults_suit_development() {
-        let config = config(&[]).unwrap();
+        let config = config(&[]).expect("the test's own setup is valid");
         assert_eq!(config.env, AppEnv::Development);
         assert_eq!(config.http.port, 8000);
         assert_eq!(config.http.host.to_string(), "127.0.0.1");
@@ -596,7 +596,8 @@ mod tests {
         ]);
         assert_eq!(default.unwrap_err().variable, "JWT_SECRET");
         let secret = "a-real-production-secret-of-forty-bytes!!";
-        let ok = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)]).unwrap();
+        let ok = config(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)])
+            .expect("the test's own setup is valid");
         assert_eq!(ok.http.host.to_string(), "0.0.0.0");
         assert_eq!(ok.log_format, LogFormat::Json);
         assert!(!ok.seed_on_startup);
@@ -612,7 +613,8 @@ mod tests {
 
     #[test]
     fn host_and_port_follow_the_platform_convention() {
-        let config = config(&[("HOST", "0.0.0.0"), ("PORT", "8080")]).unwrap();
+        let config = config(&[("HOST", "0.0.0.0"), ("PORT", "8080")])
+            .expect("the test's own setup is valid");
         assert_eq!(config.http.host.to_string(), "0.0.0.0");
         assert_eq!(config.http.port, 8080);
     }

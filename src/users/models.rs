@@ -149,7 +149,9 @@ mod tests {
     #[test]
     fn emails_are_checked_and_kept_as_typed() {
         assert_eq!(
-            Email::parse(" Ada@Example.com ").unwrap().into_inner(),
+            Email::parse(" Ada@Example.com ")
+                .expect("the test's own setup is valid")
+                .into_inner(),
             "Ada@Example.com"
         );
         for bad in [
@@ -169,7 +171,9 @@ mod tests {
     #[test]
     fn names_are_bounded() {
         assert_eq!(
-            FullName::parse("  Ada Lovelace ").unwrap().into_inner(),
+            FullName::parse("  Ada Lovelace ")
+                .expect("the test's own setup is valid")
+                .into_inner(),
             "Ada Lovelace"
         );
         assert!(FullName::parse("   ").is_err());

@@ -66,7 +66,10 @@ mod tests {
 
     fn headers(name: header::HeaderName, value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers.insert(
+            name,
+            HeaderValue::from_str(value).expect("the test's own setup is valid"),
+        );
         headers
     }
 
@@ -75,12 +78,17 @@ mod tests {
         let id = Uuid::now_v7();
         let tag = etag(id, 7);
         assert_eq!(
-            required_revision(&headers(header::IF_MATCH, &tag), id).unwrap(),
+            required_revision(&headers(header::IF_MATCH, &tag), id)
+                .expect("the test's own setup is valid"),
             Some(7)
         );
-        assert_eq!(required_revision(&HeaderMap::new(), id).unwrap(), None);
         assert_eq!(
-            required_revision(&headers(header::IF_MATCH, "*"), id).unwrap(),
+            required_revision(&HeaderMap::new(), id).expect("the test's own setup is valid"),
+            None
+        );
+        assert_eq!(
+            required_revision(&headers(header::IF_MATCH, "*"), id)
+                .expect("the test's own setup is valid"),
             None
         );
         let other = etag(Uuid::now_v7(), 7);
