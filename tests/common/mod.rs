@@ -148,6 +148,29 @@ async fn ensure_template(admin_url: &str, template: &str) {
         &format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
     )
     .await;
+    drop_stale_templates(&mut admin, template).await;
+}
+
+/// Drops templates built from older migrations, so they do not pile up in a
+/// reused cluster. One still in use by an older run is left for next time.
+async fn drop_stale_templates(admin: &mut AsyncPgConnection, current: &str) {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        datname: String,
+    }
+    let stale: Vec<Name> = diesel::sql_query(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, 'tessera_template_') AND datname <> $1",
+    )
+    .bind::<diesel::sql_types::Text, _>(current)
+    .load(admin)
+    .await
+    .unwrap_or_default();
+    for name in stale {
+        let sql = format!("DROP DATABASE IF EXISTS \"{}\"", name.datname);
+        // In use by an older run: leave it for next time.
+        let _ = diesel::sql_query(sql).execute(admin).await;
+    }
 }
 
 async fn connect(url: &str) -> AsyncPgConnection {
