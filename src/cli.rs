@@ -1,7 +1,8 @@
-//! The `tessera` command line: `serve`, `migrate`, `seed`, `openapi`, `docs-assets`.
+//! The `tessera` command line: `serve`, `migrate`, `seed`, `openapi`, `docs-assets`, `embed`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
@@ -17,6 +18,7 @@ use crate::core::{server, telemetry};
 use crate::executions::listener::NotificationHub;
 use crate::executions::service::ExecutionsState;
 use crate::executions::worker::Runner;
+use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EmbeddingEngine, EngineError};
 
 /// The database the local development cluster serves.
 const LOCAL_DATABASE: &str = "tessera";
@@ -55,6 +57,19 @@ enum Command {
     DatabaseUrl,
     /// Install ReDoc's script (from the npm registry) where `/redoc` serves it.
     DocsAssets,
+    /// Embed texts with the local model (no database needed) and print the vectors' size,
+    /// token counts, first values and the time taken.
+    Embed {
+        /// Where to compute: auto (GPU if usable, else CPU), gpu or cpu.
+        #[arg(long, env = "INFERENCE_DEVICE", default_value = "auto")]
+        device: DeviceChoice,
+        /// The sentence-transformers model directory (`task model-fetch` installs the default).
+        #[arg(long, env = "INFERENCE_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
+        model_dir: PathBuf,
+        /// The texts to embed.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +117,9 @@ pub enum CommandError {
     /// ReDoc's script could not be installed.
     #[error(transparent)]
     Redoc(#[from] RedocInstallError),
+    /// The embedding engine failed to load the model or to embed.
+    #[error(transparent)]
+    Inference(#[from] EngineError),
     /// Binding the port or serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -141,6 +159,11 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             println!("ReDoc's script is installed at {}", path.display());
             Ok(())
         }
+        Command::Embed {
+            device,
+            model_dir,
+            texts,
+        } => embed(device, model_dir, texts).await,
         Command::Serve => serve(load_config()?).await,
         Command::Worker => {
             with_database(load_config()?, |config, url| async move {
@@ -406,6 +429,59 @@ async fn seed_with_pool(
     if outcomes.is_empty() {
         tracing::info!("no seeders to run");
     }
+    Ok(())
+}
+
+/// How many leading components of each vector `embed` prints.
+const EMBED_PREVIEW_VALUES: usize = 5;
+
+/// Loads the model and embeds `texts` off the async runtime, then prints a summary.
+async fn embed(
+    device: DeviceChoice,
+    model_dir: PathBuf,
+    texts: Vec<String>,
+) -> Result<(), CommandError> {
+    tokio::task::spawn_blocking(move || embed_and_print(device, &model_dir, &texts))
+        .await
+        .map_err(|error| CommandError::Usage(error.to_string()))?
+}
+
+fn embed_and_print(
+    device: DeviceChoice,
+    model_dir: &Path,
+    texts: &[String],
+) -> Result<(), CommandError> {
+    let started = Instant::now();
+    let engine = EmbeddingEngine::load(model_dir, device)?;
+    let loaded = started.elapsed();
+    let started = Instant::now();
+    let embeddings = engine.embed(texts)?;
+    let took = started.elapsed();
+    println!(
+        "model {} on {} (loaded in {:.1} ms), {} dimensions",
+        engine.model_dir().display(),
+        engine.backend_name(),
+        loaded.as_secs_f64() * 1e3,
+        engine.dimension()
+    );
+    for ((text, vector), tokens) in texts
+        .iter()
+        .zip(&embeddings.vectors)
+        .zip(&embeddings.token_counts)
+    {
+        let preview: Vec<String> = vector
+            .iter()
+            .take(EMBED_PREVIEW_VALUES)
+            .map(|value| format!("{value:.6}"))
+            .collect();
+        println!("{tokens:4} tokens  [{}, …]  {text:?}", preview.join(", "));
+    }
+    let total_tokens: usize = embeddings.token_counts.iter().sum();
+    println!(
+        "embedded {} text(s), {total_tokens} tokens, in {:.2} ms",
+        texts.len(),
+        took.as_secs_f64() * 1e3
+    );
     Ok(())
 }
 

@@ -1,0 +1,174 @@
+//! The text-embedding engine: a BERT sentence encoder (sentence-transformers layout)
+//! that turns texts into unit-length vectors. It knows nothing of HTTP or the
+//! database; the inference service drives it.
+//!
+//! Loading reads a model directory ([`ModelConfig`], [`TextTokenizer`],
+//! [`BertWeights`]); [`EmbeddingEngine::embed`] tokenizes, runs a backend
+//! ([`EncoderBackend`]) and L2-normalises.
+
+pub mod backend;
+pub mod config;
+pub mod cpu;
+pub mod error;
+pub mod pooling;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+pub use backend::EncoderBackend;
+pub use config::{BertConfig, ModelConfig, Pooling};
+pub use cpu::CpuBackend;
+pub use error::EngineError;
+pub use tokenizer::{TextTokenizer, TokenBatch};
+pub use weights::BertWeights;
+
+/// Where the model directory is when neither `--model-dir` nor `INFERENCE_MODEL_DIR` says.
+pub const DEFAULT_MODEL_DIR: &str = "models/all-MiniLM-L6-v2";
+
+/// Sequences per backend call: bounds the activations' memory for large requests
+/// without changing any result (a vector never depends on its batch).
+const MAX_SEQUENCES_PER_CALL: usize = 64;
+
+/// Which backend to run on, as chosen by `INFERENCE_DEVICE` or `--device`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The GPU when one is usable, else the CPU.
+    #[default]
+    Auto,
+    /// The GPU, or an error.
+    Gpu,
+    /// The CPU.
+    Cpu,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = EngineError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "gpu" => Ok(Self::Gpu),
+            "cpu" => Ok(Self::Cpu),
+            _ => Err(EngineError::UnknownDevice(value.to_owned())),
+        }
+    }
+}
+
+/// The vectors of one `embed` call, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// One unit-length vector per input text.
+    pub vectors: Vec<Vec<f32>>,
+    /// Tokens the encoder saw per input (special tokens included, after truncation),
+    /// which is what inference costs are measured in.
+    pub token_counts: Vec<usize>,
+}
+
+/// A loaded model ready to embed texts; shareable across threads.
+#[derive(Debug)]
+pub struct EmbeddingEngine {
+    config: ModelConfig,
+    tokenizer: TextTokenizer,
+    backend: Box<dyn EncoderBackend>,
+    model_dir: PathBuf,
+}
+
+impl EmbeddingEngine {
+    /// Loads the model in `dir` onto the chosen device.
+    pub fn load(dir: &Path, device: DeviceChoice) -> Result<Self, EngineError> {
+        let config = ModelConfig::load(dir)?;
+        let tokenizer = TextTokenizer::load(dir, config.max_seq_length)?;
+        let backend = select_backend(dir, &config, device)?;
+        Ok(Self {
+            config,
+            tokenizer,
+            backend,
+            model_dir: dir.to_owned(),
+        })
+    }
+
+    /// Builds an engine from parts, e.g. a backend configured by the caller.
+    pub fn from_parts(
+        config: ModelConfig,
+        tokenizer: TextTokenizer,
+        backend: Box<dyn EncoderBackend>,
+        model_dir: PathBuf,
+    ) -> Self {
+        Self {
+            config,
+            tokenizer,
+            backend,
+            model_dir,
+        }
+    }
+
+    /// Length of every vector.
+    pub fn dimension(&self) -> usize {
+        self.config.bert.hidden_size
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The backend's name (`cpu`, `gpu`), for logs and responses.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// The directory the model was loaded from.
+    pub fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    /// Token ids of each text, as the encoder will see them.
+    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>, EngineError> {
+        self.tokenizer.encode(texts)
+    }
+
+    /// Unit-length embeddings of `texts`, in order.
+    pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings, EngineError> {
+        let sequences = self.tokenizer.encode(texts)?;
+        let vectors = self.embed_token_ids(&sequences)?;
+        Ok(Embeddings {
+            token_counts: sequences.iter().map(Vec::len).collect(),
+            vectors,
+        })
+    }
+
+    /// Unit-length embeddings of already tokenized sequences.
+    pub fn embed_token_ids(&self, sequences: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut vectors = Vec::with_capacity(sequences.len());
+        for chunk in sequences.chunks(MAX_SEQUENCES_PER_CALL) {
+            let batch = TokenBatch::from_sequences(chunk);
+            for mut vector in self.backend.encode(&batch, self.config.pooling)? {
+                pooling::l2_normalize(&mut vector);
+                vectors.push(vector);
+            }
+        }
+        Ok(vectors)
+    }
+}
+
+/// Picks the backend for `device`. Only the CPU backend exists so far: `auto` means
+/// the CPU and `gpu` is an error that says so.
+fn select_backend(
+    dir: &Path,
+    config: &ModelConfig,
+    device: DeviceChoice,
+) -> Result<Box<dyn EncoderBackend>, EngineError> {
+    match device {
+        DeviceChoice::Gpu => Err(EngineError::GpuUnavailable),
+        DeviceChoice::Auto | DeviceChoice::Cpu => {
+            let weights = BertWeights::load(dir, &config.bert)?;
+            Ok(Box::new(CpuBackend::new(
+                config.bert.clone(),
+                weights,
+                None,
+            )?))
+        }
+    }
+}

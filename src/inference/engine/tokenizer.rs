@@ -1,0 +1,123 @@
+//! Text to token ids with the model's own `tokenizer.json`, with the padding and
+//! truncation it ships replaced by the engine's: no fixed padding (batches are padded
+//! to their longest member) and truncation at the model's `max_seq_length`.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::config::TOKENIZER_FILE;
+use super::error::EngineError;
+
+/// A batch of token sequences, right-padded to the longest with id 0 and masked, the
+/// form every backend consumes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenBatch {
+    /// `sequences × padded_length` token ids, row-major.
+    pub input_ids: Vec<u32>,
+    /// Real tokens per sequence (the attention mask is `position < lengths[i]`).
+    pub lengths: Vec<usize>,
+    /// Length every row is padded to.
+    pub padded_length: usize,
+}
+
+impl TokenBatch {
+    /// Builds a padded batch from unpadded sequences.
+    pub fn from_sequences(sequences: &[Vec<u32>]) -> Self {
+        let padded_length = sequences.iter().map(Vec::len).max().unwrap_or(0);
+        let mut input_ids = vec![0; sequences.len() * padded_length];
+        for (row, sequence) in input_ids
+            .chunks_exact_mut(padded_length.max(1))
+            .zip(sequences)
+        {
+            row[..sequence.len()].copy_from_slice(sequence);
+        }
+        Self {
+            input_ids,
+            lengths: sequences.iter().map(Vec::len).collect(),
+            padded_length,
+        }
+    }
+
+    /// Number of sequences.
+    pub fn len(&self) -> usize {
+        self.lengths.len()
+    }
+
+    /// Whether the batch holds no sequence.
+    pub fn is_empty(&self) -> bool {
+        self.lengths.is_empty()
+    }
+
+    /// The real (unpadded) token ids of sequence `index`.
+    pub fn sequence(&self, index: usize) -> &[u32] {
+        let start = index * self.padded_length;
+        &self.input_ids[start..start + self.lengths[index]]
+    }
+
+    /// The attention mask of sequence `index`: 1 for real tokens, 0 for padding.
+    pub fn attention_mask(&self, index: usize) -> Vec<u8> {
+        (0..self.padded_length)
+            .map(|position| u8::from(position < self.lengths[index]))
+            .collect()
+    }
+}
+
+/// The model's WordPiece (or other) tokenizer, configured for the engine.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("TextTokenizer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` from the model directory, truncating at `max_seq_length`.
+    pub fn load(dir: &Path, max_seq_length: usize) -> Result<Self, EngineError> {
+        let path = dir.join(TOKENIZER_FILE);
+        if !path.is_file() {
+            return Err(EngineError::MissingFile {
+                path,
+                what: "the tokenizer",
+            });
+        }
+        let error = |message: String| EngineError::Tokenizer {
+            path: path.clone(),
+            message,
+        };
+        let mut inner = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+        // The shipped tokenizer.json pads every input to a fixed 128 tokens and truncates
+        // there: both would change the embeddings, so they are replaced.
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| error(e.to_string()))?;
+        Ok(Self { inner, path })
+    }
+
+    /// Token ids of each text, special tokens included, truncated to `max_seq_length`.
+    pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>, EngineError> {
+        texts
+            .iter()
+            .map(|text| {
+                self.inner
+                    .encode(text.as_ref(), true)
+                    .map(|encoding| encoding.get_ids().to_vec())
+                    .map_err(|e| EngineError::Tokenizer {
+                        path: self.path.clone(),
+                        message: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+}

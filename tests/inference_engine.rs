@@ -1,0 +1,790 @@
+//! The text-embedding engine.
+//!
+//! Most tests build a tiny BERT (2 layers, hidden 32, 4 heads, FFN 64, a 50-token
+//! WordPiece vocabulary) with deterministic random weights in a temporary directory,
+//! so the math is checked against a naive reference written here, without the real
+//! model. The parity test uses the real all-MiniLM-L6-v2 (`task model-fetch`) and the
+//! sentence-transformers reference vectors, and says SKIPPED loudly when either is absent.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::Dtype;
+use safetensors::tensor::TensorView;
+use serde_json::json;
+use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, EngineError, Pooling};
+
+const LAYERS: usize = 2;
+const HIDDEN: usize = 32;
+const HEADS: usize = 4;
+const INTERMEDIATE: usize = 64;
+const MAX_POSITIONS: usize = 40;
+const MAX_SEQ_LENGTH: usize = 24;
+const EPS: f64 = 1e-12;
+
+const VOCABULARY: &[&str] = &[
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "man", "is", "eating", "food",
+    "bread", "cat", "dog", "sat", "on", "mat", "quick", "brown", "fox", "jumps", "over", "lazy",
+    "piece", "of", "runs", "in", "park", "and", "play", "##s", "##ing", "##ed", ".", ",", "!", "?",
+    "hello", "world", "un", "##known", "big", "small", "red", "blue", "green", "tree", "house",
+    "car", "sun",
+];
+
+const CLS_ID: u32 = 2;
+const SEP_ID: u32 = 3;
+
+// ---------------------------------------------------------------------------
+// A tiny model on disk
+// ---------------------------------------------------------------------------
+
+/// A deterministic pseudo-random source (SplitMix64), so every run builds the same model.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-scale, scale).
+    fn uniform(&mut self, scale: f32) -> f32 {
+        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        (unit * 2.0 - 1.0) * scale
+    }
+
+    fn tensor(&mut self, len: usize, scale: f32, center: f32) -> Vec<f32> {
+        (0..len).map(|_| center + self.uniform(scale)).collect()
+    }
+}
+
+/// The tiny model's tensors by their unprefixed names.
+struct TinyWeights(HashMap<String, (Vec<usize>, Vec<f32>)>);
+
+impl TinyWeights {
+    fn generate(seed: u64) -> Self {
+        let mut random = SplitMix(seed);
+        let mut tensors = HashMap::new();
+        let mut add = |name: String, shape: Vec<usize>, scale: f32, center: f32| {
+            let len = shape.iter().product();
+            tensors.insert(name, (shape, random.tensor(len, scale, center)));
+        };
+        let linear_scale = |inputs: usize| 1.7 / (inputs as f32).sqrt();
+        add(
+            "embeddings.word_embeddings.weight".into(),
+            vec![VOCABULARY.len(), HIDDEN],
+            1.0,
+            0.0,
+        );
+        add(
+            "embeddings.position_embeddings.weight".into(),
+            vec![MAX_POSITIONS, HIDDEN],
+            0.5,
+            0.0,
+        );
+        add(
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, HIDDEN],
+            0.3,
+            0.0,
+        );
+        fn add_norm(add: &mut dyn FnMut(String, Vec<usize>, f32, f32), name: &str) {
+            add(format!("{name}.weight"), vec![HIDDEN], 0.2, 1.0);
+            add(format!("{name}.bias"), vec![HIDDEN], 0.1, 0.0);
+        }
+        add_norm(&mut add, "embeddings.LayerNorm");
+        for layer in 0..LAYERS {
+            let base = format!("encoder.layer.{layer}");
+            for (name, outputs, inputs) in [
+                ("attention.self.query", HIDDEN, HIDDEN),
+                ("attention.self.key", HIDDEN, HIDDEN),
+                ("attention.self.value", HIDDEN, HIDDEN),
+                ("attention.output.dense", HIDDEN, HIDDEN),
+                ("intermediate.dense", INTERMEDIATE, HIDDEN),
+                ("output.dense", HIDDEN, INTERMEDIATE),
+            ] {
+                add(
+                    format!("{base}.{name}.weight"),
+                    vec![outputs, inputs],
+                    linear_scale(inputs),
+                    0.0,
+                );
+                add(format!("{base}.{name}.bias"), vec![outputs], 0.1, 0.0);
+            }
+            add_norm(&mut add, &format!("{base}.attention.output.LayerNorm"));
+            add_norm(&mut add, &format!("{base}.output.LayerNorm"));
+        }
+        // Present in real checkpoints, unused by the encoder.
+        add("pooler.dense.weight".into(), vec![HIDDEN, HIDDEN], 0.1, 0.0);
+        add("pooler.dense.bias".into(), vec![HIDDEN], 0.1, 0.0);
+        Self(tensors)
+    }
+
+    fn get(&self, name: &str) -> &[f32] {
+        &self.0[name].1
+    }
+
+    /// The safetensors bytes, names prefixed with `prefix`, plus the I64 `position_ids`.
+    fn to_safetensors(&self, prefix: &str, skip: Option<&str>) -> Vec<u8> {
+        let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = self
+            .0
+            .iter()
+            .filter(|(name, _)| Some(name.as_str()) != skip)
+            .map(|(name, (shape, values))| {
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (format!("{prefix}{name}"), Dtype::F32, shape.clone(), bytes)
+            })
+            .collect();
+        let position_ids = (0..MAX_POSITIONS as i64)
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        entries.push((
+            format!("{prefix}embeddings.position_ids"),
+            Dtype::I64,
+            vec![1, MAX_POSITIONS],
+            position_ids,
+        ));
+        let views = entries.iter().map(|(name, dtype, shape, bytes)| {
+            (
+                name.clone(),
+                TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
+            )
+        });
+        safetensors::serialize(views, None).unwrap()
+    }
+}
+
+/// A temporary model directory, removed when dropped.
+struct TinyModelDir {
+    path: PathBuf,
+}
+
+impl Drop for TinyModelDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// What to write into a tiny model directory.
+struct TinyModelSpec {
+    pooling: Pooling,
+    prefix: &'static str,
+    config: serde_json::Value,
+    skip_tensor: Option<&'static str>,
+}
+
+impl Default for TinyModelSpec {
+    fn default() -> Self {
+        Self {
+            pooling: Pooling::Mean,
+            prefix: "",
+            config: bert_config(),
+            skip_tensor: None,
+        }
+    }
+}
+
+fn bert_config() -> serde_json::Value {
+    json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "hidden_act": "gelu",
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE,
+        "num_attention_heads": HEADS,
+        "num_hidden_layers": LAYERS,
+        "max_position_embeddings": MAX_POSITIONS,
+        "vocab_size": VOCABULARY.len(),
+        "type_vocab_size": 2,
+        "layer_norm_eps": EPS,
+        "pad_token_id": 0,
+        "position_embedding_type": "absolute"
+    })
+}
+
+/// A WordPiece tokenizer.json like the real model's, including its trap: fixed
+/// padding to 16 and truncation at 8, which the engine must override.
+fn tokenizer_json() -> serde_json::Value {
+    let vocab: serde_json::Map<String, serde_json::Value> = VOCABULARY
+        .iter()
+        .enumerate()
+        .map(|(id, token)| ((*token).to_owned(), json!(id)))
+        .collect();
+    let added: Vec<serde_json::Value> = VOCABULARY[..5]
+        .iter()
+        .enumerate()
+        .map(|(id, token)| {
+            json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    json!({
+        "version": "1.0",
+        "truncation": {"max_length": 8, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 16}, "direction": "Right", "pad_to_multiple_of": null,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                       {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}},
+                     {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [CLS_ID], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [SEP_ID], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+fn tiny_model_dir(name: &str, weights: &TinyWeights, spec: &TinyModelSpec) -> TinyModelDir {
+    let path =
+        std::env::temp_dir().join(format!("tessera-inference-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    write_json(&path.join("config.json"), &spec.config);
+    write_json(&path.join("tokenizer.json"), &tokenizer_json());
+    write_json(
+        &path.join("sentence_bert_config.json"),
+        &json!({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": false}),
+    );
+    write_json(
+        &path.join("1_Pooling/config.json"),
+        &json!({
+            "word_embedding_dimension": HIDDEN,
+            "pooling_mode_cls_token": spec.pooling == Pooling::Cls,
+            "pooling_mode_mean_tokens": spec.pooling == Pooling::Mean,
+            "pooling_mode_max_tokens": false,
+            "pooling_mode_mean_sqrt_len_tokens": false
+        }),
+    );
+    std::fs::write(
+        path.join("model.safetensors"),
+        weights.to_safetensors(spec.prefix, spec.skip_tensor),
+    )
+    .unwrap();
+    TinyModelDir { path }
+}
+
+// ---------------------------------------------------------------------------
+// The naive reference: plain loops in f64, straight from the BERT paper's equations
+// ---------------------------------------------------------------------------
+
+type Matrix = Vec<Vec<f64>>;
+
+fn reference_linear(weights: &TinyWeights, name: &str, input: &Matrix) -> Matrix {
+    let weight = weights.get(&format!("{name}.weight"));
+    let bias = weights.get(&format!("{name}.bias"));
+    let inputs = input[0].len();
+    input
+        .iter()
+        .map(|row| {
+            (0..bias.len())
+                .map(|out| {
+                    let mut sum = bias[out] as f64;
+                    for i in 0..inputs {
+                        sum += weight[out * inputs + i] as f64 * row[i];
+                    }
+                    sum
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn reference_layer_norm(weights: &TinyWeights, name: &str, input: &Matrix) -> Matrix {
+    let gamma = weights.get(&format!("{name}.weight"));
+    let beta = weights.get(&format!("{name}.bias"));
+    input
+        .iter()
+        .map(|row| {
+            let n = row.len() as f64;
+            let mean = row.iter().sum::<f64>() / n;
+            let variance = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            row.iter()
+                .enumerate()
+                .map(|(j, v)| {
+                    (v - mean) / (variance + EPS).sqrt() * gamma[j] as f64 + beta[j] as f64
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn add(a: &Matrix, b: &Matrix) -> Matrix {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p + q).collect())
+        .collect()
+}
+
+fn reference_attention(weights: &TinyWeights, base: &str, x: &Matrix) -> Matrix {
+    let q = reference_linear(weights, &format!("{base}.attention.self.query"), x);
+    let k = reference_linear(weights, &format!("{base}.attention.self.key"), x);
+    let v = reference_linear(weights, &format!("{base}.attention.self.value"), x);
+    let n = x.len();
+    let head_size = HIDDEN / HEADS;
+    let mut context = vec![vec![0.0; HIDDEN]; n];
+    for head in 0..HEADS {
+        let columns = head * head_size..(head + 1) * head_size;
+        for i in 0..n {
+            let scores: Vec<f64> = (0..n)
+                .map(|j| {
+                    columns.clone().map(|c| q[i][c] * k[j][c]).sum::<f64>()
+                        / (head_size as f64).sqrt()
+                })
+                .collect();
+            let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = exps.iter().sum();
+            for c in columns.clone() {
+                context[i][c] = (0..n).map(|j| exps[j] / total * v[j][c]).sum();
+            }
+        }
+    }
+    context
+}
+
+/// The sentence vector of one unpadded token sequence.
+fn reference_embedding(weights: &TinyWeights, ids: &[u32], pooling: Pooling) -> Vec<f64> {
+    let word = weights.get("embeddings.word_embeddings.weight");
+    let position = weights.get("embeddings.position_embeddings.weight");
+    let token_type = weights.get("embeddings.token_type_embeddings.weight");
+    let embedded: Matrix = ids
+        .iter()
+        .enumerate()
+        .map(|(p, &id)| {
+            (0..HIDDEN)
+                .map(|j| {
+                    word[id as usize * HIDDEN + j] as f64
+                        + position[p * HIDDEN + j] as f64
+                        + token_type[j] as f64
+                })
+                .collect()
+        })
+        .collect();
+    let mut x = reference_layer_norm(weights, "embeddings.LayerNorm", &embedded);
+    for layer in 0..LAYERS {
+        let base = format!("encoder.layer.{layer}");
+        let context = reference_attention(weights, &base, &x);
+        let projected =
+            reference_linear(weights, &format!("{base}.attention.output.dense"), &context);
+        let attended = reference_layer_norm(
+            weights,
+            &format!("{base}.attention.output.LayerNorm"),
+            &add(&projected, &x),
+        );
+        let mut expanded =
+            reference_linear(weights, &format!("{base}.intermediate.dense"), &attended);
+        for value in expanded.iter_mut().flatten() {
+            *value = 0.5 * *value * (1.0 + libm::erf(*value / std::f64::consts::SQRT_2));
+        }
+        let contracted = reference_linear(weights, &format!("{base}.output.dense"), &expanded);
+        x = reference_layer_norm(
+            weights,
+            &format!("{base}.output.LayerNorm"),
+            &add(&contracted, &attended),
+        );
+    }
+    let pooled: Vec<f64> = match pooling {
+        Pooling::Cls => x[0].clone(),
+        Pooling::Mean => (0..HIDDEN)
+            .map(|j| x.iter().map(|row| row[j]).sum::<f64>() / x.len() as f64)
+            .collect(),
+    };
+    let norm = pooled.iter().map(|v| v * v).sum::<f64>().sqrt();
+    pooled.iter().map(|v| v / norm).collect()
+}
+
+fn max_difference(a: &[f32], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "dimensions differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+const SENTENCES: &[&str] = &[
+    "A man is eating food.",
+    "The quick brown fox jumps over the lazy dog!",
+    "hello",
+    "Cats and dogs play in the park, the sun is red and the tree is green.",
+    "unknown zebra",
+    "",
+];
+
+// ---------------------------------------------------------------------------
+// Tests on the tiny model
+// ---------------------------------------------------------------------------
+
+#[test]
+fn tokenizer_ignores_the_shipped_padding_and_truncates_at_max_seq_length() {
+    let weights = TinyWeights::generate(1);
+    let dir = tiny_model_dir("tokenizer", &weights, &TinyModelSpec::default());
+    let engine = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap();
+    let ids = engine
+        .tokenize(&["A man is eating food.", "Dogs", "zebra"])
+        .unwrap();
+    assert_eq!(ids[0], vec![CLS_ID, 6, 7, 8, 9, 10, 33, SEP_ID]);
+    assert_eq!(ids[1], vec![CLS_ID, 13, 30, SEP_ID], "dogs = dog ##s");
+    assert_eq!(ids[2], vec![CLS_ID, 1, SEP_ID], "unknown word → [UNK]");
+
+    let long = "the cat sat on the mat ".repeat(10);
+    let ids = engine.tokenize(&[long.as_str()]).unwrap();
+    assert_eq!(ids[0].len(), MAX_SEQ_LENGTH, "truncated at max_seq_length");
+    assert_eq!(ids[0].first(), Some(&CLS_ID));
+    assert_eq!(ids[0].last(), Some(&SEP_ID));
+
+    let embeddings = engine.embed(&["hello", long.as_str()]).unwrap();
+    assert_eq!(embeddings.token_counts, vec![3, MAX_SEQ_LENGTH]);
+}
+
+#[test]
+fn cpu_backend_matches_the_naive_reference_with_mean_pooling() {
+    let weights = TinyWeights::generate(2);
+    let dir = tiny_model_dir("mean", &weights, &TinyModelSpec::default());
+    assert_matches_reference(&dir.path, &weights, Pooling::Mean);
+}
+
+#[test]
+fn cpu_backend_matches_the_naive_reference_with_cls_pooling_and_prefixed_names() {
+    let weights = TinyWeights::generate(3);
+    let spec = TinyModelSpec {
+        pooling: Pooling::Cls,
+        prefix: "bert.",
+        ..TinyModelSpec::default()
+    };
+    let dir = tiny_model_dir("cls", &weights, &spec);
+    assert_matches_reference(&dir.path, &weights, Pooling::Cls);
+}
+
+fn assert_matches_reference(dir: &Path, weights: &TinyWeights, pooling: Pooling) {
+    let engine = EmbeddingEngine::load(dir, DeviceChoice::Cpu).unwrap();
+    assert_eq!(engine.backend_name(), "cpu");
+    assert_eq!(engine.dimension(), HIDDEN);
+    let long = "the big red car runs over the small blue house and the tree ".repeat(3);
+    let mut texts: Vec<&str> = SENTENCES.to_vec();
+    texts.push(&long);
+    let embeddings = engine.embed(&texts).unwrap();
+    let ids = engine.tokenize(&texts).unwrap();
+    for ((text, vector), ids) in texts.iter().zip(&embeddings.vectors).zip(&ids) {
+        let expected = reference_embedding(weights, ids, pooling);
+        let difference = max_difference(vector, &expected);
+        eprintln!(
+            "{pooling:?} {text:?}: {} tokens, max difference {difference:e}",
+            ids.len()
+        );
+        assert!(
+            difference < 1e-5,
+            "{text:?}: max difference {difference:e} from the reference"
+        );
+        let norm: f32 = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{text:?} is not unit length");
+    }
+}
+
+#[test]
+fn a_sentence_embeds_the_same_alone_and_in_any_batch() {
+    let weights = TinyWeights::generate(4);
+    let dir = tiny_model_dir("batch", &weights, &TinyModelSpec::default());
+    let engine = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap();
+    let sentence = "A man is eating food.";
+    let alone = engine.embed(&[sentence]).unwrap().vectors.remove(0);
+    let long = "the cat sat on the mat and the dog runs in the park ".repeat(4);
+    let batch = [
+        long.as_str(),
+        "hello",
+        sentence,
+        "The quick brown fox jumps over the lazy dog!",
+    ];
+    let batched = engine.embed(&batch).unwrap();
+    let difference = alone
+        .iter()
+        .zip(&batched.vectors[2])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        difference <= 1e-6,
+        "batch changed the vector by {difference:e}"
+    );
+    // A batch larger than one backend call gives the same vectors too.
+    let many: Vec<&str> = std::iter::repeat_n(sentence, 70).collect();
+    let vectors = engine.embed(&many).unwrap().vectors;
+    assert_eq!(vectors.len(), 70);
+    for vector in &vectors {
+        let difference = alone
+            .iter()
+            .zip(vector)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            difference <= 1e-6,
+            "large batch changed the vector by {difference:e}"
+        );
+    }
+    assert!(engine.embed::<&str>(&[]).unwrap().vectors.is_empty());
+}
+
+#[test]
+fn missing_and_inconsistent_files_are_named_in_the_error() {
+    let weights = TinyWeights::generate(5);
+
+    let dir = tiny_model_dir("missing", &weights, &TinyModelSpec::default());
+    std::fs::remove_file(dir.path.join("tokenizer.json")).unwrap();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(matches!(error, EngineError::MissingFile { .. }), "{error}");
+    assert!(error.to_string().contains("tokenizer.json"), "{error}");
+
+    std::fs::remove_file(dir.path.join("1_Pooling/config.json")).unwrap();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(
+        error.to_string().contains("1_Pooling/config.json"),
+        "{error}"
+    );
+
+    let mut config = bert_config();
+    config["num_attention_heads"] = json!(5);
+    let spec = TinyModelSpec {
+        config,
+        ..TinyModelSpec::default()
+    };
+    let dir = tiny_model_dir("heads", &weights, &spec);
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(
+        matches!(error, EngineError::InconsistentModel { .. }),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("config.json") && error.to_string().contains("divisible"),
+        "{error}"
+    );
+
+    let mut config = bert_config();
+    config["intermediate_size"] = json!(48);
+    let spec = TinyModelSpec {
+        config,
+        ..TinyModelSpec::default()
+    };
+    let dir = tiny_model_dir("shape", &weights, &spec);
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(
+        matches!(error, EngineError::InvalidWeights { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("encoder.layer.0.intermediate.dense.weight")
+            && error.to_string().contains("model.safetensors"),
+        "{error}"
+    );
+
+    let spec = TinyModelSpec {
+        skip_tensor: Some("encoder.layer.1.attention.self.key.bias"),
+        ..TinyModelSpec::default()
+    };
+    let dir = tiny_model_dir("tensor", &weights, &spec);
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("encoder.layer.1.attention.self.key.bias is missing"),
+        "{error}"
+    );
+
+    let mut config = bert_config();
+    config["hidden_act"] = json!("relu");
+    let spec = TinyModelSpec {
+        config,
+        ..TinyModelSpec::default()
+    };
+    let dir = tiny_model_dir("act", &weights, &spec);
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(error.to_string().contains("hidden_act"), "{error}");
+
+    let dir = tiny_model_dir("json", &weights, &TinyModelSpec::default());
+    std::fs::write(dir.path.join("sentence_bert_config.json"), "{").unwrap();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    assert!(matches!(error, EngineError::InvalidJson { .. }), "{error}");
+    assert!(
+        error.to_string().contains("sentence_bert_config.json"),
+        "{error}"
+    );
+}
+
+#[test]
+fn device_choice_parses_and_gpu_says_it_is_not_built() {
+    assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+    assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+    assert_eq!("gpu".parse::<DeviceChoice>().unwrap(), DeviceChoice::Gpu);
+    let error = "tpu".parse::<DeviceChoice>().unwrap_err();
+    assert!(error.to_string().contains("tpu"), "{error}");
+
+    let weights = TinyWeights::generate(6);
+    let dir = tiny_model_dir("device", &weights, &TinyModelSpec::default());
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Gpu).unwrap_err();
+    assert!(matches!(error, EngineError::GpuUnavailable), "{error}");
+    assert!(
+        error.to_string().contains("GPU backend not built yet"),
+        "{error}"
+    );
+    let engine = EmbeddingEngine::load(&dir.path, DeviceChoice::Auto).unwrap();
+    assert_eq!(engine.backend_name(), "cpu", "auto falls back to the CPU");
+}
+
+#[test]
+fn the_embed_command_prints_dimensions_tokens_and_time() {
+    let weights = TinyWeights::generate(7);
+    let dir = tiny_model_dir("command", &weights, &TinyModelSpec::default());
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["embed", "--device", "cpu", "--model-dir"])
+        .arg(&dir.path)
+        .args(["A man is eating food.", "hello"])
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("32 dimensions"), "{stdout}");
+    assert!(stdout.contains("   8 tokens"), "{stdout}");
+    assert!(stdout.contains("   3 tokens"), "{stdout}");
+    assert!(
+        stdout.contains("embedded 2 text(s), 11 tokens, in"),
+        "{stdout}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["embed", "--device", "gpu", "--model-dir"])
+        .arg(&dir.path)
+        .arg("hello")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("GPU backend not built yet"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------
+// Parity with sentence-transformers on the real model
+// ---------------------------------------------------------------------------
+
+fn real_model_dir() -> PathBuf {
+    std::env::var_os("INFERENCE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
+}
+
+/// The reference vectors live in the shared folder beside the repository, not in it.
+fn reference_fixture() -> Option<PathBuf> {
+    let candidates = [
+        std::env::var_os("INFERENCE_REFERENCE_FIXTURE").map(PathBuf::from),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/minilm_reference.json"),
+        ),
+    ];
+    candidates.into_iter().flatten().find(|path| path.is_file())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn real_model_matches_sentence_transformers() {
+    let model_dir = real_model_dir();
+    if !model_dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "SKIPPED: real_model_matches_sentence_transformers: no model in {} (run `task model-fetch`)",
+            model_dir.display()
+        );
+        return;
+    }
+    let Some(fixture) = reference_fixture() else {
+        eprintln!(
+            "SKIPPED: real_model_matches_sentence_transformers: no minilm_reference.json \
+             (../shared/fixtures/ or INFERENCE_REFERENCE_FIXTURE)"
+        );
+        return;
+    };
+    let reference: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+    let sentences = reference["sentences"].as_array().unwrap();
+    let texts: Vec<&str> = sentences
+        .iter()
+        .map(|s| s["text"].as_str().unwrap())
+        .collect();
+    let engine = EmbeddingEngine::load(&model_dir, DeviceChoice::Cpu).unwrap();
+    assert_eq!(engine.dimension(), 384);
+    let ids = engine.tokenize(&texts).unwrap();
+    let embeddings = engine.embed(&texts).unwrap();
+    for (index, sentence) in sentences.iter().enumerate() {
+        let expected_ids: Vec<u32> = serde_json::from_value(sentence["input_ids"].clone()).unwrap();
+        assert_eq!(ids[index], expected_ids, "token ids of {:?}", texts[index]);
+        assert_eq!(embeddings.token_counts[index], expected_ids.len());
+        let expected: Vec<f64> = serde_json::from_value(sentence["embedding"].clone()).unwrap();
+        let difference = max_difference(&embeddings.vectors[index], &expected);
+        eprintln!(
+            "real model {:?}: max difference {difference:e}",
+            texts[index]
+        );
+        assert!(
+            difference <= 1e-4,
+            "{:?}: max difference {difference:e}",
+            texts[index]
+        );
+        let expected_f32: Vec<f32> = expected.iter().map(|v| *v as f32).collect();
+        let similarity = cosine(&embeddings.vectors[index], &expected_f32);
+        assert!(
+            similarity >= 0.9999,
+            "{:?}: cosine {similarity}",
+            texts[index]
+        );
+    }
+    for (pair, expected) in reference["cosine_pairs"].as_object().unwrap() {
+        let (a, b) = pair.split_once('-').unwrap();
+        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+        let similarity = cosine(&embeddings.vectors[a], &embeddings.vectors[b]);
+        let expected = expected.as_f64().unwrap();
+        assert!(
+            (similarity - expected).abs() <= 1e-4,
+            "pair {pair}: {similarity} vs {expected}"
+        );
+    }
+    // The first sentence again, in a batch with a long passage: the same vector.
+    let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12);
+    let batched = engine.embed(&[long.as_str(), texts[0]]).unwrap();
+    let difference = embeddings.vectors[0]
+        .iter()
+        .zip(&batched.vectors[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        difference <= 1e-6,
+        "batch changed the vector by {difference:e}"
+    );
+}
