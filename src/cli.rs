@@ -457,10 +457,14 @@ fn embed_and_print(
     let started = Instant::now();
     let embeddings = engine.embed(texts)?;
     let took = started.elapsed();
+    let info = engine.backend_info();
     println!(
-        "model {} on {} (loaded in {:.1} ms), {} dimensions",
+        "model {} on {} ({}, {}, {}; loaded in {:.1} ms), {} dimensions",
         engine.model_dir().display(),
-        engine.backend_name(),
+        info.backend,
+        info.adapter,
+        info.api,
+        info.device_type,
         loaded.as_secs_f64() * 1e3,
         engine.dimension()
     );

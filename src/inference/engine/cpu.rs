@@ -10,10 +10,10 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::backend::EncoderBackend;
+use super::backend::{BackendInfo, EncoderBackend};
 use super::config::{BertConfig, Pooling};
 use super::error::EngineError;
-use super::pooling::pool;
+use super::pooling::{l2_normalize, pool};
 use super::tokenizer::TokenBatch;
 use super::weights::{BertWeights, EncoderLayer, LayerNormWeights, Linear};
 
@@ -62,34 +62,6 @@ impl CpuBackend {
         self.pool.current_num_threads()
     }
 
-    fn check_batch(&self, batch: &TokenBatch) -> Result<(), EngineError> {
-        if batch.input_ids.len() != batch.len() * batch.padded_length {
-            return Err(EngineError::InvalidBatch(
-                "input_ids does not hold sequences × padded_length ids".into(),
-            ));
-        }
-        for index in 0..batch.len() {
-            let length = batch.lengths[index];
-            if length == 0 || length > batch.padded_length.min(self.config.max_positions) {
-                return Err(EngineError::InvalidBatch(format!(
-                    "sequence {index} has {length} tokens; 1 to {} are allowed",
-                    self.config.max_positions
-                )));
-            }
-            if let Some(id) = batch
-                .sequence(index)
-                .iter()
-                .find(|&&id| id as usize >= self.config.vocab_size)
-            {
-                return Err(EngineError::InvalidBatch(format!(
-                    "token id {id} is outside the vocabulary of {}",
-                    self.config.vocab_size
-                )));
-            }
-        }
-        Ok(())
-    }
-
     fn forward(&self, batch: &TokenBatch, pooling: Pooling) -> Vec<Vec<f32>> {
         let spans = pack(&batch.lengths);
         let mut hidden = self.embed(batch);
@@ -101,7 +73,9 @@ impl CpuBackend {
             .iter()
             .map(|span| {
                 let rows = &hidden[span.start * width..(span.start + span.length) * width];
-                pool(rows, width, pooling)
+                let mut vector = pool(rows, width, pooling);
+                l2_normalize(&mut vector);
+                vector
             })
             .collect()
     }
@@ -210,12 +184,17 @@ impl CpuBackend {
 }
 
 impl EncoderBackend for CpuBackend {
-    fn name(&self) -> &'static str {
-        "cpu"
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            backend: "cpu",
+            adapter: format!("{} CPU threads", self.threads()),
+            api: "gemm (SIMD kernels chosen at run time)".into(),
+            device_type: "cpu".into(),
+        }
     }
 
     fn encode(&self, batch: &TokenBatch, pooling: Pooling) -> Result<Vec<Vec<f32>>, EngineError> {
-        self.check_batch(batch)?;
+        batch.validate(&self.config)?;
         // Running inside the pool makes gemm's rayon tasks use this backend's threads.
         Ok(self.pool.install(|| self.forward(batch, pooling)))
     }

@@ -57,9 +57,12 @@ pub enum EngineError {
     /// `INFERENCE_DEVICE` or `--device` holds an unknown value.
     #[error("unknown inference device {0:?}: expected auto, gpu or cpu")]
     UnknownDevice(String),
-    /// The GPU backend was asked for but this build has none.
-    #[error("GPU backend not built yet: use --device cpu (or INFERENCE_DEVICE=cpu|auto)")]
-    GpuUnavailable,
+    /// No wgpu adapter the device choice allows exists on this machine.
+    #[error("{0}")]
+    NoGpuAdapter(&'static str),
+    /// The GPU backend failed: device creation, a kernel, memory or the read-back.
+    #[error("GPU backend: {0}")]
+    Gpu(String),
     /// A batch handed to a backend does not fit the model (a programming error upstream).
     #[error("invalid token batch: {0}")]
     InvalidBatch(String),

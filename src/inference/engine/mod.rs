@@ -3,13 +3,14 @@
 //! database; the inference service drives it.
 //!
 //! Loading reads a model directory ([`ModelConfig`], [`TextTokenizer`],
-//! [`BertWeights`]); [`EmbeddingEngine::embed`] tokenizes, runs a backend
-//! ([`EncoderBackend`]) and L2-normalises.
+//! [`BertWeights`]) and picks a backend ([`EncoderBackend`]: [`CpuBackend`] or
+//! [`GpuBackend`]); [`EmbeddingEngine::embed`] tokenizes and runs it.
 
 pub mod backend;
 pub mod config;
 pub mod cpu;
 pub mod error;
+pub mod gpu;
 pub mod pooling;
 pub mod tokenizer;
 pub mod weights;
@@ -17,10 +18,11 @@ pub mod weights;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use backend::EncoderBackend;
+pub use backend::{BackendInfo, EncoderBackend};
 pub use config::{BertConfig, ModelConfig, Pooling};
 pub use cpu::CpuBackend;
 pub use error::EngineError;
+pub use gpu::{AdapterPolicy, GpuBackend};
 pub use tokenizer::{TextTokenizer, TokenBatch};
 pub use weights::BertWeights;
 
@@ -34,10 +36,11 @@ const MAX_SEQUENCES_PER_CALL: usize = 64;
 /// Which backend to run on, as chosen by `INFERENCE_DEVICE` or `--device`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
-    /// The GPU when one is usable, else the CPU.
+    /// A hardware GPU when one is usable, else the CPU (never a software adapter).
     #[default]
     Auto,
-    /// The GPU, or an error.
+    /// A GPU adapter, hardware first, a software one (Mesa lavapipe) if that is all
+    /// there is; an error when there is none.
     Gpu,
     /// The CPU.
     Cpu,
@@ -76,11 +79,20 @@ pub struct EmbeddingEngine {
 }
 
 impl EmbeddingEngine {
-    /// Loads the model in `dir` onto the chosen device.
+    /// Loads the model in `dir` onto the chosen device and logs where it runs.
     pub fn load(dir: &Path, device: DeviceChoice) -> Result<Self, EngineError> {
         let config = ModelConfig::load(dir)?;
         let tokenizer = TextTokenizer::load(dir, config.max_seq_length)?;
         let backend = select_backend(dir, &config, device)?;
+        let info = backend.info();
+        tracing::info!(
+            model = %dir.display(),
+            backend = info.backend,
+            adapter = %info.adapter,
+            api = %info.api,
+            device_type = %info.device_type,
+            "embedding engine ready"
+        );
         Ok(Self {
             config,
             tokenizer,
@@ -116,7 +128,12 @@ impl EmbeddingEngine {
 
     /// The backend's name (`cpu`, `gpu`), for logs and responses.
     pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
+        self.backend.info().backend
+    }
+
+    /// What the backend runs on (adapter, API, device type).
+    pub fn backend_info(&self) -> BackendInfo {
+        self.backend.info()
     }
 
     /// The directory the model was loaded from.
@@ -144,31 +161,46 @@ impl EmbeddingEngine {
         let mut vectors = Vec::with_capacity(sequences.len());
         for chunk in sequences.chunks(MAX_SEQUENCES_PER_CALL) {
             let batch = TokenBatch::from_sequences(chunk);
-            for mut vector in self.backend.encode(&batch, self.config.pooling)? {
-                pooling::l2_normalize(&mut vector);
-                vectors.push(vector);
-            }
+            vectors.extend(self.backend.encode(&batch, self.config.pooling)?);
         }
         Ok(vectors)
     }
 }
 
-/// Picks the backend for `device`. Only the CPU backend exists so far: `auto` means
-/// the CPU and `gpu` is an error that says so.
+/// Picks the backend for `device`: `auto` tries a hardware GPU and falls back to the
+/// CPU (saying why in the log), `gpu` takes any adapter or fails, `cpu` is the CPU.
 fn select_backend(
     dir: &Path,
     config: &ModelConfig,
     device: DeviceChoice,
 ) -> Result<Box<dyn EncoderBackend>, EngineError> {
+    let weights = BertWeights::load(dir, &config.bert)?;
     match device {
-        DeviceChoice::Gpu => Err(EngineError::GpuUnavailable),
-        DeviceChoice::Auto | DeviceChoice::Cpu => {
-            let weights = BertWeights::load(dir, &config.bert)?;
-            Ok(Box::new(CpuBackend::new(
-                config.bert.clone(),
-                weights,
-                None,
-            )?))
+        DeviceChoice::Cpu => cpu_backend(config, weights),
+        DeviceChoice::Gpu => Ok(Box::new(GpuBackend::new(
+            &config.bert,
+            &weights,
+            AdapterPolicy::AllowSoftware,
+        )?)),
+        DeviceChoice::Auto => {
+            match GpuBackend::new(&config.bert, &weights, AdapterPolicy::HardwareOnly) {
+                Ok(backend) => Ok(Box::new(backend)),
+                Err(error) => {
+                    tracing::info!(%error, "no usable hardware GPU: embedding on the CPU");
+                    cpu_backend(config, weights)
+                }
+            }
         }
     }
+}
+
+fn cpu_backend(
+    config: &ModelConfig,
+    weights: BertWeights,
+) -> Result<Box<dyn EncoderBackend>, EngineError> {
+    Ok(Box::new(CpuBackend::new(
+        config.bert.clone(),
+        weights,
+        None,
+    )?))
 }

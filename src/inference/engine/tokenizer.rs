@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::{Tokenizer, TruncationParams};
 
-use super::config::TOKENIZER_FILE;
+use super::config::{BertConfig, TOKENIZER_FILE};
 use super::error::EngineError;
 
 /// A batch of token sequences, right-padded to the longest with id 0 and masked, the
@@ -55,11 +55,34 @@ impl TokenBatch {
         &self.input_ids[start..start + self.lengths[index]]
     }
 
-    /// The attention mask of sequence `index`: 1 for real tokens, 0 for padding.
-    pub fn attention_mask(&self, index: usize) -> Vec<u8> {
-        (0..self.padded_length)
-            .map(|position| u8::from(position < self.lengths[index]))
-            .collect()
+    /// Checks the batch against the model a backend runs, so no kernel ever indexes
+    /// past a table: a failure here is a programming error upstream, reported as such.
+    pub fn validate(&self, config: &BertConfig) -> Result<(), EngineError> {
+        if self.input_ids.len() != self.len() * self.padded_length {
+            return Err(EngineError::InvalidBatch(
+                "input_ids does not hold sequences × padded_length ids".into(),
+            ));
+        }
+        for index in 0..self.len() {
+            let length = self.lengths[index];
+            if length == 0 || length > self.padded_length.min(config.max_positions) {
+                return Err(EngineError::InvalidBatch(format!(
+                    "sequence {index} has {length} tokens; 1 to {} are allowed",
+                    config.max_positions
+                )));
+            }
+            if let Some(id) = self
+                .sequence(index)
+                .iter()
+                .find(|&&id| id as usize >= config.vocab_size)
+            {
+                return Err(EngineError::InvalidBatch(format!(
+                    "token id {id} is outside the vocabulary of {}",
+                    config.vocab_size
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,135 @@
+//! The WGSL compute kernels, compiled once per device, and the parameter block
+//! every dispatch receives.
+
+use super::super::error::EngineError;
+
+/// Each dispatch's [`Params`] lives in its own slot of one uniform buffer; 256 bytes
+/// is the largest uniform-offset alignment wgpu allows, so it is valid everywhere.
+pub const PARAMS_SLOT: u64 = 256;
+
+/// Size of [`Params`] as WGSL lays it out.
+pub const PARAMS_SIZE: u64 = 32;
+
+/// Tile edge of the matrix-multiply kernel (`linear.wgsl`).
+pub const LINEAR_TILE: u32 = 64;
+
+/// Longest sequence and widest head `attention.wgsl`'s workgroup buffers hold.
+pub const ATTENTION_MAX_KEYS: usize = 512;
+/// See [`ATTENTION_MAX_KEYS`].
+pub const ATTENTION_MAX_HEAD_SIZE: usize = 256;
+
+/// `linear.wgsl` flag: apply GELU.
+pub const FLAG_GELU: u32 = 1;
+/// `linear.wgsl` flag: add the residual operand.
+pub const FLAG_RESIDUAL: u32 = 2;
+/// `pool.wgsl` flag: take the first token instead of the mean.
+pub const POOL_CLS: u32 = 1;
+
+const COMMON: &str = include_str!("kernels/common.wgsl");
+
+/// Mirrors `Params` in `common.wgsl`; fields a kernel does not read stay zero.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Params {
+    /// Output rows (tokens, or sequences when pooling).
+    pub rows: u32,
+    /// Output columns.
+    pub cols: u32,
+    /// Shared dimension of a matrix multiply.
+    pub inner: u32,
+    /// Kernel-specific switches.
+    pub flags: u32,
+    /// Layer-norm epsilon.
+    pub epsilon: f32,
+    /// Attention heads.
+    pub heads: u32,
+    /// Width of one head.
+    pub head_size: u32,
+    /// Attention score scale.
+    pub scale: f32,
+}
+
+impl Params {
+    /// The bytes of the WGSL struct (eight 4-byte words in native byte order).
+    pub fn bytes(&self) -> [u8; PARAMS_SIZE as usize] {
+        let words = [
+            self.rows,
+            self.cols,
+            self.inner,
+            self.flags,
+            self.epsilon.to_bits(),
+            self.heads,
+            self.head_size,
+            self.scale.to_bits(),
+        ];
+        let mut bytes = [0u8; PARAMS_SIZE as usize];
+        for (chunk, word) in bytes.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&word.to_ne_bytes());
+        }
+        bytes
+    }
+}
+
+/// One compute pipeline and the layout its bind groups are made for.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The compiled pipeline.
+    pub pipeline: wgpu::ComputePipeline,
+    /// Its bind group 0 layout, derived from the shader.
+    pub layout: wgpu::BindGroupLayout,
+}
+
+/// Every kernel of the forward pass.
+#[derive(Debug)]
+pub struct Kernels {
+    /// Embedding lookup and sum.
+    pub embed: Kernel,
+    /// In-place layer norm.
+    pub layer_norm: Kernel,
+    /// Matrix multiply with bias, GELU and residual epilogue.
+    pub linear: Kernel,
+    /// Masked multi-head self-attention.
+    pub attention: Kernel,
+    /// Pooling and L2 normalisation.
+    pub pool: Kernel,
+}
+
+impl Kernels {
+    /// Compiles every kernel; a shader the driver rejects becomes an error, not a panic.
+    pub fn compile(device: &wgpu::Device) -> Result<Self, EngineError> {
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let kernels = Self {
+            embed: compile(device, "embed", include_str!("kernels/embed.wgsl")),
+            layer_norm: compile(
+                device,
+                "layer_norm",
+                include_str!("kernels/layer_norm.wgsl"),
+            ),
+            linear: compile(device, "linear", include_str!("kernels/linear.wgsl")),
+            attention: compile(device, "attention", include_str!("kernels/attention.wgsl")),
+            pool: compile(device, "pool", include_str!("kernels/pool.wgsl")),
+        };
+        match pollster::block_on(scope.pop()) {
+            Some(error) => Err(EngineError::Gpu(format!(
+                "compiling the compute kernels: {error}"
+            ))),
+            None => Ok(kernels),
+        }
+    }
+}
+
+fn compile(device: &wgpu::Device, name: &str, source: &str) -> Kernel {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(name),
+        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(name),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions::default(),
+        cache: None,
+    });
+    let layout = pipeline.get_bind_group_layout(0);
+    Kernel { pipeline, layout }
+}
