@@ -19,6 +19,7 @@ use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
 use crate::executions::kinds::{KindRegistry, Sleep};
 use crate::executions::service::ExecutionsState;
+use crate::inference::InferenceState;
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem, problem_response};
 use crate::users::seed::FirstAdminSeeder;
 
@@ -34,6 +35,14 @@ pub struct AppState {
     pub auth: AuthState,
     /// The kinds of background work and the notification hub.
     pub executions: ExecutionsState,
+    /// The embedding engine (loading, ready or unavailable).
+    pub inference: InferenceState,
+}
+
+impl FromRef<AppState> for InferenceState {
+    fn from_ref(state: &AppState) -> Self {
+        state.inference.clone()
+    }
 }
 
 impl FromRef<AppState> for ExecutionsState {

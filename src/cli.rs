@@ -12,12 +12,13 @@ use crate::core::config::{Config, ConfigError};
 use crate::core::db::{self, DbError, Migrator};
 use crate::core::docs::{self, RedocInstallError};
 use crate::core::local_postgres::{LocalPostgres, LocalPostgresError, StartOutcome};
-use crate::core::platform::{Lifecycle, Platform};
+use crate::core::platform::{Components, Lifecycle, Platform};
 use crate::core::seed::{SeedContext, SeedError};
 use crate::core::{server, telemetry};
 use crate::executions::listener::NotificationHub;
 use crate::executions::service::ExecutionsState;
 use crate::executions::worker::Runner;
+use crate::inference::InferenceState;
 use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EmbeddingEngine, EngineError};
 
 /// The database the local development cluster serves.
@@ -291,14 +292,18 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         );
         tokio::spawn(runner.run(shutdown.clone()))
     });
+    let components = Arc::new(Components::default());
+    let inference = InferenceState::load_in_background(&config.inference, components.clone());
     let state = AppState {
         platform: Platform {
             pool: pool.clone(),
             config: config.clone(),
             lifecycle: lifecycle.clone(),
+            components,
         },
         auth,
         executions,
+        inference,
     };
     let router = app::build_router(state, redoc_bundle(&config));
     let listener = server::bind((config.http.host, config.http.port).into()).await?;

@@ -14,16 +14,13 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use common::{FAST_SETTINGS, repo_root, send, test_config};
+use common::{FAST_SETTINGS, app_state, repo_root, send, test_config};
 use diesel_async::RunQueryDsl;
-use tessera::app::{self, AppState};
-use tessera::auth::service::AuthState;
+use tessera::app;
 use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::http::apply_middleware;
 use tessera::core::local_postgres::LocalPostgres;
-use tessera::core::platform::{Lifecycle, Platform};
-use tessera::executions::listener::NotificationHub;
-use tessera::executions::service::ExecutionsState;
+use tessera::core::platform::Lifecycle;
 use tessera::shared::error::AppError;
 
 /// A handler that needs the database, as domain handlers do.
@@ -80,18 +77,7 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
         &[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")],
     ));
     let pool = db::build_pool(&url, &config.database).unwrap();
-    let state = AppState {
-        platform: Platform {
-            pool: pool.clone(),
-            config: config.clone(),
-            lifecycle: Arc::new(Lifecycle::default()),
-        },
-        auth: AuthState::new(&config.auth).unwrap(),
-        executions: ExecutionsState {
-            registry: Arc::new(app::kinds()),
-            hub: NotificationHub::start(url.clone()),
-        },
-    };
+    let state = app_state(&config, &pool, &Arc::new(Lifecycle::default()), &url);
     let probe = Router::new()
         .route("/probe/db", get(needs_database))
         .with_state(pool.clone());

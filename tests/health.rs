@@ -3,7 +3,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::TestApp;
+use std::time::{Duration, Instant};
+
+use common::{TestApp, real_model_dir, skip};
 use tessera::core::db::Migrator;
 
 #[tokio::test]
@@ -19,7 +21,56 @@ async fn ready_when_the_database_answers_and_is_migrated() {
     let app = TestApp::spawn().await;
     let response = app.get("/ready").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-    assert_eq!(response.json(), serde_json::json!({"status": "ready"}));
+    assert_eq!(response.json()["status"], "ready");
+}
+
+/// Polls `/ready` until the embedding engine has finished loading; returns its report.
+async fn settled_inference_report(app: &TestApp) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = app.get("/ready").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        let report = response.json()["components"]["inference"].clone();
+        if report["state"] != "loading" || Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn without_a_model_the_service_is_ready_and_reports_inference_unavailable() {
+    let app = TestApp::spawn().await;
+    let report = settled_inference_report(&app).await;
+    assert_eq!(report["state"], "unavailable", "{report}");
+    assert!(
+        report["reason"].as_str().unwrap().contains("config.json"),
+        "the reason names the missing file: {report}"
+    );
+}
+
+#[tokio::test]
+async fn ready_reports_the_loaded_engine_and_its_backend() {
+    let model_dir = real_model_dir();
+    if !model_dir.join("model.safetensors").is_file() {
+        skip(
+            "ready_reports_the_loaded_engine_and_its_backend",
+            "no model (run `task model-fetch`)",
+        );
+        return;
+    }
+    let model_dir = model_dir.to_string_lossy();
+    let app = TestApp::spawn_with(&[
+        ("INFERENCE_MODEL_DIR", model_dir.as_ref()),
+        ("INFERENCE_DEVICE", "cpu"),
+    ])
+    .await;
+    let report = settled_inference_report(&app).await;
+    assert_eq!(report["state"], "ready", "{report}");
+    assert_eq!(report["backend"], "cpu", "{report}");
+    assert_eq!(report["device_type"], "cpu", "{report}");
+    assert_eq!(report["dimensions"], 384, "{report}");
+    assert_eq!(report["max_tokens"], 256, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

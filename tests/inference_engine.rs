@@ -6,29 +6,17 @@
 //! model. The parity test uses the real all-MiniLM-L6-v2 (`task model-fetch`) and the
 //! sentence-transformers reference vectors, and says SKIPPED loudly when either is absent.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::{real_model_dir, skip};
 use safetensors::Dtype;
 use safetensors::tensor::TensorView;
 use serde_json::json;
 use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, EngineError, Pooling};
-
-/// Set (as CI does) to make a missing GPU adapter or model a failure instead of a skip.
-const REQUIRE_ENV: &str = "TESSERA_REQUIRE_GPU_AND_MODEL";
-
-/// Reports a test as skipped, loudly, or fails it where the environment promises
-/// everything is installed. The line goes straight to stderr: the test harness
-/// captures `eprintln!` of passing tests, and a skip must be seen.
-fn skip(test: &str, reason: &str) {
-    assert!(
-        std::env::var_os(REQUIRE_ENV).is_none(),
-        "{test}: {reason}, but {REQUIRE_ENV} is set"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
-}
 
 /// The engine on `device`; `None` (after reporting the skip) when the device is a GPU
 /// and the machine has no adapter.
@@ -798,12 +786,6 @@ fn the_embed_command_prints_dimensions_tokens_and_time() {
 // ---------------------------------------------------------------------------
 // Parity with sentence-transformers on the real model
 // ---------------------------------------------------------------------------
-
-fn real_model_dir() -> PathBuf {
-    std::env::var_os("INFERENCE_MODEL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"))
-}
 
 /// Token ids and vectors sentence-transformers 6.2 produced for this model (with the
 /// versions that produced them inside the file).

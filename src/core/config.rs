@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice};
+
 /// The development default of `JWT_SECRET`; production refuses to start with it.
 pub const DEVELOPMENT_JWT_SECRET: &str = "development-only-secret-do-not-use-in-production!";
 
@@ -226,6 +228,18 @@ pub struct Config {
     pub workers: WorkerConfig,
     /// Where the ReDoc script is read from (it is served, never loaded from a CDN).
     pub redoc_bundle_path: PathBuf,
+    /// The embedding engine.
+    pub inference: InferenceConfig,
+}
+
+/// Embedding engine settings. The device type comes from the engine itself, a
+/// self-contained library that knows nothing of the platform.
+#[derive(Debug, Clone)]
+pub struct InferenceConfig {
+    /// `INFERENCE_DEVICE`: `auto`, `gpu` or `cpu`.
+    pub device: DeviceChoice,
+    /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
+    pub model_dir: PathBuf,
 }
 
 impl Config {
@@ -305,6 +319,10 @@ impl Config {
                 "REDOC_BUNDLE_PATH",
                 PathBuf::from(".data/redoc/redoc.standalone.js"),
             )?,
+            inference: InferenceConfig {
+                device: vars.parse("INFERENCE_DEVICE", DeviceChoice::Auto)?,
+                model_dir: vars.parse("INFERENCE_MODEL_DIR", PathBuf::from(DEFAULT_MODEL_DIR))?,
+            },
         };
         config.check_database()?;
         Ok(config)

@@ -1,5 +1,7 @@
 //! Liveness (`/health`), readiness (`/ready`) and metrics (`/metrics`).
 
+use std::collections::BTreeMap;
+
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
@@ -22,6 +24,11 @@ pub struct HealthStatus {
     /// `ok` for liveness, `ready` for readiness.
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// Readiness only: the state of optional components by name, e.g. `inference`
+    /// (`loading`, `ready` with its backend and adapter, or `unavailable` with the reason).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub components: BTreeMap<&'static str, serde_json::Value>,
 }
 
 /// `/health`, `/ready` and `/metrics`, for any app state that holds the platform.
@@ -41,11 +48,16 @@ where
 #[utoipa::path(get, path = "/health", tag = TAG,
     responses((status = 200, description = "The process answers.", body = HealthStatus)))]
 async fn health() -> axum::Json<HealthStatus> {
-    axum::Json(HealthStatus { status: "ok" })
+    axum::Json(HealthStatus {
+        status: "ok",
+        components: BTreeMap::new(),
+    })
 }
 
 /// `GET /ready`: the service can do its work: the database answers within the
-/// acquire timeout, every migration is applied and shutdown has not begun.
+/// acquire timeout, every migration is applied and shutdown has not begun. The
+/// body also reports optional components (the embedding engine), which never
+/// fail the check.
 #[utoipa::path(get, path = "/ready", tag = TAG,
     responses(
         (status = 200, description = "Ready for traffic.", body = HealthStatus),
@@ -71,7 +83,10 @@ async fn ready(State(platform): State<Platform>) -> Result<axum::Json<HealthStat
             "{pending} migration(s) not applied; run `tessera migrate up`"
         )));
     }
-    Ok(axum::Json(HealthStatus { status: "ready" }))
+    Ok(axum::Json(HealthStatus {
+        status: "ready",
+        components: platform.components.snapshot(),
+    }))
 }
 
 fn not_ready(reason: &str) -> AppError {

@@ -1,8 +1,9 @@
 //! What the platform hands every request: the pool, the configuration and the
 //! process lifecycle. Domains reach it through `FromRef` on the app's state.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::core::config::Config;
 use crate::core::db::DbPool;
@@ -16,6 +17,34 @@ pub struct Platform {
     pub config: Arc<Config>,
     /// Whether the process is shutting down.
     pub lifecycle: Arc<Lifecycle>,
+    /// The state of optional components, as `/ready` shows it.
+    pub components: Arc<Components>,
+}
+
+/// Optional parts of the service (the embedding engine) report their state here
+/// for `/ready`. Their absence disables a feature, not the service, so they never
+/// make `/ready` fail; operators read what they report.
+#[derive(Debug, Default)]
+pub struct Components {
+    reports: RwLock<BTreeMap<&'static str, serde_json::Value>>,
+}
+
+impl Components {
+    /// Replaces the report of `component`.
+    pub fn report(&self, component: &'static str, state: serde_json::Value) {
+        self.reports
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(component, state);
+    }
+
+    /// Every component's latest report.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, serde_json::Value> {
+        self.reports
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// The process's phase, as `/ready` reports it.

@@ -12,6 +12,7 @@ pub mod executions;
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -27,9 +28,10 @@ use tessera::core::config::Config;
 use tessera::core::db::{self, DbPool, Migrator};
 use tessera::core::docs;
 use tessera::core::local_postgres::LocalPostgres;
-use tessera::core::platform::{Lifecycle, Platform};
+use tessera::core::platform::{Components, Lifecycle, Platform};
 use tessera::executions::listener::NotificationHub;
 use tessera::executions::service::ExecutionsState;
+use tessera::inference::InferenceState;
 use tessera::users;
 use tessera::users::models::{Email, FullName, Role, User};
 use tessera::users::service::NewAccount;
@@ -293,11 +295,65 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
             "REDOC_BUNDLE_PATH".to_owned(),
             redoc_bundle_path().to_string_lossy().into_owned(),
         ),
+        // No model: apps in tests report inference unavailable at once instead of
+        // each loading the real model. Tests that need one override this.
+        (
+            "INFERENCE_MODEL_DIR".to_owned(),
+            repo_root()
+                .join(".data/no-model-in-tests")
+                .to_string_lossy()
+                .into_owned(),
+        ),
     ]);
     for (name, value) in overrides {
         vars.insert((*name).to_owned(), (*value).to_owned());
     }
     Config::from_lookup(|name| vars.get(name).cloned()).expect("a valid test configuration")
+}
+
+/// Set (as CI does) to make a missing GPU adapter or model a failure instead of a skip.
+pub const REQUIRE_GPU_AND_MODEL: &str = "TESSERA_REQUIRE_GPU_AND_MODEL";
+
+/// Reports a test as skipped, loudly, or fails it where the environment promises
+/// the GPU driver and the model are installed. The line goes straight to stderr:
+/// the test harness captures `eprintln!` of passing tests, and a skip must be seen.
+pub fn skip(test: &str, reason: &str) {
+    assert!(
+        std::env::var_os(REQUIRE_GPU_AND_MODEL).is_none(),
+        "{test}: {reason}, but {REQUIRE_GPU_AND_MODEL} is set"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {test}: {reason}");
+}
+
+/// The real embedding model's directory (`task model-fetch` installs it).
+pub fn real_model_dir() -> PathBuf {
+    std::env::var_os("INFERENCE_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models/all-MiniLM-L6-v2"))
+}
+
+/// The application state `serve` would build, over a test database.
+pub fn app_state(
+    config: &Arc<Config>,
+    pool: &DbPool,
+    lifecycle: &Arc<Lifecycle>,
+    database_url: &str,
+) -> AppState {
+    let components = Arc::new(Components::default());
+    AppState {
+        platform: Platform {
+            pool: pool.clone(),
+            config: config.clone(),
+            lifecycle: lifecycle.clone(),
+            components: components.clone(),
+        },
+        auth: AuthState::new(&config.auth).expect("the auth state"),
+        executions: ExecutionsState {
+            registry: Arc::new(app::kinds()),
+            hub: NotificationHub::start(database_url.to_owned()),
+        },
+        inference: InferenceState::load_in_background(&config.inference, components),
+    }
 }
 
 /// Where the tests keep ReDoc's script.
@@ -348,19 +404,8 @@ impl TestApp {
         let config = Arc::new(test_config(&database.url, overrides));
         let pool = db::build_pool(&database.url, &config.database).expect("a pool");
         let lifecycle = Arc::new(Lifecycle::default());
-        let auth = AuthState::new(&config.auth).expect("the auth state");
-        let state = AppState {
-            platform: Platform {
-                pool: pool.clone(),
-                config: config.clone(),
-                lifecycle: lifecycle.clone(),
-            },
-            auth: auth.clone(),
-            executions: ExecutionsState {
-                registry: Arc::new(app::kinds()),
-                hub: NotificationHub::start(database.url.clone()),
-            },
-        };
+        let state = app_state(&config, &pool, &lifecycle, &database.url);
+        let auth = state.auth.clone();
         let executions = state.executions.clone();
         let router = app::build_router(state, docs::load_redoc_bundle(&config.redoc_bundle_path));
         Self {
