@@ -14,12 +14,14 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::service::AuthState;
+use crate::core::config::InferenceConfig;
 use crate::core::platform::Platform;
 use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
 use crate::executions::kinds::{KindRegistry, Sleep};
 use crate::executions::service::ExecutionsState;
 use crate::inference::InferenceState;
+use crate::inference::batch_kind::EmbedTexts;
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem, problem_response};
 use crate::users::seed::FirstAdminSeeder;
 
@@ -97,6 +99,7 @@ impl Modify for BearerScheme {
         (name = "users", description = "Accounts, profiles and their administration."),
         (name = "auth", description = "Sign-in, token refresh, sign-out and passwords."),
         (name = "executions", description = "Durable background work: submit, track, cancel, retry, stream."),
+        (name = "inference", description = "Text embeddings (OpenAI-compatible), similarity and models."),
         (name = "health", description = "Liveness, readiness and metrics."),
     ),
 )]
@@ -107,21 +110,26 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(crate::users::router::router())
         .merge(crate::auth::router::router())
-        .merge(crate::executions::router::router());
+        .merge(crate::executions::router::router())
+        .merge(crate::inference::router::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(API_PREFIX, api)
         .merge(health::router())
 }
 
-/// The kinds of background work this deployment runs.
-pub fn kinds() -> KindRegistry {
-    KindRegistry::new().register(Sleep)
+/// The kinds of background work this deployment runs; `embed_texts` embeds
+/// with `inference`'s engine.
+pub fn kinds(inference: &InferenceState) -> KindRegistry {
+    KindRegistry::new()
+        .register(Sleep)
+        .register(EmbedTexts::new(inference.clone()))
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and printed by `tessera openapi`.
 pub fn openapi() -> openapi::OpenApi {
     let (_, spec) = documented_routes().split_for_parts();
-    finish_spec(spec, &kinds())
+    let inference = InferenceState::disabled(InferenceConfig::default(), "not loaded");
+    finish_spec(spec, &kinds(&inference))
 }
 
 /// The whole HTTP application, as `serve` runs it and the tests drive it.

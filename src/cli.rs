@@ -277,9 +277,11 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         seed_with_pool(config.clone(), pool.clone(), &auth, &[]).await?;
     }
     let lifecycle = Arc::new(Lifecycle::default());
+    let components = Arc::new(Components::default());
+    let inference = InferenceState::load_in_background(&config.inference, components.clone());
     let hub = NotificationHub::start(url.to_owned());
     let executions = ExecutionsState {
-        registry: Arc::new(app::kinds()),
+        registry: Arc::new(app::kinds(&inference)),
         hub: hub.clone(),
     };
     let shutdown = server::shutdown_on_signal();
@@ -292,8 +294,6 @@ async fn serve_with(config: Arc<Config>, url: &str) -> Result<(), CommandError> 
         );
         tokio::spawn(runner.run(shutdown.clone()))
     });
-    let components = Arc::new(Components::default());
-    let inference = InferenceState::load_in_background(&config.inference, components.clone());
     let state = AppState {
         platform: Platform {
             pool: pool.clone(),
@@ -348,9 +348,12 @@ async fn work(config: Arc<Config>, url: &str) -> Result<(), CommandError> {
     }
     let pool = db::build_pool(url, &config.database)?;
     let hub = NotificationHub::start(url.to_owned());
+    // The worker has no /ready; the engine's state reaches its log only.
+    let inference =
+        InferenceState::load_in_background(&config.inference, Arc::new(Components::default()));
     let runner = Runner::new(
         pool.clone(),
-        Arc::new(app::kinds()),
+        Arc::new(app::kinds(&inference)),
         hub,
         config.workers.clone(),
     );

@@ -3,9 +3,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use std::time::{Duration, Instant};
-
-use common::{TestApp, real_model_dir, skip};
+use common::{TestApp, real_model_dir, settled_inference_report, skip};
 use tessera::core::db::Migrator;
 
 #[tokio::test]
@@ -22,20 +20,6 @@ async fn ready_when_the_database_answers_and_is_migrated() {
     let response = app.get("/ready").await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.json()["status"], "ready");
-}
-
-/// Polls `/ready` until the embedding engine has finished loading; returns its report.
-async fn settled_inference_report(app: &TestApp) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = app.get("/ready").await;
-        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-        let report = response.json()["components"]["inference"].clone();
-        if report["state"] != "loading" || Instant::now() > deadline {
-            return report;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test]

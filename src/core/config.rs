@@ -232,14 +232,47 @@ pub struct Config {
     pub inference: InferenceConfig,
 }
 
-/// Embedding engine settings. The device type comes from the engine itself, a
-/// self-contained library that knows nothing of the platform.
+/// Embedding engine and inference API settings. The device type comes from the
+/// engine itself, a self-contained library that knows nothing of the platform.
 #[derive(Debug, Clone)]
 pub struct InferenceConfig {
     /// `INFERENCE_DEVICE`: `auto`, `gpu` or `cpu`.
     pub device: DeviceChoice,
     /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
     pub model_dir: PathBuf,
+    /// `INFERENCE_BATCH_MAX_TOKENS`: most tokens in one engine call.
+    pub batch_max_tokens: usize,
+    /// `INFERENCE_BATCH_MAX_WAIT_MS`: longest a request waits for others to share its batch.
+    pub batch_max_wait: Duration,
+    /// `INFERENCE_QUEUE_CAPACITY`: most requests waiting for the engine; more get 429.
+    pub queue_capacity: usize,
+    /// `INFERENCE_MAX_INPUTS`: most inputs in one embeddings request (OpenAI's limit).
+    pub max_inputs: usize,
+    /// `INFERENCE_TRUNCATE`: cut over-long inputs instead of refusing them, when a
+    /// request does not say.
+    pub truncate: bool,
+    /// `INFERENCE_RATE_LIMIT_PER_MINUTE`: requests per user per minute on each
+    /// replica; 0 turns the limit off.
+    pub rate_limit_per_minute: u32,
+    /// `INFERENCE_BATCH_JOB_MAX_TEXTS`: most texts in one `embed_texts` execution.
+    pub batch_job_max_texts: usize,
+}
+
+impl Default for InferenceConfig {
+    /// The documented defaults (`.env.example`).
+    fn default() -> Self {
+        Self {
+            device: DeviceChoice::Auto,
+            model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            batch_max_tokens: 8192,
+            batch_max_wait: Duration::from_millis(2),
+            queue_capacity: 256,
+            max_inputs: 2048,
+            truncate: false,
+            rate_limit_per_minute: 1200,
+            batch_job_max_texts: 100_000,
+        }
+    }
 }
 
 impl Config {
@@ -319,10 +352,7 @@ impl Config {
                 "REDOC_BUNDLE_PATH",
                 PathBuf::from(".data/redoc/redoc.standalone.js"),
             )?,
-            inference: InferenceConfig {
-                device: vars.parse("INFERENCE_DEVICE", DeviceChoice::Auto)?,
-                model_dir: vars.parse("INFERENCE_MODEL_DIR", PathBuf::from(DEFAULT_MODEL_DIR))?,
-            },
+            inference: inference_config(&vars)?,
         };
         config.check_database()?;
         Ok(config)
@@ -450,6 +480,30 @@ fn queue_concurrency(
                 })
         })
         .collect()
+}
+
+fn inference_config(vars: &Vars<'_>) -> Result<InferenceConfig, ConfigError> {
+    let defaults = InferenceConfig::default();
+    Ok(InferenceConfig {
+        device: vars.parse("INFERENCE_DEVICE", defaults.device)?,
+        model_dir: vars.parse("INFERENCE_MODEL_DIR", defaults.model_dir)?,
+        batch_max_tokens: vars.positive("INFERENCE_BATCH_MAX_TOKENS", defaults.batch_max_tokens)?,
+        batch_max_wait: Duration::from_millis(vars.parse(
+            "INFERENCE_BATCH_MAX_WAIT_MS",
+            defaults.batch_max_wait.as_millis() as u64,
+        )?),
+        queue_capacity: vars.positive("INFERENCE_QUEUE_CAPACITY", defaults.queue_capacity)?,
+        max_inputs: vars.positive("INFERENCE_MAX_INPUTS", defaults.max_inputs)?,
+        truncate: vars.parse("INFERENCE_TRUNCATE", defaults.truncate)?,
+        rate_limit_per_minute: vars.parse(
+            "INFERENCE_RATE_LIMIT_PER_MINUTE",
+            defaults.rate_limit_per_minute,
+        )?,
+        batch_job_max_texts: vars.positive(
+            "INFERENCE_BATCH_JOB_MAX_TEXTS",
+            defaults.batch_job_max_texts,
+        )?,
+    })
 }
 
 /// Typed access to environment variables, each failure naming its variable.

@@ -1,18 +1,41 @@
-//! Inference: AI features computed in-process. The text-embedding engine
-//! (`engine`) is a library; [`InferenceState`] is how the service holds it.
+//! Inference: text embeddings computed in-process. The engine (`engine`) is a
+//! library; this domain puts it behind the API: an OpenAI-compatible embeddings
+//! route fed by a dynamic batcher, similarity, the model listing, and the
+//! `embed_texts` execution kind for large jobs.
 
+pub mod batch_kind;
+pub mod batcher;
 pub mod engine;
+pub mod rate_limit;
+pub mod repository;
+pub mod router;
+pub mod schemas;
+pub mod service;
 
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use serde_json::json;
 
 use crate::core::config::InferenceConfig;
 use crate::core::platform::Components;
+use batcher::{Batcher, BatcherLimits};
 use engine::{EmbeddingEngine, EngineError};
+use rate_limit::RateLimiter;
 
 /// The name the engine reports under in `/ready`.
 const COMPONENT: &str = "inference";
+
+/// A loaded engine and the batcher that feeds it.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The engine (for tokenizing and describing the model).
+    pub engine: Arc<EmbeddingEngine>,
+    /// Where embedding work is queued.
+    pub batcher: Batcher,
+    /// When the model finished loading (the models listing's `created`).
+    pub loaded_at: SystemTime,
+}
 
 /// Where the engine stands: loading happens once, at startup, off the runtime.
 #[derive(Debug, Clone)]
@@ -20,35 +43,53 @@ pub enum EngineStatus {
     /// The model is being read and uploaded.
     Loading,
     /// The engine answers.
-    Ready(Arc<EmbeddingEngine>),
+    Ready(Arc<Runtime>),
     /// The model could not be loaded; the service runs without inference.
     Unavailable(String),
 }
 
-/// The service's handle on the embedding engine, shared by every request.
+/// The service's handle on the embedding engine, shared by every request and
+/// every `embed_texts` run.
 #[derive(Debug, Clone)]
 pub struct InferenceState {
     status: Arc<RwLock<EngineStatus>>,
+    /// The inference settings.
+    pub config: Arc<InferenceConfig>,
+    /// Per-user request limits.
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl InferenceState {
+    /// A state that loads nothing: the engine is unavailable for `reason`. For
+    /// processes that never embed (printing the OpenAPI document).
+    pub fn disabled(config: InferenceConfig, reason: &str) -> Self {
+        Self::with_status(config, EngineStatus::Unavailable(reason.to_owned()))
+    }
+
     /// Starts loading the model in the background, so the service listens at once
     /// and a missing or broken model disables inference instead of stopping the
     /// process. Every change is reported to `components` for `/ready`.
     pub fn load_in_background(config: &InferenceConfig, components: Arc<Components>) -> Self {
-        let state = Self {
-            status: Arc::new(RwLock::new(EngineStatus::Loading)),
-        };
+        let state = Self::with_status(config.clone(), EngineStatus::Loading);
         components.report(
             COMPONENT,
             json!({ "state": "loading", "model_dir": config.model_dir }),
         );
-        let (config, loading) = (config.clone(), state.clone());
+        let loading = state.clone();
         tokio::task::spawn_blocking(move || {
+            let config = &loading.config;
             let result = EmbeddingEngine::load(&config.model_dir, config.device);
             loading.finish(result, &components);
         });
         state
+    }
+
+    fn with_status(config: InferenceConfig, status: EngineStatus) -> Self {
+        Self {
+            status: Arc::new(RwLock::new(status)),
+            limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+            config: Arc::new(config),
+        }
     }
 
     /// The engine's current status.
@@ -59,12 +100,34 @@ impl InferenceState {
             .clone()
     }
 
+    /// The name clients use for the configured model: its directory's name.
+    pub fn model_name(&self) -> String {
+        engine::model_name(&self.config.model_dir)
+    }
+
     fn finish(&self, result: Result<EmbeddingEngine, EngineError>, components: &Components) {
-        let (status, report) = match result {
-            Ok(engine) => {
+        let limits = BatcherLimits {
+            max_batch_tokens: self.config.batch_max_tokens,
+            max_wait: self.config.batch_max_wait,
+            queue_capacity: self.config.queue_capacity,
+        };
+        let started = result.and_then(|engine| {
+            let engine = Arc::new(engine);
+            let batcher = Batcher::start(engine.clone(), limits)
+                .map_err(|error| EngineError::ThreadPool(error.to_string()))?;
+            Ok(Runtime {
+                engine,
+                batcher,
+                loaded_at: SystemTime::now(),
+            })
+        });
+        let (status, report) = match started {
+            Ok(runtime) => {
+                let engine = &runtime.engine;
                 let info = engine.backend_info();
                 let report = json!({
                     "state": "ready",
+                    "model": engine.model_name(),
                     "model_dir": engine.model_dir(),
                     "dimensions": engine.dimension(),
                     "max_tokens": engine.config().max_seq_length,
@@ -73,7 +136,7 @@ impl InferenceState {
                     "api": info.api,
                     "device_type": info.device_type,
                 });
-                (EngineStatus::Ready(Arc::new(engine)), report)
+                (EngineStatus::Ready(Arc::new(runtime)), report)
             }
             Err(error) => {
                 let reason = error.to_string();

@@ -92,3 +92,13 @@ diesel::table! {
         created_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    /// The vectors of `embed_texts` executions, one row per text (inference domain).
+    inference_embeddings (execution_id, position) {
+        execution_id -> Uuid,
+        position -> Int4,
+        tokens -> Int4,
+        embedding -> Array<Float4>,
+    }
+}

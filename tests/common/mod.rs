@@ -9,12 +9,14 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod executions;
+pub mod tiny_model;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -332,6 +334,20 @@ pub fn real_model_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("models/all-MiniLM-L6-v2"))
 }
 
+/// Polls `/ready` until the embedding engine has finished loading; returns its report.
+pub async fn settled_inference_report(app: &TestApp) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = app.get("/ready").await;
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        let report = response.json()["components"]["inference"].clone();
+        if report["state"] != "loading" || Instant::now() > deadline {
+            return report;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The application state `serve` would build, over a test database.
 pub fn app_state(
     config: &Arc<Config>,
@@ -340,19 +356,20 @@ pub fn app_state(
     database_url: &str,
 ) -> AppState {
     let components = Arc::new(Components::default());
+    let inference = InferenceState::load_in_background(&config.inference, components.clone());
     AppState {
         platform: Platform {
             pool: pool.clone(),
             config: config.clone(),
             lifecycle: lifecycle.clone(),
-            components: components.clone(),
+            components,
         },
         auth: AuthState::new(&config.auth).expect("the auth state"),
         executions: ExecutionsState {
-            registry: Arc::new(app::kinds()),
+            registry: Arc::new(app::kinds(&inference)),
             hub: NotificationHub::start(database_url.to_owned()),
         },
-        inference: InferenceState::load_in_background(&config.inference, components),
+        inference,
     }
 }
 

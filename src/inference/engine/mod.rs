@@ -23,7 +23,7 @@ pub use config::{BertConfig, ModelConfig, Pooling};
 pub use cpu::CpuBackend;
 pub use error::EngineError;
 pub use gpu::{AdapterPolicy, GpuBackend};
-pub use tokenizer::{TextTokenizer, TokenBatch};
+pub use tokenizer::{TextTokenizer, TokenBatch, Tokenized};
 pub use weights::BertWeights;
 
 /// Where the model directory is when neither `--model-dir` nor `INFERENCE_MODEL_DIR` says.
@@ -146,6 +146,19 @@ impl EmbeddingEngine {
         self.tokenizer.encode(texts)
     }
 
+    /// Token ids of each text, marking those cut at `max_seq_length`.
+    pub fn tokenize_marking_truncation<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Tokenized>, EngineError> {
+        self.tokenizer.encode_marking_truncation(texts)
+    }
+
+    /// A short name for the model: its directory's name (`all-MiniLM-L6-v2`).
+    pub fn model_name(&self) -> String {
+        model_name(&self.model_dir)
+    }
+
     /// Unit-length embeddings of `texts`, in order.
     pub fn embed<S: AsRef<str>>(&self, texts: &[S]) -> Result<Embeddings, EngineError> {
         let sequences = self.tokenizer.encode(texts)?;
@@ -165,6 +178,14 @@ impl EmbeddingEngine {
         }
         Ok(vectors)
     }
+}
+
+/// The name a model directory's model goes by: the directory's own name.
+pub fn model_name(dir: &Path) -> String {
+    dir.file_name().map_or_else(
+        || dir.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    )
 }
 
 /// Picks the backend for `device`: `auto` tries a hardware GPU and falls back to the

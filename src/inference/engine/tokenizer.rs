@@ -86,6 +86,15 @@ impl TokenBatch {
     }
 }
 
+/// One text's token ids, and whether the text was longer than the model reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    /// Token ids as the encoder sees them (special tokens included, at most `max_seq_length`).
+    pub ids: Vec<u32>,
+    /// Whether tokens past `max_seq_length` were cut off.
+    pub truncated: bool,
+}
+
 /// The model's WordPiece (or other) tokenizer, configured for the engine.
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -130,12 +139,28 @@ impl TextTokenizer {
 
     /// Token ids of each text, special tokens included, truncated to `max_seq_length`.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>, EngineError> {
+        Ok(self
+            .encode_marking_truncation(texts)?
+            .into_iter()
+            .map(|tokenized| tokenized.ids)
+            .collect())
+    }
+
+    /// Like [`Self::encode`], saying for each text whether it was cut, so callers
+    /// that must not lose text silently can refuse it instead.
+    pub fn encode_marking_truncation<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Tokenized>, EngineError> {
         texts
             .iter()
             .map(|text| {
                 self.inner
                     .encode(text.as_ref(), true)
-                    .map(|encoding| encoding.get_ids().to_vec())
+                    .map(|encoding| Tokenized {
+                        truncated: !encoding.get_overflowing().is_empty(),
+                        ids: encoding.get_ids().to_vec(),
+                    })
                     .map_err(|e| EngineError::Tokenizer {
                         path: self.path.clone(),
                         message: e.to_string(),

@@ -1,0 +1,313 @@
+//! `embed_texts`: embedding a large list of texts as a durable execution. It runs
+//! in chunks through the same batcher as the API (so interactive requests keep
+//! getting turns), stores each chunk's vectors in one statement, reports
+//! progress, stops between chunks when cancelled, and a retried attempt resumes
+//! after the last stored chunk. Clients read the vectors page by page from
+//! `GET /api/v1/inference/batches/{id}/embeddings`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::core::platform::Platform;
+use crate::executions::context::{JobContext, JobError};
+use crate::executions::kinds::ExecutionKind;
+use crate::executions::service as executions;
+use crate::inference::repository::{self, StoredEmbedding};
+use crate::inference::schemas::{BatchResultsPage, BatchResultsQuery};
+use crate::inference::service::{self, Input, embedding_data};
+use crate::inference::{EngineStatus, InferenceState};
+use crate::shared::error::{AppError, FieldError, LocSegment};
+use crate::users::models::User;
+
+/// Texts per chunk: one engine batch's worth, and one insert.
+const CHUNK: usize = 256;
+
+/// How long a chunk waits before asking a full queue again.
+const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
+
+/// Most invalid texts listed in one 422 (the rest are summarised).
+const MAX_LISTED_ERRORS: usize = 20;
+
+/// Most vectors on one result page.
+const MAX_PAGE: u32 = 1000;
+
+/// The `embed_texts` kind; it embeds with the process's engine.
+pub struct EmbedTexts {
+    inference: InferenceState,
+}
+
+impl EmbedTexts {
+    /// The kind, embedding with `inference`'s engine.
+    pub fn new(inference: InferenceState) -> Self {
+        Self { inference }
+    }
+}
+
+/// Input of `embed_texts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedTextsInput {
+    /// The texts (1 to `INFERENCE_BATCH_JOB_MAX_TEXTS`, none empty).
+    #[schema(example = json!(["A man is eating food.", "A man rides a horse."]))]
+    pub texts: Vec<String>,
+    /// The model (`GET /api/v1/inference/models`).
+    #[schema(example = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// Cut over-long texts instead of failing (default `INFERENCE_TRUNCATE`).
+    #[serde(default)]
+    pub truncate: Option<bool>,
+}
+
+/// Output of `embed_texts`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EmbedTextsOutput {
+    /// The model that produced the vectors.
+    pub model: String,
+    /// Vectors stored (one per text).
+    pub count: usize,
+    /// Length of every vector.
+    pub dimensions: usize,
+    /// Tokens the model read in all.
+    pub prompt_tokens: i64,
+    /// Where to read the vectors, page by page.
+    #[schema(
+        example = "/api/v1/inference/batches/0193a4c2-6f1e-7d6a-9c1b-2f0e8a7d5b31/embeddings"
+    )]
+    pub results: String,
+}
+
+impl ExecutionKind for EmbedTexts {
+    const NAME: &'static str = "embed_texts";
+    const QUEUE: &'static str = "inference";
+    type Input = EmbedTextsInput;
+    type Output = EmbedTextsOutput;
+
+    fn validate(&self, input: &EmbedTextsInput) -> Vec<FieldError> {
+        let max = self.inference.config.batch_job_max_texts;
+        let mut errors = Vec::new();
+        if input.texts.is_empty() || input.texts.len() > max {
+            errors.push(FieldError::new(
+                vec!["texts".into()],
+                format!("must hold 1 to {max} texts (got {})", input.texts.len()),
+                "value_error",
+            ));
+        }
+        let empty: Vec<usize> = input
+            .texts
+            .iter()
+            .enumerate()
+            .filter(|(_, text)| text.is_empty())
+            .map(|(index, _)| index)
+            .collect();
+        errors.extend(empty.iter().take(MAX_LISTED_ERRORS).map(|&index| {
+            FieldError::new(
+                vec!["texts".into(), LocSegment::Index(index)],
+                "must not be empty",
+                "value_error",
+            )
+        }));
+        if empty.len() > MAX_LISTED_ERRORS {
+            errors.push(FieldError::new(
+                vec!["texts".into()],
+                format!("{} texts are empty in all", empty.len()),
+                "value_error",
+            ));
+        }
+        let model = self.inference.model_name();
+        if !names_model(&input.model, &model) {
+            errors.push(FieldError::new(
+                vec!["model".into()],
+                format!("is not a model of this server (it serves {model:?})"),
+                "value_error",
+            ));
+        }
+        errors
+    }
+
+    fn describe(&self, input: &EmbedTextsInput) -> String {
+        format!("Embed {} texts with {}", input.texts.len(), input.model)
+    }
+
+    async fn run(
+        &self,
+        input: EmbedTextsInput,
+        context: JobContext,
+    ) -> Result<EmbedTextsOutput, JobError> {
+        let runtime = match self.inference.status() {
+            EngineStatus::Ready(runtime) => runtime,
+            EngineStatus::Loading => {
+                return Err(JobError::Failed(
+                    "the embedding model is still loading on this worker".into(),
+                ));
+            }
+            EngineStatus::Unavailable(reason) => {
+                return Err(JobError::Failed(format!(
+                    "inference is unavailable: {reason}"
+                )));
+            }
+        };
+        let execution_id = context.execution_id();
+        let pool = context.pool();
+        let stored = {
+            let mut conn = pool.get().await.map_err(failed)?;
+            repository::progress(&mut conn, execution_id)
+                .await
+                .map_err(failed)?
+        };
+        let (mut done, mut tokens) = (usize::try_from(stored.0).unwrap_or(0), stored.1);
+        let truncate = input.truncate.unwrap_or(self.inference.config.truncate);
+        let total = input.texts.len();
+        while done < total {
+            if context.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let end = (done + CHUNK).min(total);
+            let rows = embed_chunk(
+                &runtime,
+                execution_id,
+                &input.texts[done..end],
+                done,
+                truncate,
+            )
+            .await?;
+            tokens += rows.iter().map(|row| i64::from(row.tokens)).sum::<i64>();
+            let mut conn = pool.get().await.map_err(failed)?;
+            repository::insert_chunk(&mut conn, &rows)
+                .await
+                .map_err(failed)?;
+            done = end;
+            let percent = u8::try_from(done * 100 / total).unwrap_or(100);
+            context
+                .report_progress(percent, &format!("{done} of {total} texts embedded"))
+                .await?;
+        }
+        Ok(EmbedTextsOutput {
+            model: runtime.engine.model_name(),
+            count: total,
+            dimensions: runtime.engine.dimension(),
+            prompt_tokens: tokens,
+            results: format!("/api/v1/inference/batches/{execution_id}/embeddings"),
+        })
+    }
+}
+
+/// Embeds `texts` (which start at index `first`), waiting while the queue is full.
+async fn embed_chunk(
+    runtime: &std::sync::Arc<crate::inference::Runtime>,
+    execution_id: Uuid,
+    texts: &[String],
+    first: usize,
+    truncate: bool,
+) -> Result<Vec<StoredEmbedding>, JobError> {
+    let locate =
+        move |index: usize| vec![LocSegment::from("texts"), LocSegment::Index(first + index)];
+    let embedded = loop {
+        let inputs = texts.iter().cloned().map(Input::Text).collect();
+        match service::embed(runtime, inputs, truncate, &locate).await {
+            Err(AppError::Unavailable {
+                code: "inference_overloaded",
+                ..
+            }) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
+            Err(AppError::Validation(errors)) => return Err(JobError::Failed(describe(&errors))),
+            other => break other.map_err(failed)?,
+        }
+    };
+    let rows = embedded
+        .vectors
+        .into_iter()
+        .zip(embedded.token_counts)
+        .enumerate()
+        .map(|(offset, (embedding, tokens))| StoredEmbedding {
+            execution_id,
+            position: i32::try_from(first + offset).unwrap_or(i32::MAX),
+            tokens: i32::try_from(tokens).unwrap_or(i32::MAX),
+            embedding,
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// `GET /inference/batches/{id}/embeddings`: one page of an `embed_texts` run's vectors.
+pub async fn results_page(
+    platform: &Platform,
+    user: &User,
+    execution_id: Uuid,
+    query: &BatchResultsQuery,
+) -> Result<BatchResultsPage, AppError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(AppError::Validation(vec![FieldError::new(
+            vec!["query".into(), "limit".into()],
+            format!("must be between 1 and {MAX_PAGE}"),
+            "value_error",
+        )]));
+    }
+    let execution = executions::get(platform, user, execution_id).await?;
+    if execution.kind != EmbedTexts::NAME {
+        return Err(AppError::NotFound(format!(
+            "Execution {execution_id} is a {} execution, not embed_texts.",
+            execution.kind
+        )));
+    }
+    let model = execution.input["model"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut conn = platform.pool.get().await?;
+    let mut rows =
+        repository::page(&mut conn, execution_id, query.after, i64::from(limit) + 1).await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let format = query.encoding_format.unwrap_or_default();
+    let next_after = has_more
+        .then(|| rows.last().map(|row| row.position))
+        .flatten();
+    Ok(BatchResultsPage {
+        object: "list",
+        data: rows
+            .into_iter()
+            .map(|row| {
+                embedding_data(
+                    usize::try_from(row.position).unwrap_or(0),
+                    row.embedding,
+                    format,
+                )
+            })
+            .collect(),
+        model,
+        next_after,
+    })
+}
+
+/// Whether `requested` names `model` (by its name or its Hugging Face id).
+pub fn names_model(requested: &str, model: &str) -> bool {
+    requested == model
+        || requested
+            .rsplit_once('/')
+            .is_some_and(|(_, name)| name == model)
+}
+
+fn describe(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|error| {
+            let place: Vec<String> = error
+                .loc
+                .iter()
+                .map(|segment| match segment {
+                    LocSegment::Key(key) => key.clone(),
+                    LocSegment::Index(index) => index.to_string(),
+                })
+                .collect();
+            format!("{}: {}", place.join("."), error.msg)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn failed(error: impl std::fmt::Display) -> JobError {
+    JobError::Failed(error.to_string())
+}

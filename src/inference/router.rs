@@ -1,0 +1,131 @@
+//! `/api/v1/inference`: OpenAI-compatible embeddings, similarity, the model
+//! listing, and the result pages of `embed_texts` executions. Every route needs
+//! an access token, which OpenAI's clients send as their API key.
+
+use axum::extract::{FromRef, Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::extract::CurrentUser;
+use crate::auth::service::AuthState;
+use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::platform::Platform;
+use crate::inference::schemas::{
+    BatchResultsPage, BatchResultsQuery, EmbeddingsRequest, EmbeddingsResponse, ModelList,
+    SimilarityRequest, SimilarityResponse,
+};
+use crate::inference::service::{self, Timing};
+use crate::inference::{InferenceState, batch_kind};
+use crate::shared::error::{AppError, Problem};
+
+/// The OpenAPI tag of these routes.
+pub const TAG: &str = "inference";
+
+/// The inference routes.
+pub fn router<S>() -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+    InferenceState: FromRef<S>,
+{
+    OpenApiRouter::new()
+        .routes(routes!(create_embeddings))
+        .routes(routes!(list_models))
+        .routes(routes!(compare_similarity))
+        .routes(routes!(batch_results))
+}
+
+/// `POST /api/v1/inference/embeddings`: OpenAI's embeddings API. Point an OpenAI
+/// client's `base_url` at `/api/v1/inference` and use an access token as the key.
+#[utoipa::path(post, path = "/inference/embeddings", tag = TAG,
+    request_body = EmbeddingsRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One vector per input, in order. `x-queue-time-ms`, `x-inference-time-ms` and `x-tokenization-time-ms` say where the time went.", body = EmbeddingsResponse),
+        (status = 404, description = "Unknown model.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty, malformed or over-long input, or unsupported `dimensions`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-user rate limit; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The engine is loading, unavailable or its queue is full; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create_embeddings(
+    State(inference): State<InferenceState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(request): ApiJson<EmbeddingsRequest>,
+) -> Result<Response, AppError> {
+    let (response, timing) = service::embeddings(&inference, &user, request).await?;
+    Ok(timed(axum::Json(response), timing))
+}
+
+/// `GET /api/v1/inference/models`: the loaded model, its size, backend and adapter.
+#[utoipa::path(get, path = "/inference/models", tag = TAG,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The loaded models.", body = ModelList),
+        (status = 503, description = "The engine is loading or unavailable.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_models(
+    State(inference): State<InferenceState>,
+    CurrentUser(_user): CurrentUser,
+) -> Result<axum::Json<ModelList>, AppError> {
+    service::models(&inference).map(axum::Json)
+}
+
+/// `POST /api/v1/inference/similarity`: cosine similarity of one text with others.
+#[utoipa::path(post, path = "/inference/similarity", tag = TAG,
+    request_body = SimilarityRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One score per target.", body = SimilarityResponse),
+        (status = 422, description = "Empty or over-long texts.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the per-user rate limit.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The engine is loading, unavailable or overloaded.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn compare_similarity(
+    State(inference): State<InferenceState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(request): ApiJson<SimilarityRequest>,
+) -> Result<Response, AppError> {
+    let (response, timing) = service::similarity(&inference, &user, request).await?;
+    Ok(timed(axum::Json(response), timing))
+}
+
+/// `GET /api/v1/inference/batches/{execution_id}/embeddings`: the vectors an
+/// `embed_texts` execution has stored so far, page by page.
+#[utoipa::path(get, path = "/inference/batches/{execution_id}/embeddings", tag = TAG,
+    params(("execution_id" = uuid::Uuid, Path, description = "The `embed_texts` execution."), BatchResultsQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Vectors in index order.", body = BatchResultsPage),
+        (status = 404, description = "No such `embed_texts` execution visible to the caller.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad `after`, `limit` or `encoding_format`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn batch_results(
+    State(platform): State<Platform>,
+    CurrentUser(user): CurrentUser,
+    Path(execution_id): Path<String>,
+    ApiQuery(query): ApiQuery<BatchResultsQuery>,
+) -> Result<axum::Json<BatchResultsPage>, AppError> {
+    let execution_id = parse_path_uuid("execution_id", &execution_id)?;
+    batch_kind::results_page(&platform, &user, execution_id, &query)
+        .await
+        .map(axum::Json)
+}
+
+/// Adds the timing headers (milliseconds, fractional).
+fn timed(body: impl IntoResponse, timing: Timing) -> Response {
+    let mut response = body.into_response();
+    let headers: &mut HeaderMap = response.headers_mut();
+    for (name, took) in [
+        ("x-tokenization-time-ms", timing.tokenization),
+        ("x-queue-time-ms", timing.queue),
+        ("x-inference-time-ms", timing.inference),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", took.as_secs_f64() * 1e3)) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}

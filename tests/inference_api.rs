@@ -1,0 +1,671 @@
+//! `/api/v1/inference`: the OpenAI embeddings shape, input checking, truncation,
+//! batching under concurrency, overload and rate limits, similarity, models,
+//! auth, and the `embed_texts` execution kind end to end. Every test serves the
+//! tiny random BERT from `common::tiny_model`; one test uses the real model when
+//! it is present.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{Method, StatusCode};
+use base64::Engine as _;
+use common::executions::{start_runner, wait_for, worker_settings};
+use common::tiny_model::{TinyModelDir, TinyModelSpec, TinyWeights, tiny_model_dir};
+use common::{TestApp, TestResponse, real_model_dir, settled_inference_report, skip};
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use tessera::executions::models::Status;
+use tessera::inference::batcher::{BatchError, Batcher, BatcherLimits};
+use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, model_name};
+use tessera::users::models::Role;
+
+const EMBEDDINGS: &str = "/api/v1/inference/embeddings";
+
+/// An app serving a tiny model, and a signed-in user.
+struct InferenceApp {
+    app: TestApp,
+    token: String,
+    model: String,
+    engine: EmbeddingEngine,
+    _dir: TinyModelDir,
+}
+
+impl InferenceApp {
+    async fn start(name: &str, overrides: &[(&str, &str)]) -> Self {
+        let dir = tiny_model_dir(name, &TinyWeights::generate(11), &TinyModelSpec::default());
+        let path = dir.path.to_string_lossy().into_owned();
+        let mut settings = vec![
+            ("INFERENCE_MODEL_DIR", path.as_str()),
+            ("INFERENCE_DEVICE", "cpu"),
+        ];
+        settings.extend_from_slice(overrides);
+        let app = TestApp::spawn_with(&settings).await;
+        let report = settled_inference_report(&app).await;
+        assert_eq!(report["state"], "ready", "{report}");
+        let (_, token) = app.signed_in("embedder@example.com", Role::User).await;
+        Self {
+            engine: EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap(),
+            model: model_name(&dir.path),
+            app,
+            token,
+            _dir: dir,
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> TestResponse {
+        self.app
+            .call(Method::POST, path, Some(&self.token), Some(body))
+            .await
+    }
+
+    async fn embed(&self, input: Value) -> TestResponse {
+        self.post(EMBEDDINGS, json!({"input": input, "model": self.model}))
+            .await
+    }
+
+    /// The engine's own vector for `text`, for comparing with the API's.
+    fn expected(&self, text: &str) -> Vec<f32> {
+        self.engine.embed(&[text]).unwrap().vectors.remove(0)
+    }
+}
+
+fn floats(value: &Value) -> Vec<f32> {
+    value
+        .as_array()
+        .expect("a float array")
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(actual: &[f32], expected: &[f32]) {
+    assert_eq!(actual.len(), expected.len());
+    let difference = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(difference <= 1e-6, "vectors differ by {difference:e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_answer_in_the_openai_shape_with_timing_headers() {
+    let server = InferenceApp::start("api-shape", &[]).await;
+    let texts = ["A man is eating food.", "hello"];
+    let response = server.embed(json!(texts)).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    for header in [
+        "x-queue-time-ms",
+        "x-inference-time-ms",
+        "x-tokenization-time-ms",
+    ] {
+        let value: f64 = response.header(header).unwrap().parse().unwrap();
+        assert!(value >= 0.0, "{header}");
+    }
+    let body = response.json();
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], server.model.as_str());
+    assert_eq!(
+        body["usage"],
+        json!({"prompt_tokens": 11, "total_tokens": 11})
+    );
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    for (index, (item, text)) in data.iter().zip(texts).enumerate() {
+        assert_eq!(item["object"], "embedding");
+        assert_eq!(item["index"], index);
+        assert_close(&floats(&item["embedding"]), &server.expected(text));
+    }
+
+    // base64: little-endian f32s, decoding to exactly the same numbers.
+    let encoded = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": texts, "model": server.model, "encoding_format": "base64"}),
+        )
+        .await
+        .json();
+    for (item, plain) in encoded["data"].as_array().unwrap().iter().zip(data) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(item["embedding"].as_str().unwrap())
+            .unwrap();
+        let decoded: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|chunk| f32::from_le_bytes(chunk.try_into().unwrap()))
+            .collect();
+        assert_eq!(decoded, floats(&plain["embedding"]));
+    }
+
+    // One string, and token ids (as the tokenizer gives them) mean the same text.
+    let single = server.embed(json!("hello")).await.json();
+    assert_eq!(single["data"].as_array().unwrap().len(), 1);
+    let ids = server.engine.tokenize(&["hello"]).unwrap().remove(0);
+    let by_ids = server.embed(json!([ids.clone()])).await.json();
+    assert_eq!(
+        by_ids["data"][0]["embedding"],
+        single["data"][0]["embedding"]
+    );
+    let flat_ids = server.embed(json!(ids)).await.json();
+    assert_eq!(
+        flat_ids["data"][0]["embedding"],
+        single["data"][0]["embedding"]
+    );
+
+    // `dimensions` equal to the model's is accepted; the Hugging Face id names the model too.
+    let response = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": "hello", "model": format!("sentence-transformers/{}", server.model),
+                   "dimensions": 32, "user": "end-user-7"}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_inputs_get_a_422_naming_every_bad_element() {
+    let server = InferenceApp::start("api-invalid", &[]).await;
+    let cases = [
+        (json!(""), vec![json!(["body", "input"])]),
+        (json!([]), vec![json!(["body", "input"])]),
+        (
+            json!(["fine", "", "also fine"]),
+            vec![json!(["body", "input", 1])],
+        ),
+        (json!(["text", 5]), vec![json!(["body", "input", 1])]),
+        (
+            json!([[2, 3], [2, 999]]),
+            vec![json!(["body", "input", 1, 1])],
+        ),
+        (json!([[2, 3], []]), vec![json!(["body", "input", 1])]),
+        (json!(["text", [2, 3]]), vec![json!(["body", "input"])]),
+        (json!({"text": "no"}), vec![json!(["body", "input"])]),
+        (json!(null), vec![json!(["body", "input"])]),
+    ];
+    for (input, locations) in cases {
+        let response = server.embed(input.clone()).await;
+        let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        let found: Vec<&Value> = body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["loc"])
+            .collect();
+        for location in &locations {
+            assert!(found.contains(&location), "{input}: {body}");
+        }
+    }
+
+    let too_many: Vec<String> = (0..2049).map(|i| format!("text {i}")).collect();
+    server
+        .embed(json!(too_many))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+
+    let body = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": "hello", "model": server.model, "dimensions": 16}),
+        )
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "dimensions"]),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["msg"].as_str().unwrap().contains("32"),
+        "{body}"
+    );
+
+    for body in [
+        json!({"input": "hello", "model": server.model, "encoding_format": "binary"}),
+        json!({"input": "hello", "model": server.model, "colour": "blue"}),
+        json!({"model": server.model}),
+    ] {
+        server
+            .post(EMBEDDINGS, body)
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+    let body = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": "hello", "model": "text-embedding-3-small"}),
+        )
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    assert!(
+        body["detail"].as_str().unwrap().contains(&server.model),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_long_inputs_are_refused_unless_truncation_is_asked_for() {
+    let server = InferenceApp::start("api-truncate", &[]).await;
+    let long = "the cat sat on the mat and the dog runs in the park ".repeat(3);
+    let body = server
+        .embed(json!(["hello", long]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "input", 1]),
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["msg"]
+            .as_str()
+            .unwrap()
+            .contains("truncate"),
+        "{body}"
+    );
+
+    let response = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": long, "model": server.model, "truncate": true}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(
+        response.json()["usage"]["prompt_tokens"],
+        24,
+        "cut at max_seq_length"
+    );
+    assert_close(
+        &floats(&response.json()["data"][0]["embedding"]),
+        &server.expected(&long),
+    );
+
+    let lenient =
+        InferenceApp::start("api-truncate-default", &[("INFERENCE_TRUNCATE", "true")]).await;
+    assert_eq!(lenient.embed(json!(long)).await.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_callers_share_batches_and_each_gets_its_own_vectors_in_order() {
+    // A long wait makes batches form reliably even on a slow machine.
+    let server =
+        InferenceApp::start("api-batching", &[("INFERENCE_BATCH_MAX_WAIT_MS", "200")]).await;
+    let words = [
+        "hello", "world", "cat", "dog", "park", "tree", "house", "car",
+    ];
+    let requests: Vec<Vec<String>> = (0..16)
+        .map(|i| {
+            (0..1 + i % 3)
+                .map(|j| format!("the {} {}", words[i % 8], words[(i + j) % 8]))
+                .collect()
+        })
+        .collect();
+    let responses = join_all(requests.iter().map(|texts| server.embed(json!(texts)))).await;
+    let mut inference_times = HashSet::new();
+    for (texts, response) in requests.iter().zip(&responses) {
+        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+        inference_times.insert(response.header("x-inference-time-ms").unwrap().to_owned());
+        let body = response.json();
+        let data = body["data"].as_array().unwrap();
+        assert_eq!(data.len(), texts.len());
+        for (index, (item, text)) in data.iter().zip(texts).enumerate() {
+            assert_eq!(item["index"], index);
+            assert_close(&floats(&item["embedding"]), &server.expected(text));
+        }
+    }
+    assert!(
+        inference_times.len() < requests.len(),
+        "requests that share a batch share its inference time; all {} were alone",
+        requests.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_refuses_at_once_and_the_batcher_keeps_serving() {
+    let dir = tiny_model_dir(
+        "batcher-overload",
+        &TinyWeights::generate(12),
+        &TinyModelSpec::default(),
+    );
+    let engine = Arc::new(EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap());
+    let batcher = Batcher::start(
+        engine.clone(),
+        BatcherLimits {
+            max_batch_tokens: 1,
+            max_wait: Duration::ZERO,
+            queue_capacity: 1,
+        },
+    )
+    .unwrap();
+    let ids = engine.tokenize(&["the big red car"]).unwrap();
+    // All submissions happen in one poll, far faster than the engine answers.
+    let results = join_all((0..200).map(|_| batcher.embed(ids.clone()))).await;
+    let refused = results
+        .iter()
+        .filter(|result| matches!(result, Err(BatchError::QueueFull)))
+        .count();
+    let served = results.iter().filter(|result| result.is_ok()).count();
+    assert!(refused > 0, "a queue of one overflowed");
+    assert_eq!(
+        refused + served,
+        200,
+        "every request is answered or refused"
+    );
+    let again = batcher.embed(ids.clone()).await.unwrap();
+    assert_close(&again.vectors[0], &engine.embed_token_ids(&ids).unwrap()[0]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overload_and_rate_limits_answer_in_the_error_shape_with_retry_after() {
+    let server = InferenceApp::start(
+        "api-overload",
+        &[
+            ("INFERENCE_QUEUE_CAPACITY", "1"),
+            ("INFERENCE_BATCH_MAX_TOKENS", "1"),
+        ],
+    )
+    .await;
+    // Large token-id requests keep the engine busy while the others arrive.
+    let ids: Vec<Vec<u32>> = vec![vec![2, 41, 43, 48, 25, 21, 5, 42, 44, 47, 3]; 2048];
+    let responses = join_all((0..24).map(|_| server.embed(json!(ids)))).await;
+    let overloaded: Vec<&TestResponse> = responses
+        .iter()
+        .filter(|response| response.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        !overloaded.is_empty(),
+        "a queue of one overflowed under 24 large requests"
+    );
+    for response in &overloaded {
+        response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_overloaded");
+        assert!(response.header("retry-after").is_some());
+    }
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status == StatusCode::OK || r.status == StatusCode::SERVICE_UNAVAILABLE)
+    );
+
+    let limited = InferenceApp::start(
+        "api-rate-limit",
+        &[("INFERENCE_RATE_LIMIT_PER_MINUTE", "2")],
+    )
+    .await;
+    for _ in 0..2 {
+        assert_eq!(limited.embed(json!("hello")).await.status, StatusCode::OK);
+    }
+    let refused = limited.embed(json!("hello")).await;
+    refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(
+        refused
+            .header("retry-after")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn similarity_models_and_auth() {
+    let server = InferenceApp::start("api-similarity", &[]).await;
+    let response = server
+        .post(
+            "/api/v1/inference/similarity",
+            json!({"source": "the cat sat on the mat", "targets": ["the cat sat on the mat", "a red car", "the dog sat on the mat"]}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    let scores = floats(&body["scores"]);
+    assert_eq!(scores.len(), 3);
+    assert!((scores[0] - 1.0).abs() < 1e-5, "{scores:?}");
+    let a = server.expected("the cat sat on the mat");
+    let b = server.expected("a red car");
+    let cosine: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
+    assert!((scores[1] - cosine).abs() < 1e-5, "{scores:?} vs {cosine}");
+
+    let body = server
+        .post(
+            "/api/v1/inference/similarity",
+            json!({"source": "", "targets": ["x", ""]}),
+        )
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let locations: Vec<&Value> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["loc"])
+        .collect();
+    assert!(locations.contains(&&json!(["body", "source"])), "{body}");
+    assert!(
+        locations.contains(&&json!(["body", "targets", 1])),
+        "{body}"
+    );
+
+    let models = server
+        .app
+        .get_as("/api/v1/inference/models", &server.token)
+        .await;
+    assert_eq!(models.status, StatusCode::OK, "{}", models.text());
+    let card = &models.json()["data"][0];
+    assert_eq!(card["id"], server.model.as_str());
+    assert_eq!(card["dimensions"], 32);
+    assert_eq!(card["max_tokens"], 24);
+    assert_eq!(card["pooling"], "mean");
+    assert_eq!(card["backend"], "cpu");
+
+    for (method, path) in [
+        (Method::POST, EMBEDDINGS),
+        (Method::GET, "/api/v1/inference/models"),
+        (Method::POST, "/api/v1/inference/similarity"),
+    ] {
+        let response = server
+            .app
+            .call(
+                method,
+                path,
+                None,
+                Some(json!({"input": "hello", "model": server.model})),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_model_inference_routes_say_why() {
+    let app = TestApp::spawn().await;
+    settled_inference_report(&app).await;
+    let (_, token) = app.signed_in("nomodel@example.com", Role::User).await;
+    let response = app
+        .call(
+            Method::POST,
+            EMBEDDINGS,
+            Some(&token),
+            Some(json!({"input": "hi", "model": "x"})),
+        )
+        .await;
+    let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable");
+    assert!(
+        body["detail"].as_str().unwrap().contains("config.json"),
+        "{body}"
+    );
+}
+
+async fn submit_embed_texts(server: &InferenceApp, texts: &[String]) -> Value {
+    let response = server
+        .post(
+            "/api/v1/executions",
+            json!({"kind": "embed_texts", "input": {"texts": texts, "model": server.model}}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    response.json()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
+    let server = InferenceApp::start("api-batch-job", &[]).await;
+    let words = [
+        "hello", "world", "cat", "dog", "park", "tree", "house", "car", "sun",
+    ];
+    let texts: Vec<String> = (0..600)
+        .map(|i| format!("the {} and the {}", words[i % 9], words[(i / 9) % 9]))
+        .collect();
+    let submitted = submit_embed_texts(&server, &texts).await;
+    let id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let registry = server.app.executions.registry.as_ref().clone();
+    let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
+    let execution = wait_for(&server.app, id, Status::Succeeded, Duration::from_secs(120)).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    let result = execution.result.unwrap();
+    assert_eq!(result["count"], 600);
+    assert_eq!(result["dimensions"], 32);
+    let results = result["results"].as_str().unwrap().to_owned();
+    assert_eq!(
+        results,
+        format!("/api/v1/inference/batches/{id}/embeddings")
+    );
+
+    let mut after: Option<i64> = None;
+    let mut seen = 0;
+    loop {
+        let path = match after {
+            Some(after) => format!("{results}?limit=250&after={after}"),
+            None => format!("{results}?limit=250"),
+        };
+        let page = server.app.get_as(&path, &server.token).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.text());
+        let page = page.json();
+        for item in page["data"].as_array().unwrap() {
+            let index = item["index"].as_u64().unwrap() as usize;
+            assert_eq!(index, seen);
+            assert_close(&floats(&item["embedding"]), &server.expected(&texts[index]));
+            seen += 1;
+        }
+        match page["next_after"].as_i64() {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 600);
+
+    // Only the owner (or an admin) reads them.
+    let (_, other) = server.app.signed_in("other@example.com", Role::User).await;
+    server
+        .app
+        .get_as(&results, &other)
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    server
+        .app
+        .get_as(&format!("{results}?limit=0"), &server.token)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() {
+    // 40,000 texts are about 1.4 MB of JSON: over the default 1 MiB body limit.
+    let server = InferenceApp::start(
+        "api-batch-cancel",
+        &[("REQUEST_BODY_LIMIT_BYTES", "8388608")],
+    )
+    .await;
+    for input in [
+        json!({"texts": [], "model": server.model}),
+        json!({"texts": ["fine", ""], "model": server.model}),
+        json!({"texts": ["fine"], "model": "another-model"}),
+    ] {
+        server
+            .post(
+                "/api/v1/executions",
+                json!({"kind": "embed_texts", "input": input}),
+            )
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+
+    let texts: Vec<String> = (0..40_000)
+        .map(|i| format!("the cat number {i} sat on the mat"))
+        .collect();
+    let submitted = submit_embed_texts(&server, &texts).await;
+    let id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let registry = server.app.executions.registry.as_ref().clone();
+    let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
+    // Wait for the first stored chunk, then cancel.
+    let results = format!("/api/v1/inference/batches/{id}/embeddings?limit=1");
+    for _ in 0..600 {
+        if !server.app.get_as(&results, &server.token).await.json()["data"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cancel = server
+        .post(&format!("/api/v1/executions/{id}/cancel"), json!({}))
+        .await;
+    assert!(cancel.status.is_success(), "{}", cancel.text());
+    wait_for(&server.app, id, Status::Cancelled, Duration::from_secs(60)).await;
+    shutdown.cancel();
+    handle.await.unwrap();
+    let mut conn = server.app.pool.get().await.unwrap();
+    let (stored, _) = tessera::inference::repository::progress(&mut conn, id)
+        .await
+        .unwrap();
+    assert!(stored > 0 && stored < 40_000, "stopped part way: {stored}");
+    assert_eq!(stored % 256, 0, "whole chunks only: {stored}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_real_model_answers_like_sentence_transformers_through_the_api() {
+    let model_dir = real_model_dir();
+    if !model_dir.join("model.safetensors").is_file() {
+        skip(
+            "the_real_model_through_the_api",
+            "no model (run `task model-fetch`)",
+        );
+        return;
+    }
+    let reference: Value = serde_json::from_slice(
+        &std::fs::read(common::repo_root().join("tests/fixtures/minilm_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let path = model_dir.to_string_lossy().into_owned();
+    let app =
+        TestApp::spawn_with(&[("INFERENCE_MODEL_DIR", &path), ("INFERENCE_DEVICE", "cpu")]).await;
+    assert_eq!(settled_inference_report(&app).await["state"], "ready");
+    let (_, token) = app.signed_in("real@example.com", Role::User).await;
+    let sentence = &reference["sentences"][0];
+    let response = app
+        .call(
+            Method::POST,
+            EMBEDDINGS,
+            Some(&token),
+            Some(json!({"input": sentence["text"], "model": "sentence-transformers/all-MiniLM-L6-v2"})),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    let actual = floats(&body["data"][0]["embedding"]);
+    let expected = floats(&sentence["embedding"]);
+    let difference = actual
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(difference <= 1e-4, "max difference {difference:e}");
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        sentence["input_ids"].as_array().unwrap().len()
+    );
+}
