@@ -19,7 +19,7 @@ command -v pgbench >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/pgbench" 
   || { echo "pgbench is needed: sudo apt-get install postgresql" >&2; exit 1; }
 PGBENCH=$(command -v pgbench || ls /usr/lib/postgresql/*/bin/pgbench | tail -n 1)
 
-cargo build --release --locked --bin tessera --example argon2_rate --example executions_bench >&2
+cargo build --release --locked --bin tessera --example argon2_rate --example executions_bench --example embed_bench >&2
 BIN="$TARGET_DIR/release/tessera"
 WORK=$(mktemp -d)
 trap 'kill -TERM "${SERVER_PID:-0}" 2>/dev/null || true; wait "${SERVER_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -30,6 +30,9 @@ export FIRST_ADMIN_EMAIL=bench-admin@example.com FIRST_ADMIN_PASSWORD=bench-admi
 export MAX_FAILED_LOGINS=1000000000 PASSWORD_HASH_QUEUE=100000 MAX_IN_FLIGHT_REQUESTS=100000 DATABASE_POOL_SIZE=16
 # The HTTP figures are for the API alone; the execution benchmark runs its own workers.
 export WORKER_CONCURRENCY=0
+# The inference figures measure batching, not the per-user limit.
+export INFERENCE_RATE_LIMIT_PER_MINUTE=0 INFERENCE_DEVICE=${INFERENCE_DEVICE:-cpu}
+MODEL_DIR=${INFERENCE_MODEL_DIR:-models/all-MiniLM-L6-v2}
 unset DATABASE_URL
 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVER_PID=$!
@@ -140,3 +143,52 @@ echo
 echo "| executions (workers in the benchmark process, same database) | value |"
 echo "| --- | --- |"
 DATABASE_URL="$DB_URL" RUST_LOG=warn "$TARGET_DIR/release/examples/executions_bench" "${BENCH_EXECUTIONS:-20000}" "${BENCH_WORKERS:-32}"
+
+# Inference: single sentences over HTTP from 1, 8 and 64 clients, against the
+# engine's own batch-32 throughput on the same kind of sentence, same run.
+if [ ! -f "$MODEL_DIR/model.safetensors" ]; then
+  echo
+  echo "inference: skipped (no model in $MODEL_DIR; run task model-fetch)"
+  exit 0
+fi
+for _ in $(seq 1 300); do
+  curl -fs "$BASE/ready" | grep -q '"state":"ready"' && break
+  sleep 0.1
+done
+MODEL=$(basename "$MODEL_DIR")
+cat >"$WORK/embed.lua" <<LUA
+local words = {"the", "service", "stores", "every", "request", "in", "a", "durable", "queue",
+  "while", "workers", "compute", "embeddings", "for", "documents", "that", "users", "upload",
+  "from", "their", "phones", "and", "laptops", "during", "long", "meetings", "about", "river"}
+local state = 12345
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer $USER_TOKEN"
+request = function()
+  local picked = {}
+  for i = 1, 12 do
+    state = (state * 1103515245 + 12345) % 2147483648
+    picked[i] = words[(state % #words) + 1]
+  end
+  local body = '{"model":"$MODEL","input":"' .. table.concat(picked, " ") .. '."}'
+  return wrk.format(nil, "/api/v1/inference/embeddings", nil, body)
+end
+LUA
+echo
+echo "| POST /api/v1/inference/embeddings, one ~12-word sentence per request | embeddings/s | p50 | p99 | notes"
+echo "| --- | --- | --- | --- | ---"
+declare -A EMBED_RPS
+for clients in 1 8 64; do
+  read -r rps p50 p99 rest <<<"$(load "$clients" -s "$WORK/embed.lua" "$BASE")"
+  row "$clients client(s)" "$rps" "$p50" "$p99" "$rest"
+  EMBED_RPS[$clients]=$rps
+done
+ENGINE_LINE=$("$TARGET_DIR/release/examples/embed_bench" "$INFERENCE_DEVICE" "$SECONDS_EACH" | grep 'batch 32 short')
+ENGINE_RPS=$(sed -E 's/.*\): ([0-9.]+) sentences\/s.*/\1/' <<<"$ENGINE_LINE")
+echo
+echo "Engine alone, same run: $ENGINE_LINE"
+python3 - "${EMBED_RPS[64]}" "$ENGINE_RPS" <<'PY'
+import sys
+http, engine = map(float, sys.argv[1:])
+print(f"Batching efficiency at 64 clients (HTTP embeddings/s ÷ engine batch-32 sentences/s): {http / engine:.0%} (target ≥ 80%)")
+PY
