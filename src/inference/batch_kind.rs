@@ -5,6 +5,7 @@
 //! after the last stored chunk. Clients read the vectors page by page from
 //! `GET /api/v1/inference/batches/{id}/embeddings`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,7 @@ use crate::executions::service as executions;
 use crate::inference::repository::{self, StoredEmbedding};
 use crate::inference::schemas::{BatchResultsPage, BatchResultsQuery};
 use crate::inference::service::{self, Input, embedding_data};
-use crate::inference::{EngineStatus, InferenceState};
+use crate::inference::{EngineStatus, InferenceState, Runtime};
 use crate::shared::error::{AppError, FieldError, LocSegment};
 use crate::users::models::User;
 
@@ -196,7 +197,7 @@ impl ExecutionKind for EmbedTexts {
 
 /// Embeds `texts` (which start at index `first`), waiting while the queue is full.
 async fn embed_chunk(
-    runtime: &std::sync::Arc<crate::inference::Runtime>,
+    runtime: &Arc<Runtime>,
     execution_id: Uuid,
     texts: &[String],
     first: usize,

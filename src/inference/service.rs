@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::inference::batch_kind::names_model;
 use crate::inference::batcher::{BatchError, BatchOutput};
-use crate::inference::engine::Pooling;
+use crate::inference::engine::{EngineError, Pooling};
 use crate::inference::schemas::{
     EmbeddingData, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelCard, ModelList, SimilarityRequest, SimilarityResponse, Usage,
@@ -274,25 +274,32 @@ async fn tokenize(
 ) -> Result<Vec<Vec<u32>>, AppError> {
     let engine = runtime.engine.clone();
     let max_tokens = engine.config().max_seq_length;
-    let tokenized = tokio::task::spawn_blocking(move || {
-        inputs
+    let tokenized = tokio::task::spawn_blocking(move || -> Result<Vec<(Vec<u32>, bool)>, _> {
+        let texts: Vec<&str> = inputs
+            .iter()
+            .filter_map(|input| match input {
+                Input::Text(text) => Some(text.as_str()),
+                Input::Tokens(_) => None,
+            })
+            .collect();
+        let mut texts = engine.tokenize_marking_truncation(&texts)?.into_iter();
+        Ok(inputs
             .into_iter()
             .map(|input| match input {
-                Input::Text(text) => engine.tokenize_marking_truncation(&[text]).map(|mut one| {
-                    let tokenized = one.remove(0);
+                Input::Text(_) => texts.next().map_or((Vec::new(), false), |tokenized| {
                     (tokenized.ids, tokenized.truncated)
                 }),
                 Input::Tokens(mut ids) => {
                     let too_long = ids.len() > max_tokens;
                     ids.truncate(max_tokens);
-                    Ok((ids, too_long))
+                    (ids, too_long)
                 }
             })
-            .collect::<Result<Vec<_>, _>>()
+            .collect())
     })
     .await
     .map_err(|error| AppError::Internal(format!("tokenizer task failed: {error}")))?
-    .map_err(|error| AppError::Internal(error.to_string()))?;
+    .map_err(|error: EngineError| AppError::Internal(error.to_string()))?;
     let errors: Vec<FieldError> = tokenized
         .iter()
         .enumerate()
