@@ -265,7 +265,7 @@ impl Default for InferenceConfig {
             device: DeviceChoice::Auto,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             batch_max_tokens: 8192,
-            batch_max_wait: Duration::from_millis(2),
+            batch_max_wait: Duration::ZERO,
             queue_capacity: 256,
             max_inputs: 2048,
             truncate: false,
