@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Double, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use tessera::core::config::Config;
+use tessera::app::Settings;
 use tessera::core::db::{self, Migrator};
 use tessera::executions::kinds::{KindRegistry, Sleep};
 use tessera::executions::listener::NotificationHub;
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let concurrency = args.next().unwrap_or_else(|| "32".to_owned());
     let url = std::env::var("DATABASE_URL")?;
-    let config = Config::from_lookup(|name| match name {
+    let settings = Settings::from_lookup(|name| match name {
         "APP_ENV" => Some("test".to_owned()),
         "DATABASE_URL" => Some(url.clone()),
         "DATABASE_POOL_SIZE" => Some("16".to_owned()),
@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => None,
     })?;
     Migrator::connect(&url).await?.run_pending()?;
-    let pool = db::build_pool(&url, &config.database)?;
+    let pool = db::build_pool(&url, &settings.platform.database)?;
     let mut conn = AsyncPgConnection::establish(&url).await?;
     let owner = Uuid::now_v7();
     diesel::sql_query(
@@ -61,7 +61,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let registry = Arc::new(KindRegistry::new().register(Sleep));
     let hub = NotificationHub::start(url.clone());
     let shutdown = CancellationToken::new();
-    let runner = Runner::new(pool.clone(), registry.clone(), hub, config.workers.clone());
+    let runner = Runner::new(
+        pool.clone(),
+        registry.clone(),
+        hub,
+        settings.workers.clone(),
+    );
     let workers = tokio::spawn(runner.run(shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(300)).await;
 

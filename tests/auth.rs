@@ -8,7 +8,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use common::{DEFAULT_PASSWORD, TestApp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tessera::core::config::DEVELOPMENT_JWT_SECRET;
+use tessera::auth::config::DEVELOPMENT_JWT_SECRET;
 use tessera::users::models::Role;
 use uuid::Uuid;
 

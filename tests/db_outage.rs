@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,13 +13,12 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::get;
-use common::{FAST_SETTINGS, app_state, repo_root, send, test_config};
+use common::{FAST_SETTINGS, repo_root, send, test_settings};
 use diesel_async::RunQueryDsl;
-use tessera::app;
-use tessera::core::db::{self, DbPool, Migrator};
+use tessera::app::Application;
+use tessera::core::db::{DbPool, Migrator};
 use tessera::core::http::apply_middleware;
 use tessera::core::local_postgres::LocalPostgres;
-use tessera::core::platform::Lifecycle;
 use tessera::shared::error::AppError;
 
 /// A handler that needs the database, as domain handlers do.
@@ -72,17 +70,16 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
         .run_pending()
         .unwrap();
 
-    let config = Arc::new(test_config(
-        &url,
-        &[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")],
-    ));
-    let pool = db::build_pool(&url, &config.database).unwrap();
-    let state = app_state(&config, &pool, &Arc::new(Lifecycle::default()), &url);
+    let settings = test_settings(&url, &[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")]);
+    let config = settings.platform.clone();
+    let application = Application::build(settings, &url).unwrap();
+    let pool = application.state().platform.pool.clone();
     let probe = Router::new()
         .route("/probe/db", get(needs_database))
         .with_state(pool.clone());
-    let router =
-        app::build_router(state, None).merge(apply_middleware(probe, &config.http, config.env));
+    let router = application
+        .router()
+        .merge(apply_middleware(probe, &config.http, config.env));
 
     wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(5)).await;
     assert_eq!(

@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{TestDatabase, test_config};
+use common::{TestDatabase, test_settings};
 use tessera::auth::service::AuthState;
 use tessera::core::db;
 use tessera::core::seed::{SeedContext, SeedOutcome};
@@ -13,15 +11,16 @@ use tessera::users::models::Role;
 #[tokio::test]
 async fn the_first_admin_is_created_once() {
     let database = TestDatabase::migrated().await;
-    let config = Arc::new(test_config(
+    let settings = test_settings(
         &database.url,
         &[
             ("FIRST_ADMIN_EMAIL", "Root@Example.com"),
             ("FIRST_ADMIN_PASSWORD", "an admin password"),
         ],
-    ));
+    );
+    let config = settings.platform.clone();
     let pool = db::build_pool(&database.url, &config.database).unwrap();
-    let auth = AuthState::new(&config.auth).unwrap();
+    let auth = AuthState::new(&settings.auth).unwrap();
     let registry = tessera::app::seeders(&auth);
     let context = SeedContext {
         pool: pool.clone(),
@@ -45,9 +44,10 @@ async fn the_first_admin_is_created_once() {
 #[tokio::test]
 async fn outside_development_a_missing_admin_email_seeds_nothing() {
     let database = TestDatabase::migrated().await;
-    let config = Arc::new(test_config(&database.url, &[]));
+    let settings = test_settings(&database.url, &[]);
+    let config = settings.platform.clone();
     let pool = db::build_pool(&database.url, &config.database).unwrap();
-    let auth = AuthState::new(&config.auth).unwrap();
+    let auth = AuthState::new(&settings.auth).unwrap();
     let context = SeedContext {
         pool: pool.clone(),
         config,

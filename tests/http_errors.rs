@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use axum::routing::{get, post};
-use common::{TestApp, send, test_config};
+use common::{TestApp, send, test_settings};
 use serde::Deserialize;
 use tessera::core::config::AppEnv;
 use tessera::core::http::apply_middleware;
@@ -26,7 +26,7 @@ struct Greeting {
 
 /// Routes that exercise the middleware and extractors the way domain routes will.
 fn probe_router(overrides: &[(&str, &str)], release: Arc<Notify>) -> Router {
-    let config = test_config("postgres://unused/unused", overrides);
+    let config = test_settings("postgres://unused/unused", overrides).platform;
     let routes = Router::new()
         .route(
             "/probe/json",

@@ -2,9 +2,7 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{TestDatabase, test_config};
+use common::{TestDatabase, test_settings};
 use diesel_async::RunQueryDsl;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -40,7 +38,7 @@ impl Seeder for RowSeeder {
 
 async fn context() -> (SeedContext, TestDatabase) {
     let database = TestDatabase::migrated().await;
-    let config = Arc::new(test_config(&database.url, &[]));
+    let config = test_settings(&database.url, &[]).platform;
     let pool = db::build_pool(&database.url, &config.database).unwrap();
     let mut conn = pool.get().await.unwrap();
     diesel::sql_query("CREATE TABLE seeded (name text PRIMARY KEY)")
@@ -119,8 +117,8 @@ async fn named_seeders_run_alone_and_unknown_names_run_nothing() {
 
 #[tokio::test]
 async fn the_app_registry_has_unique_names() {
-    let config = test_config("postgres://unused/unused", &[]);
-    let auth = tessera::auth::service::AuthState::new(&config.auth).unwrap();
+    let settings = test_settings("postgres://unused/unused", &[]);
+    let auth = tessera::auth::service::AuthState::new(&settings.auth).unwrap();
     let names = tessera::app::seeders(&auth).names();
     let mut unique = names.clone();
     unique.sort_unstable();

@@ -116,15 +116,14 @@ where
 impl<S> FromRequestParts<S> for ClientAddress
 where
     S: Send + Sync,
-    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
 {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let platform = Platform::from_ref(state);
-        let forwarded = platform
+        let auth = AuthState::from_ref(state);
+        let forwarded = auth
             .config
-            .auth
             .trust_forwarded_for
             .then(|| parts.headers.get("x-forwarded-for"))
             .flatten()

@@ -1,10 +1,14 @@
-//! The auth domain: credentials, tokens and access control.
+//! The auth domain: credentials, tokens and access control, and every account
+//! flow that needs a password (sign-up, self-deletion, the first admin).
 
+pub mod accounts;
+pub mod config;
 pub mod extract;
 pub mod models;
 pub mod password;
 pub mod repository;
 pub mod router;
 pub mod schemas;
+pub mod seed;
 pub mod service;
 pub mod tokens;

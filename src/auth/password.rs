@@ -63,7 +63,11 @@ impl Passwords {
 
     /// A hasher running at most `max_concurrent` hashes, with at most
     /// `max_waiting` requests queued. Computes the dummy hash once (startup).
-    pub fn new(params: Params, max_concurrent: usize, max_waiting: usize) -> Result<Self, String> {
+    pub fn new(
+        params: Params,
+        max_concurrent: usize,
+        max_waiting: usize,
+    ) -> Result<Self, HashError> {
         let dummy_hash = hash_blocking(&params, "a dummy password no account has")?;
         Ok(Self {
             params,
@@ -80,7 +84,7 @@ impl Passwords {
         let password = password.to_owned();
         self.run(move || hash_blocking(&params, &password))
             .await?
-            .map_err(AppError::Internal)
+            .map_err(|error| AppError::Internal(error.to_string()))
     }
 
     /// Checks `password` against `stored`, or against a dummy hash when there
@@ -157,14 +161,26 @@ fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
-fn hash_blocking(params: &Params, password: &str) -> Result<String, String> {
+/// Why a password could not be hashed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The operating system gave no randomness for the salt.
+    #[error("no randomness for a password salt: {0}")]
+    Random(#[from] getrandom::Error),
+    /// The salt could not be encoded.
+    #[error("password salt: {0}")]
+    Salt(#[from] argon2::password_hash::phc::Error),
+    /// argon2 refused the parameters.
+    #[error("argon2: {0}")]
+    Argon2(#[from] argon2::password_hash::Error),
+}
+
+fn hash_blocking(params: &Params, password: &str) -> Result<String, HashError> {
     let mut salt_bytes = [0u8; 16];
-    getrandom::fill(&mut salt_bytes).map_err(|error| error.to_string())?;
-    let salt = Salt::new(&salt_bytes).map_err(|error| error.to_string())?;
-    argon2(params)
-        .hash_password_with_salt(password.as_bytes(), salt.as_ref())
-        .map(|hash| hash.to_string())
-        .map_err(|error| error.to_string())
+    getrandom::fill(&mut salt_bytes)?;
+    let salt = Salt::new(&salt_bytes)?;
+    let hash = argon2(params).hash_password_with_salt(password.as_bytes(), salt.as_ref())?;
+    Ok(hash.to_string())
 }
 
 fn verify_blocking(params: &Params, password: &str, stored: &str) -> Verification {

@@ -7,12 +7,12 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::auth::config::AuthConfig;
 use crate::auth::models::{NewCredentials, NewRefreshToken};
-use crate::auth::password::{Passwords, validate_password};
+use crate::auth::password::{HashError, Passwords, validate_password};
 use crate::auth::repository;
 use crate::auth::schemas::{ChangePasswordRequest, TokenForm, TokenResponse};
-use crate::auth::tokens::{TokenService, invalid_token};
-use crate::core::config::AuthConfig;
+use crate::auth::tokens::{KeyError, TokenService, invalid_token};
 use crate::core::platform::Platform;
 use crate::shared::error::AppError;
 use crate::shared::validation::Validator;
@@ -22,6 +22,8 @@ use crate::users::service as users;
 /// What the auth domain keeps for the life of the process.
 #[derive(Clone)]
 pub struct AuthState {
+    /// The auth settings.
+    pub config: Arc<AuthConfig>,
     /// Signs and checks tokens.
     pub tokens: Arc<TokenService>,
     /// Hashes and verifies passwords.
@@ -30,8 +32,9 @@ pub struct AuthState {
 
 impl AuthState {
     /// Builds the state: loads keys and computes the dummy hash (startup).
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthSetupError> {
         Ok(Self {
+            config: Arc::new(config.clone()),
             tokens: Arc::new(TokenService::new(config)?),
             passwords: Arc::new(Passwords::new(
                 Passwords::owasp_params(),
@@ -40,6 +43,17 @@ impl AuthState {
             )?),
         })
     }
+}
+
+/// Why the auth domain could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// A signing key is unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    /// The dummy password hash could not be computed.
+    #[error("cannot hash passwords: {0}")]
+    Hashing(#[from] HashError),
 }
 
 /// The one answer to every failed login, whatever failed.
@@ -69,7 +83,7 @@ pub async fn login(
             detail: "Only the `password` grant is supported.".to_owned(),
         });
     }
-    let config = &platform.config.auth;
+    let config = &auth.config;
     let account_key = format!("account:{}", form.username.trim().to_lowercase());
     let keys = [account_key.clone(), format!("client:{client}")];
     let (user, stored_hash) = {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::core::config::{AuthConfig, JwtKeys};
+use crate::auth::config::{AuthConfig, JwtKeys};
 use crate::shared::error::AppError;
 use crate::users::models::{Role, User};
 
@@ -64,9 +64,20 @@ pub struct RefreshToken {
     pub hash: Vec<u8>,
 }
 
+/// A signing key that could not be loaded (startup only).
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// `JWT_PRIVATE_KEY_FILE` is not an Ed25519 private key in PEM.
+    #[error("JWT private key: {0}")]
+    Private(jsonwebtoken::errors::Error),
+    /// `JWT_PUBLIC_KEY_FILE` is not an Ed25519 public key in PEM.
+    #[error("JWT public key: {0}")]
+    Public(jsonwebtoken::errors::Error),
+}
+
 impl TokenService {
     /// Builds the service from configuration (key files are read here, at startup).
-    pub fn new(config: &AuthConfig) -> Result<Self, String> {
+    pub fn new(config: &AuthConfig) -> Result<Self, KeyError> {
         let (algorithm, encoding, decoding) = match &config.jwt_keys {
             JwtKeys::Secret(secret) => (
                 Algorithm::HS256,
@@ -79,8 +90,8 @@ impl TokenService {
             } => (
                 Algorithm::EdDSA,
                 EncodingKey::from_ed_pem(private_pem.expose().as_bytes())
-                    .map_err(|e| format!("JWT private key: {e}"))?,
-                DecodingKey::from_ed_pem(public_pem).map_err(|e| format!("JWT public key: {e}"))?,
+                    .map_err(KeyError::Private)?,
+                DecodingKey::from_ed_pem(public_pem).map_err(KeyError::Public)?,
             ),
         };
         let mut validation = Validation::new(algorithm);

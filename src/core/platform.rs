@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use crate::core::config::Config;
+use crate::core::config::PlatformConfig;
 use crate::core::db::DbPool;
 
 /// The platform's share of the application state.
@@ -13,8 +13,8 @@ use crate::core::db::DbPool;
 pub struct Platform {
     /// The database pool.
     pub pool: DbPool,
-    /// The configuration, read once at startup.
-    pub config: Arc<Config>,
+    /// The platform's configuration, read once at startup.
+    pub config: Arc<PlatformConfig>,
     /// Whether the process is shutting down.
     pub lifecycle: Arc<Lifecycle>,
     /// The state of optional components, as `/ready` shows it.

@@ -1,6 +1,6 @@
 //! Seeding: a registry of named seeders, each idempotent, run in order.
 //!
-//! A domain contributes a seeder (the users domain seeds the first admin);
+//! A domain contributes a seeder (auth seeds the first admin);
 //! `app.rs` registers them; `tessera seed [NAME…]` and, when configured, `serve`
 //! run them. Idempotent means running a seeder twice changes nothing the
 //! second time, so seeding at every startup is safe.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::core::config::Config;
+use crate::core::config::PlatformConfig;
 use crate::core::db::DbPool;
 use crate::shared::error::AppError;
 
@@ -18,8 +18,8 @@ use crate::shared::error::AppError;
 pub struct SeedContext {
     /// The database.
     pub pool: DbPool,
-    /// The configuration (e.g. the first admin's email).
-    pub config: Arc<Config>,
+    /// The platform's configuration (e.g. whether this is development).
+    pub config: Arc<PlatformConfig>,
 }
 
 /// What one run of a seeder did.

@@ -1,6 +1,7 @@
 //! The executions domain: durable background jobs in PostgreSQL — submit,
 //! track, cancel, retry, stream progress — and the workers that run them.
 
+pub mod config;
 pub mod context;
 pub mod kinds;
 pub mod listener;

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::core::config::WorkerConfig;
 use crate::core::db::DbPool;
+use crate::executions::config::WorkerConfig;
 use crate::executions::context::{JobContext, JobError, StopReason, StopSignal};
 use crate::executions::kinds::KindRegistry;
 use crate::executions::listener::NotificationHub;

@@ -5,6 +5,7 @@
 
 pub mod batch_kind;
 pub mod batcher;
+pub mod config;
 pub mod engine;
 pub mod rate_limit;
 pub mod repository;
@@ -17,8 +18,8 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::core::config::InferenceConfig;
 use crate::core::platform::Components;
+use crate::inference::config::InferenceConfig;
 use batcher::{Batcher, BatcherLimits};
 use engine::{EmbeddingEngine, EngineError};
 use rate_limit::RateLimiter;

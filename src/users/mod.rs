@@ -4,5 +4,4 @@ pub mod models;
 pub mod repository;
 pub mod router;
 pub mod schemas;
-pub mod seed;
 pub mod service;

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::accounts;
 use crate::auth::extract::{AdminUser, CurrentUser, OptionalUser};
 use crate::auth::service::AuthState;
 use crate::core::http::conditional;
@@ -79,7 +80,7 @@ async fn create_user(
     OptionalUser(actor): OptionalUser,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> Result<Response, AppError> {
-    let user = service::create(&platform, &auth, actor.as_ref(), request).await?;
+    let user = accounts::sign_up(&platform, &auth, actor.as_ref(), request).await?;
     let location = format!("{COLLECTION_PATH}/{}", user.id);
     let mut response = with_etag(StatusCode::CREATED, user);
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -163,7 +164,7 @@ async fn delete_me(
     ApiJson(request): ApiJson<DeleteMeRequest>,
 ) -> Result<StatusCode, AppError> {
     let revision = conditional::required_revision(&headers, user.id)?;
-    service::delete_own(&platform, &auth, &user, &request.password, revision).await?;
+    accounts::delete_own(&platform, &auth, &user, &request.password, revision).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -1,13 +1,11 @@
-//! Account rules: sign-up policy, validation, uniqueness, the last-admin rule,
-//! and optimistic concurrency (`If-Match`).
+//! Profile rules: validation, uniqueness, the last-admin rule and optimistic
+//! concurrency (`If-Match`). Nothing here knows of passwords or tokens: the
+//! flows that need one live in `auth::accounts`, which calls this service.
 
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
-use crate::auth::password::validate_password;
-use crate::auth::service::{self as auth, AuthState};
-use crate::core::db::DbPool;
 use crate::core::http::conditional;
 use crate::core::platform::Platform;
 use crate::shared::error::AppError;
@@ -15,7 +13,7 @@ use crate::shared::pagination::{Page, checked_limit};
 use crate::shared::validation::Validator;
 use crate::users::models::{Email, FullName, NewUser, Role, User, UserChanges};
 use crate::users::repository::{self, UserFilter};
-use crate::users::schemas::{CreateUserRequest, UserListQuery, UserResponse};
+use crate::users::schemas::{UserListQuery, UserResponse};
 
 /// The account with this id, if any.
 pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<User>, AppError> {
@@ -48,77 +46,12 @@ pub async fn invalidate_access_tokens(
     Ok(repository::bump_token_version(conn, id).await?)
 }
 
-/// Creates an account (sign-up, or an admin creating one). Validates every
-/// field at once; the account and its password hash are written together.
-pub async fn create(
-    platform: &Platform,
-    auth: &AuthState,
-    actor: Option<&User>,
-    request: CreateUserRequest,
-) -> Result<User, AppError> {
-    let actor_is_admin = actor.is_some_and(|user| user.role == Role::Admin);
-    if !actor_is_admin && !platform.config.auth.allow_signup {
-        return Err(AppError::Forbidden {
-            code: "signup_disabled",
-            detail: "Sign-up is disabled; ask an admin to create your account.".to_owned(),
-        });
-    }
-    if request.role.is_some_and(|role| role != Role::User) && !actor_is_admin {
-        return Err(AppError::Forbidden {
-            code: "admin_required",
-            detail: "Only admins may choose an account's role.".to_owned(),
-        });
-    }
-    let mut validator = Validator::new();
-    let email = validator.check(&["body", "email"], Email::parse(&request.email));
-    let full_name = validator.check(&["body", "full_name"], FullName::parse(&request.full_name));
-    validator.check(&["body", "password"], validate_password(&request.password));
-    validator.finish()?;
-    let (Some(email), Some(full_name)) = (email, full_name) else {
-        return Err(AppError::Internal("validated fields missing".to_owned()));
-    };
-    let account = NewAccount {
-        email,
-        full_name,
-        role: request.role.unwrap_or(Role::User),
-    };
-    insert_account(&platform.pool, auth, account, &request.password).await
-}
-
-/// A validated account to create.
-pub struct NewAccount {
-    /// Its email.
-    pub email: Email,
-    /// Its name.
-    pub full_name: FullName,
-    /// Its role.
-    pub role: Role,
-}
-
-/// Writes an account and its password hash in one transaction (the password
-/// is hashed first, outside it). A taken email is a 409.
-pub async fn insert_account(
-    pool: &DbPool,
-    auth: &AuthState,
-    account: NewAccount,
-    password: &str,
-) -> Result<User, AppError> {
-    let new_user = NewUser {
-        id: Uuid::now_v7(),
-        email: account.email.into_inner(),
-        full_name: account.full_name.into_inner(),
-        role: account.role,
-    };
-    let password_hash = auth.passwords.hash(password).await?;
-    let mut conn = pool.get().await?;
-    conn.transaction::<_, AppError, _>(async move |conn| {
-        let user = repository::insert(conn, &new_user)
-            .await
-            .map_err(email_conflict)?;
-        auth::store_password_hash(conn, user.id, password_hash).await?;
-        Ok(user)
-    })
-    .await
+/// Inserts a new profile inside the caller's transaction (auth writes the
+/// credentials in the same one). A taken email is a 409.
+pub async fn insert(conn: &mut AsyncPgConnection, new_user: &NewUser) -> Result<User, AppError> {
+    repository::insert(conn, new_user)
+        .await
+        .map_err(email_conflict)
 }
 
 /// A unique-violation on the email index is the client's conflict, not our error.
@@ -262,18 +195,6 @@ pub async fn delete(
         }
     })
     .await
-}
-
-/// Deletes the caller's own account after checking their password.
-pub async fn delete_own(
-    platform: &Platform,
-    auth: &AuthState,
-    user: &User,
-    password: &str,
-    expected_revision: Option<i64>,
-) -> Result<(), AppError> {
-    auth::verify_password(platform, auth, user, password).await?;
-    delete(platform, user.id, expected_revision).await
 }
 
 /// 409 unless another active admin remains besides `id`. Takes the admin-change

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tessera::core::config::WorkerConfig;
+use tessera::executions::config::WorkerConfig;
 use tessera::executions::context::{JobContext, JobError};
 use tessera::executions::kinds::{ExecutionKind, KindRegistry, Sleep};
 use tessera::executions::models::{Execution, Status};
@@ -19,7 +19,7 @@ use tessera::users::models::User;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use super::{TestApp, test_config};
+use super::{TestApp, test_settings};
 
 /// Records each run in `side_effects`, so tests can count how often work ran.
 pub struct Count;
@@ -172,7 +172,7 @@ pub async fn wait_for(
 
 /// Worker settings for tests, with `overrides` (environment variable names).
 pub fn worker_settings(overrides: &[(&str, &str)]) -> WorkerConfig {
-    test_config("postgres://unused/unused", overrides).workers
+    test_settings("postgres://unused/unused", overrides).workers
 }
 
 /// Starts a runner on the app's database; cancel the token to stop it.

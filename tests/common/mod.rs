@@ -24,19 +24,16 @@ use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use tessera::app::{self, AppState};
+use tessera::app::{Application, Settings};
+use tessera::auth::accounts::{self, NewAccount};
 use tessera::auth::service::AuthState;
-use tessera::core::config::Config;
-use tessera::core::db::{self, DbPool, Migrator};
+use tessera::core::config::PlatformConfig;
+use tessera::core::db::{DbPool, Migrator};
 use tessera::core::docs;
 use tessera::core::local_postgres::LocalPostgres;
-use tessera::core::platform::{Components, Lifecycle, Platform};
-use tessera::executions::listener::NotificationHub;
+use tessera::core::platform::Lifecycle;
 use tessera::executions::service::ExecutionsState;
-use tessera::inference::InferenceState;
-use tessera::users;
 use tessera::users::models::{Email, FullName, Role, User};
-use tessera::users::service::NewAccount;
 use tower::ServiceExt;
 
 /// Settings that make a throwaway cluster fast; durability does not matter here.
@@ -287,8 +284,8 @@ impl Drop for TestDatabase {
     }
 }
 
-/// Configuration for a test app: the defaults of `APP_ENV=test`, with `overrides`.
-pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
+/// Settings for a test app: the defaults of `APP_ENV=test`, with `overrides`.
+pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("APP_ENV".to_owned(), "test".to_owned()),
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
@@ -310,7 +307,8 @@ pub fn test_config(database_url: &str, overrides: &[(&str, &str)]) -> Config {
     for (name, value) in overrides {
         vars.insert((*name).to_owned(), (*value).to_owned());
     }
-    Config::from_lookup(|name| vars.get(name).cloned()).expect("a valid test configuration")
+    Settings::from_lookup(|name| vars.get(name).cloned())
+        .unwrap_or_else(|error| panic!("the test settings {overrides:?} are invalid: {error}"))
 }
 
 /// Set (as CI does) to make a missing GPU adapter or model a failure instead of a skip.
@@ -348,31 +346,6 @@ pub async fn settled_inference_report(app: &TestApp) -> serde_json::Value {
     }
 }
 
-/// The application state `serve` would build, over a test database.
-pub fn app_state(
-    config: &Arc<Config>,
-    pool: &DbPool,
-    lifecycle: &Arc<Lifecycle>,
-    database_url: &str,
-) -> AppState {
-    let components = Arc::new(Components::default());
-    let inference = InferenceState::load_in_background(&config.inference, components.clone());
-    AppState {
-        platform: Platform {
-            pool: pool.clone(),
-            config: config.clone(),
-            lifecycle: lifecycle.clone(),
-            components,
-        },
-        auth: AuthState::new(&config.auth).expect("the auth state"),
-        executions: ExecutionsState {
-            registry: Arc::new(app::kinds(&inference)),
-            hub: NotificationHub::start(database_url.to_owned()),
-        },
-        inference,
-    }
-}
-
 /// Where the tests keep ReDoc's script.
 pub fn redoc_bundle_path() -> PathBuf {
     repo_root().join(".data/redoc/redoc.standalone.js")
@@ -399,8 +372,8 @@ pub struct TestApp {
     pub pool: DbPool,
     /// The app's lifecycle (to simulate shutdown).
     pub lifecycle: Arc<Lifecycle>,
-    /// The app's configuration.
-    pub config: Arc<Config>,
+    /// The app's platform configuration.
+    pub config: Arc<PlatformConfig>,
     /// The app's token and password services.
     pub auth: AuthState,
     /// The app's execution kinds and notification hub.
@@ -418,20 +391,17 @@ impl TestApp {
     /// An app with some configuration overridden.
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> Self {
         let database = TestDatabase::migrated().await;
-        let config = Arc::new(test_config(&database.url, overrides));
-        let pool = db::build_pool(&database.url, &config.database).expect("a pool");
-        let lifecycle = Arc::new(Lifecycle::default());
-        let state = app_state(&config, &pool, &lifecycle, &database.url);
-        let auth = state.auth.clone();
-        let executions = state.executions.clone();
-        let router = app::build_router(state, docs::load_redoc_bundle(&config.redoc_bundle_path));
+        let settings = test_settings(&database.url, overrides);
+        let application = Application::build(settings, &database.url)
+            .unwrap_or_else(|error| panic!("the test application cannot be built: {error}"));
+        let state = application.state();
         Self {
-            router,
-            pool,
-            lifecycle,
-            config,
-            auth,
-            executions,
+            router: application.router(),
+            pool: state.platform.pool.clone(),
+            lifecycle: state.platform.lifecycle.clone(),
+            config: state.platform.config.clone(),
+            auth: state.auth.clone(),
+            executions: state.executions.clone(),
             database,
         }
     }
@@ -496,7 +466,7 @@ impl TestApp {
             full_name: FullName::parse("Test Person").expect("a valid name"),
             role,
         };
-        users::service::insert_account(&self.pool, &self.auth, account, password)
+        accounts::insert_account(&self.pool, &self.auth, account, password)
             .await
             .expect("the account is created")
     }

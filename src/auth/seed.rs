@@ -3,11 +3,12 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
+use crate::auth::accounts::{self, NewAccount};
 use crate::auth::service::AuthState;
 use crate::core::seed::{SeedContext, SeedOutcome, Seeder};
 use crate::shared::error::AppError;
 use crate::users::models::{Email, FullName, Role};
-use crate::users::service::{self, NewAccount};
+use crate::users::service;
 
 /// The email of the development admin when `FIRST_ADMIN_EMAIL` is unset.
 pub const DEVELOPMENT_ADMIN_EMAIL: &str = "admin@example.com";
@@ -26,10 +27,9 @@ impl FirstAdminSeeder {
     }
 
     async fn seed(&self, context: &SeedContext) -> Result<SeedOutcome, AppError> {
-        let config = &context.config;
-        let development = config.is_development();
+        let config = &self.auth.config;
+        let development = context.config.is_development();
         let Some(email) = config
-            .auth
             .first_admin_email
             .clone()
             .or_else(|| development.then(|| DEVELOPMENT_ADMIN_EMAIL.to_owned()))
@@ -46,7 +46,7 @@ impl FirstAdminSeeder {
             return Ok(SeedOutcome::Unchanged);
         }
         drop(conn);
-        let (password, generated) = match &config.auth.first_admin_password {
+        let (password, generated) = match &config.first_admin_password {
             Some(password) => (password.expose().to_owned(), false),
             None if development => (generate_password()?, true),
             None => {
@@ -61,7 +61,7 @@ impl FirstAdminSeeder {
             full_name: FullName::parse("Administrator").map_err(AppError::Internal)?,
             role: Role::Admin,
         };
-        let admin = service::insert_account(&context.pool, &self.auth, account, &password).await?;
+        let admin = accounts::insert_account(&context.pool, &self.auth, account, &password).await?;
         if generated {
             // Shown once, on the terminal only (never in the logs); not stored anywhere.
             println!(

@@ -1,0 +1,102 @@
+//! The executions domain's settings: worker concurrency per queue, leases and
+//! heartbeats, claiming, retry backoff, shutdown grace and retention.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::core::config::{ConfigError, Vars};
+
+/// Background execution workers.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once per queue (`WORKER_CONCURRENCY`); 0 in `serve` means no in-process workers.
+    pub default_concurrency: usize,
+    /// Per-queue overrides (`WORKER_QUEUE_CONCURRENCY=default=8,inference=1`).
+    pub queue_concurrency: BTreeMap<String, usize>,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often a running job renews its lease.
+    pub heartbeat: Duration,
+    /// How often idle workers look for work when no notification arrives.
+    pub poll_interval: Duration,
+    /// Most executions claimed in one statement.
+    pub claim_batch: usize,
+    /// How long shutdown lets running jobs finish before handing them back.
+    pub shutdown_grace: Duration,
+    /// First retry delay; doubles each attempt.
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// How long finished executions are kept.
+    pub retention: Duration,
+}
+
+impl WorkerConfig {
+    /// Reads the worker variables. `http_shutdown_grace` (`SHUTDOWN_GRACE_MS`,
+    /// read by the platform) is the default of `WORKER_SHUTDOWN_GRACE_MS`, so one
+    /// setting can govern both drains.
+    pub fn from_vars(vars: &Vars<'_>, http_shutdown_grace: Duration) -> Result<Self, ConfigError> {
+        let lease = vars.millis("EXECUTION_LEASE_MS", 30_000)?;
+        let default_heartbeat = u64::try_from((lease / 3).as_millis())
+            .unwrap_or(10_000)
+            .max(1);
+        let heartbeat = vars.millis("EXECUTION_HEARTBEAT_MS", default_heartbeat)?;
+        if heartbeat >= lease {
+            return Err(ConfigError {
+                variable: "EXECUTION_HEARTBEAT_MS",
+                problem: "must be shorter than EXECUTION_LEASE_MS, or every lease would lapse"
+                    .to_owned(),
+            });
+        }
+        let default_grace = u64::try_from(http_shutdown_grace.as_millis()).unwrap_or(u64::MAX);
+        Ok(Self {
+            default_concurrency: vars.parse("WORKER_CONCURRENCY", 4)?,
+            queue_concurrency: queue_concurrency(vars)?,
+            lease,
+            heartbeat,
+            poll_interval: vars.millis("WORKER_POLL_INTERVAL_MS", 1_000)?,
+            claim_batch: vars.positive("WORKER_CLAIM_BATCH", 32)?,
+            shutdown_grace: vars.millis("WORKER_SHUTDOWN_GRACE_MS", default_grace)?,
+            retry_base: vars.millis("EXECUTION_RETRY_BASE_MS", 1_000)?,
+            retry_max: vars.millis("EXECUTION_RETRY_MAX_MS", 300_000)?,
+            retention: Duration::from_secs(
+                3_600 * vars.positive("EXECUTION_RETENTION_HOURS", 168)?,
+            ),
+        })
+    }
+
+    /// Jobs run at once on `queue`.
+    pub fn concurrency_of(&self, queue: &str) -> usize {
+        self.queue_concurrency
+            .get(queue)
+            .copied()
+            .unwrap_or(self.default_concurrency)
+    }
+
+    /// Whether any queue has workers, i.e. whether this process should run a runner.
+    pub fn has_workers(&self) -> bool {
+        self.default_concurrency > 0 || self.queue_concurrency.values().any(|n| *n > 0)
+    }
+}
+
+/// `WORKER_QUEUE_CONCURRENCY=queue=N,other=M`.
+fn queue_concurrency(vars: &Vars<'_>) -> Result<BTreeMap<String, usize>, ConfigError> {
+    let Some(raw) = vars.optional("WORKER_QUEUE_CONCURRENCY") else {
+        return Ok(BTreeMap::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .and_then(|(queue, count)| {
+                    Some((queue.trim().to_owned(), count.trim().parse().ok()?))
+                })
+                .filter(|(queue, _)| !queue.is_empty())
+                .ok_or(ConfigError {
+                    variable: "WORKER_QUEUE_CONCURRENCY",
+                    problem: format!("{pair:?} is not queue=count"),
+                })
+        })
+        .collect()
+}
