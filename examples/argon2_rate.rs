@@ -3,6 +3,9 @@
 //!
 //! `cargo run --release --example argon2_rate -- [THREADS] [SECONDS]`
 
+// A benchmark: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

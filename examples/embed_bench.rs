@@ -5,6 +5,9 @@
 //! `cargo run --release --example embed_bench -- [cpu|gpu|auto] [seconds per case]`;
 //! the model directory comes from `INFERENCE_MODEL_DIR` (default models/all-MiniLM-L6-v2).
 
+// A benchmark: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,9 @@
 //!
 //! `DATABASE_URL=... cargo run --release --example executions_bench -- [COUNT] [CONCURRENCY]`
 
+// A benchmark: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,9 @@
 //! `/api/v1/auth`: sign-in, token checks, refresh rotation, logout, passwords,
 //! brute-force limits and admission control.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use axum::body::Body;

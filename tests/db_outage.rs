@@ -4,6 +4,9 @@
 //! This test stops and restarts a cluster, so it runs one of its own rather
 //! than the shared test cluster.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,9 @@
 //! `/api/v1/executions`: submission and validation, idempotency keys,
 //! visibility, transitions, names, and the event stream.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -2,6 +2,9 @@
 //! panics, cancellation (in-process and across processes), crash rescue with
 //! fencing, and graceful shutdown.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::process::{Child, Command, Stdio};

@@ -1,5 +1,8 @@
 //! The first-admin seeder: idempotent, configured by the environment.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{TestDatabase, test_settings};

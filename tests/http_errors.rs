@@ -1,6 +1,9 @@
 //! Every error a client can trigger in the HTTP layer answers in the one
 //! problem-details shape: status, content type, body and request id.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::sync::Arc;

@@ -4,6 +4,9 @@
 //! tiny random BERT from `common::tiny_model`; one test uses the real model when
 //! it is present.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::HashSet;

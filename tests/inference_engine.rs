@@ -6,6 +6,9 @@
 //! model. The parity test uses the real all-MiniLM-L6-v2 (`task model-fetch`) and the
 //! sentence-transformers reference vectors, and says SKIPPED loudly when either is absent.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,8 @@
 //! Migrations are reversible: up → down → up works on a real database.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::TestDatabase;

@@ -1,6 +1,9 @@
 //! The OpenAPI document: complete, consistent with the router, snapshotted, and
 //! served with Swagger UI and ReDoc that load nothing from another host.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use axum::body::Body;

@@ -2,6 +2,9 @@
 //! where its docs are, answers, exits 0 on SIGTERM, logs no secret, manages its
 //! own PostgreSQL in development, and refuses a bad configuration in one line.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read};

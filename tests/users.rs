@@ -1,5 +1,8 @@
 //! `/api/v1/users`: sign-up, profiles, administration, conditional requests.
 
+// Test code: a failed step should stop with its message, which is what `expect` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use axum::http::{Method, StatusCode};
