@@ -89,8 +89,8 @@ async fn an_enqueue_rolled_back_with_its_transaction_never_runs() {
         .transaction(async |conn| {
             let (execution, _) = service::enqueue(conn, submission).await?;
             assert_eq!(execution.status, Status::Queued);
-            Err(tessera::shared::error::AppError::Internal(
-                "the caller's own write failed".to_owned(),
+            Err(tessera::shared::error::AppError::internal(
+                "the caller's own write failed",
             ))
         })
         .await;

@@ -4,17 +4,16 @@
 //! password and writes profile and credentials in one transaction.
 
 use diesel_async::AsyncConnection;
-use uuid::Uuid;
 
 use crate::auth::password::validate_password;
 use crate::auth::service::{self, AuthState};
 use crate::core::db::DbPool;
 use crate::core::platform::Platform;
-use crate::shared::error::AppError;
-use crate::shared::validation::Validator;
-use crate::users::models::{Email, FullName, NewUser, Role, User};
+use crate::shared::error::{AppError, FieldError};
+use crate::shared::validation::invalid_fields;
+use crate::users::models::{Email, FullName, Role, User};
 use crate::users::schemas::CreateUserRequest;
-use crate::users::service as users;
+use crate::users::service::{self as users, NewProfile};
 
 /// Creates an account (sign-up, or an admin creating one). Validates every
 /// field at once; the account and its password hash are written together.
@@ -37,30 +36,33 @@ pub async fn sign_up(
             detail: "Only admins may choose an account's role.".to_owned(),
         });
     }
-    let mut validator = Validator::new();
-    let email = validator.check(&["body", "email"], Email::parse(&request.email));
-    let full_name = validator.check(&["body", "full_name"], FullName::parse(&request.full_name));
-    validator.check(&["body", "password"], validate_password(&request.password));
-    validator.finish()?;
-    let (Some(email), Some(full_name)) = (email, full_name) else {
-        return Err(AppError::Internal("validated fields missing".to_owned()));
-    };
-    let account = NewAccount {
-        email,
-        full_name,
-        role: request.role.unwrap_or(Role::User),
-    };
+    let account = parse_sign_up(&request)?;
     insert_account(&platform.pool, auth, account, &request.password).await
 }
 
-/// A validated account to create.
-pub struct NewAccount {
-    /// Its email.
-    pub email: Email,
-    /// Its name.
-    pub full_name: FullName,
-    /// Its role.
-    pub role: Role,
+/// A validated account to create: its profile; the password is checked and
+/// hashed separately, so it is never held longer than the request.
+pub type NewAccount = NewProfile;
+
+/// Parses a sign-up request into the profile to create, checking the password
+/// too; every invalid field is reported at once.
+fn parse_sign_up(request: &CreateUserRequest) -> Result<NewAccount, AppError> {
+    match (
+        Email::parse(&request.email),
+        FullName::parse(&request.full_name),
+        validate_password(&request.password),
+    ) {
+        (Ok(email), Ok(full_name), Ok(())) => Ok(NewAccount {
+            email,
+            full_name,
+            role: request.role.unwrap_or(Role::User),
+        }),
+        (email, full_name, password) => Err(invalid_fields([
+            (FieldError::body("email"), email.err()),
+            (FieldError::body("full_name"), full_name.err()),
+            (FieldError::body("password"), password.err()),
+        ])),
+    }
 }
 
 /// Writes an account and its password hash in one transaction (the password
@@ -71,16 +73,10 @@ pub async fn insert_account(
     account: NewAccount,
     password: &str,
 ) -> Result<User, AppError> {
-    let new_user = NewUser {
-        id: Uuid::now_v7(),
-        email: account.email.into_inner(),
-        full_name: account.full_name.into_inner(),
-        role: account.role,
-    };
     let password_hash = auth.passwords.hash(password).await?;
     let mut conn = pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
-        let user = users::insert(conn, &new_user).await?;
+        let user = users::insert(conn, account).await?;
         service::store_password_hash(conn, user.id, password_hash).await?;
         Ok(user)
     })

@@ -17,6 +17,7 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use tokio::sync::Semaphore;
 
 use crate::shared::error::AppError;
+use crate::shared::validation::Invalid;
 
 /// Shortest accepted password, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -24,12 +25,16 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
 /// Checks a new password's length.
-pub fn validate_password(password: &str) -> Result<(), String> {
+pub fn validate_password(password: &str) -> Result<(), Invalid> {
     let length = password.chars().count();
     if length < MIN_PASSWORD_CHARS {
-        Err(format!("must be at least {MIN_PASSWORD_CHARS} characters"))
+        Err(Invalid::new(format!(
+            "must be at least {MIN_PASSWORD_CHARS} characters"
+        )))
     } else if length > MAX_PASSWORD_CHARS {
-        Err(format!("must be at most {MAX_PASSWORD_CHARS} characters"))
+        Err(Invalid::new(format!(
+            "must be at most {MAX_PASSWORD_CHARS} characters"
+        )))
     } else {
         Ok(())
     }
@@ -84,7 +89,7 @@ impl Passwords {
         let password = password.to_owned();
         self.run(move || hash_blocking(&params, &password))
             .await?
-            .map_err(|error| AppError::Internal(error.to_string()))
+            .map_err(AppError::internal)
     }
 
     /// Checks `password` against `stored`, or against a dummy hash when there
@@ -126,7 +131,7 @@ impl Passwords {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| AppError::Internal("password hashing slots closed".to_owned()))?;
+            .map_err(|_| AppError::internal("password hashing slots closed"))?;
         drop(waiting);
         tokio::task::spawn_blocking(move || {
             // The slot stays taken until the hash is done, even if the request is gone.
@@ -134,7 +139,7 @@ impl Passwords {
             job()
         })
         .await
-        .map_err(|error| AppError::Internal(format!("password hashing task failed: {error}")))
+        .map_err(AppError::internal)
     }
 }
 

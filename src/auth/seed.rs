@@ -7,6 +7,7 @@ use crate::auth::accounts::{self, NewAccount};
 use crate::auth::service::AuthState;
 use crate::core::seed::{SeedContext, SeedOutcome, Seeder};
 use crate::shared::error::AppError;
+use crate::shared::validation::Invalid;
 use crate::users::models::{Email, FullName, Role};
 use crate::users::service;
 
@@ -37,7 +38,7 @@ impl FirstAdminSeeder {
             return Ok(SeedOutcome::Unchanged);
         };
         let email = Email::parse(&email)
-            .map_err(|problem| AppError::Internal(format!("FIRST_ADMIN_EMAIL {problem}")))?;
+            .map_err(|invalid| AppError::internal(FirstAdminError::Email(invalid)))?;
         let mut conn = context.pool.get().await?;
         if service::find_by_email(&mut conn, &email.clone().into_inner())
             .await?
@@ -50,15 +51,12 @@ impl FirstAdminSeeder {
             Some(password) => (password.expose().to_owned(), false),
             None if development => (generate_password()?, true),
             None => {
-                return Err(AppError::Internal(
-                    "FIRST_ADMIN_PASSWORD is required to create the first admin outside development"
-                        .to_owned(),
-                ));
+                return Err(AppError::internal(FirstAdminError::PasswordMissing));
             }
         };
         let account = NewAccount {
             email,
-            full_name: FullName::parse("Administrator").map_err(AppError::Internal)?,
+            full_name: FullName::parse("Administrator").map_err(AppError::internal)?,
             role: Role::Admin,
         };
         let admin = accounts::insert_account(&context.pool, &self.auth, account, &password).await?;
@@ -86,10 +84,21 @@ impl Seeder for FirstAdminSeeder {
     }
 }
 
+/// Why the first admin cannot be created from the configuration.
+#[derive(Debug, thiserror::Error)]
+enum FirstAdminError {
+    /// `FIRST_ADMIN_EMAIL` is not an address.
+    #[error("FIRST_ADMIN_EMAIL {0}")]
+    Email(Invalid),
+    /// Outside development nobody would ever learn a generated password.
+    #[error("FIRST_ADMIN_PASSWORD is required to create the first admin outside development")]
+    PasswordMissing,
+}
+
 /// A random 24-character password.
 fn generate_password() -> Result<String, AppError> {
     use base64::Engine;
     let mut bytes = [0u8; 18];
-    getrandom::fill(&mut bytes).map_err(|error| AppError::Internal(error.to_string()))?;
+    getrandom::fill(&mut bytes).map_err(AppError::internal)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }

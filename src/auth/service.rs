@@ -14,7 +14,7 @@ use crate::auth::repository;
 use crate::auth::schemas::{ChangePasswordRequest, TokenForm, TokenResponse};
 use crate::auth::tokens::{KeyError, TokenService, invalid_token};
 use crate::core::platform::Platform;
-use crate::shared::error::AppError;
+use crate::shared::error::{AppError, FieldError};
 use crate::shared::validation::Validator;
 use crate::users::models::User;
 use crate::users::service as users;
@@ -130,8 +130,8 @@ async fn enforce_login_limit(
     config: &AuthConfig,
     keys: &[String],
 ) -> Result<(), AppError> {
-    let window = chrono::Duration::from_std(config.failed_login_window)
-        .map_err(|error| AppError::Internal(error.to_string()))?;
+    let window =
+        chrono::Duration::from_std(config.failed_login_window).map_err(AppError::internal)?;
     let now = Utc::now();
     let counts = repository::failures_since(conn, keys, now - window).await?;
     let blocked_until = counts
@@ -156,8 +156,7 @@ async fn issue_pair(
     family_id: Uuid,
 ) -> Result<TokenResponse, AppError> {
     let refresh = TokenService::new_refresh_token()?;
-    let ttl = chrono::Duration::from_std(auth.tokens.refresh_ttl())
-        .map_err(|error| AppError::Internal(error.to_string()))?;
+    let ttl = chrono::Duration::from_std(auth.tokens.refresh_ttl()).map_err(AppError::internal)?;
     repository::insert_refresh_token(
         conn,
         &NewRefreshToken {
@@ -269,7 +268,7 @@ pub async fn change_password(
 ) -> Result<TokenResponse, AppError> {
     let mut validator = Validator::new();
     validator.check(
-        &["body", "new_password"],
+        FieldError::body("new_password"),
         validate_password(&request.new_password),
     );
     validator.finish()?;

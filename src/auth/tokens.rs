@@ -137,7 +137,7 @@ impl TokenService {
             ver: user.token_version,
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
-            .map_err(|error| AppError::Internal(format!("cannot sign a token: {error}")))
+            .map_err(AppError::internal)
     }
 
     /// Checks an access token and returns its claims; any flaw is a 401.
@@ -163,8 +163,7 @@ impl TokenService {
     /// A new random refresh token (256 bits) and its hash.
     pub fn new_refresh_token() -> Result<RefreshToken, AppError> {
         let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|error| AppError::Internal(format!("no randomness: {error}")))?;
+        getrandom::fill(&mut bytes).map_err(AppError::internal)?;
         let value = URL_SAFE_NO_PAD.encode(bytes);
         let hash = Self::hash_refresh_token(&value);
         Ok(RefreshToken { value, hash })

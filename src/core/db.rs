@@ -17,6 +17,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures_util::FutureExt;
 
 use crate::core::config::DatabaseConfig;
+use crate::shared::error::BoxedError;
 
 /// Every migration under `migrations/`, embedded at compile time.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -32,13 +33,19 @@ pub type DbConnection = Object<AsyncPgConnection>;
 pub enum DbError {
     /// The pool could not be built from the configuration.
     #[error("cannot build the database pool: {0}")]
-    Build(String),
+    Build(#[from] deadpool::managed::BuildError),
     /// No connection could be had.
     #[error("cannot connect to the database: {0}")]
-    Connect(String),
+    Connect(#[from] diesel::ConnectionError),
+    /// A query on the server failed (reading migrations, creating the database).
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
     /// A migration failed to apply, revert or list.
     #[error("migration failed: {0}")]
-    Migration(String),
+    Migration(#[source] BoxedError),
+    /// A name that cannot be used as a database name.
+    #[error("{0:?} is not a plain database name (letters, digits, underscores)")]
+    InvalidName(String),
 }
 
 /// Builds the pool. Connections are made lazily, so this succeeds while the
@@ -74,7 +81,7 @@ pub fn build_pool(url: &str, config: &DatabaseConfig) -> Result<DbPool, DbError>
         .create_timeout(Some(config.acquire_timeout))
         .recycle_timeout(Some(config.acquire_timeout))
         .build()
-        .map_err(|error| DbError::Build(error.to_string()))
+        .map_err(DbError::from)
 }
 
 /// One migration and whether it has been applied.
@@ -100,7 +107,7 @@ impl Migrator {
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         let conn = AsyncPgConnection::establish(url)
             .await
-            .map_err(|error| DbError::Connect(error.to_string()))?;
+            .map_err(DbError::from)?;
         Ok(Self {
             harness: AsyncMigrationHarness::new(conn),
         })
@@ -111,7 +118,7 @@ impl Migrator {
         let applied = self
             .harness
             .run_pending_migrations(MIGRATIONS)
-            .map_err(|error| DbError::Migration(error.to_string()))?;
+            .map_err(DbError::Migration)?;
         names_of(applied.iter().map(ToString::to_string))
     }
 
@@ -125,7 +132,7 @@ impl Migrator {
             let version = self
                 .harness
                 .revert_last_migration(MIGRATIONS)
-                .map_err(|error| DbError::Migration(error.to_string()))?;
+                .map_err(DbError::Migration)?;
             reverted.push(version.to_string());
         }
         names_of(reverted)
@@ -147,7 +154,7 @@ impl Migrator {
         let versions = self
             .harness
             .applied_migrations()
-            .map_err(|error| DbError::Migration(error.to_string()))?;
+            .map_err(DbError::Migration)?;
         Ok(versions.iter().map(ToString::to_string).collect())
     }
 }
@@ -177,8 +184,8 @@ pub struct EmbeddedMigration {
 
 /// The embedded migrations, oldest first.
 pub fn embedded_migrations() -> Result<Vec<EmbeddedMigration>, DbError> {
-    let migrations: Vec<Box<dyn Migration<Pg>>> = MigrationSource::<Pg>::migrations(&MIGRATIONS)
-        .map_err(|error| DbError::Migration(error.to_string()))?;
+    let migrations: Vec<Box<dyn Migration<Pg>>> =
+        MigrationSource::<Pg>::migrations(&MIGRATIONS).map_err(DbError::Migration)?;
     let mut list: Vec<EmbeddedMigration> = migrations
         .iter()
         .map(|migration| EmbeddedMigration {
@@ -203,8 +210,7 @@ pub async fn pending_migration_count(conn: &mut AsyncPgConnection) -> Result<usi
 
     let applied: Vec<Version> = diesel::sql_query("SELECT version FROM __diesel_schema_migrations")
         .load(conn)
-        .await
-        .map_err(|error| DbError::Migration(error.to_string()))?;
+        .await?;
     let pending = embedded_migrations()?
         .into_iter()
         .filter(|migration| !applied.iter().any(|row| row.version == migration.version))
@@ -222,7 +228,7 @@ pub async fn wait_until_reachable(url: &str, patience: Duration) -> Result<(), D
         match AsyncPgConnection::establish(url).await {
             Ok(_) => return Ok(()),
             Err(error) if tokio::time::Instant::now() >= deadline => {
-                return Err(DbError::Connect(error.to_string()));
+                return Err(DbError::Connect(error));
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
         }
@@ -237,25 +243,23 @@ pub async fn create_database_if_missing(admin_url: &str, name: &str) -> Result<(
     use diesel::sql_types::Text;
 
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(DbError::Connect(format!(
-            "{name:?} is not a plain database name"
-        )));
+        return Err(DbError::InvalidName(name.to_owned()));
     }
     let mut conn = AsyncPgConnection::establish(admin_url)
         .await
-        .map_err(|error| DbError::Connect(error.to_string()))?;
+        .map_err(DbError::from)?;
     let exists: i64 = diesel::dsl::select(
         diesel::dsl::sql::<diesel::sql_types::BigInt>("count(*) FROM pg_database WHERE datname = ")
             .bind::<Text, _>(name),
     )
     .get_result(&mut conn)
     .await
-    .map_err(|error| DbError::Connect(error.to_string()))?;
+    .map_err(DbError::from)?;
     if exists == 0 {
         diesel::sql_query(format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await
-            .map_err(|error| DbError::Connect(error.to_string()))?;
+            .map_err(DbError::from)?;
     }
     Ok(())
 }

@@ -114,8 +114,22 @@ pub fn load_redoc_bundle(path: &Path) -> Option<Bytes> {
 
 /// Why the ReDoc bundle could not be installed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot install ReDoc's script ({REDOC_PACKAGE}) with npm: {0}")]
-pub struct RedocInstallError(String);
+pub enum RedocInstallError {
+    /// npm is not on the PATH.
+    #[error(
+        "cannot install ReDoc's script ({REDOC_PACKAGE}): npm is not installed (on Debian: `sudo apt-get install npm`)"
+    )]
+    NpmMissing,
+    /// `npm pack` failed; its own words.
+    #[error("cannot install ReDoc's script ({REDOC_PACKAGE}) with npm: {0}")]
+    NpmFailed(String),
+    /// The downloaded package could not be unpacked.
+    #[error("cannot install ReDoc's script: could not unpack {0}")]
+    Unpack(String),
+    /// Creating, moving or removing files failed.
+    #[error("cannot install ReDoc's script: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// Installs the ReDoc bundle at `path` from the npm registry (`npm pack`), once.
 ///
@@ -129,22 +143,18 @@ pub fn install_redoc_bundle(path: &Path) -> Result<PathBuf, RedocInstallError> {
         .parent()
         .filter(|dir| !dir.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| RedocInstallError(e.to_string()))?;
+    std::fs::create_dir_all(dir)?;
     // A directory of our own, so concurrent installs never collide; the final
     // rename is atomic, so a reader sees either no bundle or a whole one.
     let work = dir.join(format!(".npm-pack-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&work).map_err(|e| RedocInstallError(e.to_string()))?;
+    std::fs::create_dir_all(&work)?;
     let packed = Command::new("npm")
         .args(["pack", REDOC_PACKAGE, "--silent"])
         .current_dir(&work)
         .output()
-        .map_err(|_| {
-            RedocInstallError(
-                "npm is not installed (on Debian: `sudo apt-get install npm`)".to_owned(),
-            )
-        })?;
+        .map_err(|_| RedocInstallError::NpmMissing)?;
     if !packed.status.success() {
-        return Err(RedocInstallError(
+        return Err(RedocInstallError::NpmFailed(
             String::from_utf8_lossy(&packed.stderr).trim().to_owned(),
         ));
     }
@@ -157,14 +167,12 @@ pub fn install_redoc_bundle(path: &Path) -> Result<PathBuf, RedocInstallError> {
             "package/LICENSE",
         ])
         .current_dir(&work)
-        .status()
-        .map_err(|e| RedocInstallError(e.to_string()))?;
+        .status()?;
     if !extracted.success() {
-        return Err(RedocInstallError(format!("could not unpack {tarball}")));
+        return Err(RedocInstallError::Unpack(tarball));
     }
     std::fs::rename(work.join("package/bundles/redoc.standalone.js"), path)
         .and_then(|()| std::fs::rename(work.join("package/LICENSE"), dir.join("REDOC-LICENSE")))
-        .and_then(|()| std::fs::remove_dir_all(&work))
-        .map_err(|e| RedocInstallError(e.to_string()))?;
+        .and_then(|()| std::fs::remove_dir_all(&work))?;
     Ok(path.to_path_buf())
 }

@@ -16,7 +16,7 @@ use crate::executions::repository::{self, ExecutionFilter};
 use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionResponse};
 use crate::shared::error::{AppError, FieldError};
 use crate::shared::pagination::{Page, checked_limit};
-use crate::shared::validation::Validator;
+use crate::shared::validation::{Invalid, Validator};
 use crate::users::models::{Role, User};
 
 /// Longest accepted `Idempotency-Key`.
@@ -56,9 +56,7 @@ pub fn validate(
         return Err(AppError::Validation(errors));
     }
     let (Some(input), Some(queue)) = (input, registry.queue_of(&request.kind)) else {
-        return Err(AppError::Internal(
-            "a validated kind has no queue".to_owned(),
-        ));
+        return Err(AppError::internal("a validated kind has no queue"));
     };
     let name = match &request.name {
         Some(name) => name.trim().to_owned(),
@@ -170,7 +168,7 @@ pub async fn enqueue(
     let key = new.idempotency_key.as_deref().unwrap_or_default();
     let existing = repository::find_by_idempotency_key(conn, new.owner_id, key)
         .await?
-        .ok_or_else(|| AppError::Internal("an idempotency conflict without a row".to_owned()))?;
+        .ok_or_else(|| AppError::internal("an idempotency conflict without a row"))?;
     if existing.request_hash == new.request_hash {
         Ok((existing, false))
     } else {
@@ -220,9 +218,9 @@ pub async fn list(
     query: ExecutionListQuery,
 ) -> Result<Page<ExecutionResponse>, AppError> {
     let mut validator = Validator::new();
-    let limit = validator.check(&["query", "limit"], checked_limit(query.limit));
-    let before = validator.check_optional(&["query", "cursor"], query.cursor, |cursor| {
-        Uuid::parse_str(&cursor).map_err(|_| "is not a cursor this API returned".to_owned())
+    let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
+    let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
+        Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))
     });
     validator.finish()?;
     let everyone = query.all.unwrap_or(false);

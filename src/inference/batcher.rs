@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use super::engine::EmbeddingEngine;
+use super::engine::{EmbeddingEngine, EngineError};
+use crate::shared::error::ErrorChain;
 
 /// Limits of the batcher, from configuration.
 #[derive(Debug, Clone, Copy)]
@@ -42,8 +43,9 @@ pub struct BatchOutput {
     pub inference_time: Duration,
 }
 
-/// Why a request got no vectors.
-#[derive(Debug, thiserror::Error)]
+/// Why a request got no vectors. Cloneable: one failed batch fails every
+/// request in it with the same error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BatchError {
     /// The queue is full: the caller should retry later.
     #[error("the inference queue is full")]
@@ -52,9 +54,12 @@ pub enum BatchError {
     /// process is shutting down).
     #[error("the inference engine has stopped")]
     Stopped,
-    /// The engine failed on the batch.
-    #[error("inference failed: {0}")]
-    Engine(String),
+    /// The engine failed on the batch (shared by every request in it).
+    #[error("inference failed")]
+    Engine(#[source] Arc<EngineError>),
+    /// A backend panicked on the batch; the thread survives it.
+    #[error("the engine panicked on this batch")]
+    Panicked,
 }
 
 /// Where one job's vectors go: how many it submitted, how long it queued, its caller.
@@ -185,8 +190,8 @@ fn process(engine: &EmbeddingEngine, batch: Vec<Job>) {
     record_batch(sequences.len(), tokens, inference_time);
     let mut vectors = match result {
         Ok(Ok(vectors)) => vectors.into_iter(),
-        Ok(Err(error)) => return fail_all(replies, &error.to_string()),
-        Err(_) => return fail_all(replies, "the engine panicked on this batch"),
+        Ok(Err(error)) => return fail_all(replies, &BatchError::Engine(Arc::new(error))),
+        Err(_) => return fail_all(replies, &BatchError::Panicked),
     };
     for (count, queue_time, reply) in replies {
         let output = BatchOutput {
@@ -199,10 +204,10 @@ fn process(engine: &EmbeddingEngine, batch: Vec<Job>) {
     }
 }
 
-fn fail_all(replies: Vec<Reply>, message: &str) {
-    tracing::error!(%message, "inference batch failed");
+fn fail_all(replies: Vec<Reply>, error: &BatchError) {
+    tracing::error!(error = %ErrorChain(error), "inference batch failed");
     for (_, _, reply) in replies {
-        let _ = reply.send(Err(BatchError::Engine(message.to_owned())));
+        let _ = reply.send(Err(error.clone()));
     }
 }
 

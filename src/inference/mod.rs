@@ -114,8 +114,7 @@ impl InferenceState {
         };
         let started = result.and_then(|engine| {
             let engine = Arc::new(engine);
-            let batcher = Batcher::start(engine.clone(), limits)
-                .map_err(|error| EngineError::ThreadPool(error.to_string()))?;
+            let batcher = Batcher::start(engine.clone(), limits).map_err(EngineError::Thread)?;
             Ok(Runtime {
                 engine,
                 batcher,

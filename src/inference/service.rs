@@ -189,7 +189,7 @@ pub async fn similarity(
     let (source, targets) = embedded
         .vectors
         .split_first()
-        .ok_or_else(|| AppError::Internal("no source vector".into()))?;
+        .ok_or_else(|| AppError::internal("no source vector"))?;
     let scores = targets
         .iter()
         .map(|target| source.iter().zip(target).map(|(a, b)| a * b).sum::<f32>())
@@ -298,8 +298,8 @@ async fn tokenize(
             .collect())
     })
     .await
-    .map_err(|error| AppError::Internal(format!("tokenizer task failed: {error}")))?
-    .map_err(|error: EngineError| AppError::Internal(error.to_string()))?;
+    .map_err(AppError::internal)?
+    .map_err(|error: EngineError| AppError::internal(error))?;
     let errors: Vec<FieldError> = tokenized
         .iter()
         .enumerate()
@@ -334,7 +334,7 @@ pub fn batch_error(error: BatchError) -> AppError {
             detail: "The inference engine has stopped.".to_owned(),
             retry_after: None,
         },
-        BatchError::Engine(message) => AppError::Internal(message),
+        error @ (BatchError::Engine(_) | BatchError::Panicked) => AppError::internal(error),
     }
 }
 

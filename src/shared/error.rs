@@ -99,14 +99,84 @@ impl From<&str> for LocSegment {
     }
 }
 
+impl From<String> for LocSegment {
+    fn from(key: String) -> Self {
+        Self::Key(key)
+    }
+}
+
+impl From<usize> for LocSegment {
+    fn from(index: usize) -> Self {
+        Self::Index(index)
+    }
+}
+
+/// One way to say a field is wrong: name the part of the request and the
+/// field (`FieldError::body("email")`), go deeper if needed (`.at(3)`), then
+/// say why (`.because("is not an email")`); the kind defaults to `value_error`.
 impl FieldError {
-    /// A field error at `loc` with a message and a kind.
+    /// A field error at `loc` with a message and a kind (prefer the named
+    /// constructors below).
     pub fn new(loc: Vec<LocSegment>, msg: impl Into<String>, kind: &str) -> Self {
         Self {
             loc,
             msg: msg.into(),
             kind: kind.to_owned(),
         }
+    }
+
+    /// A field of the JSON or form body.
+    pub fn body(key: &str) -> Self {
+        Self::within("body", key)
+    }
+
+    /// A query-string parameter.
+    pub fn query(key: &str) -> Self {
+        Self::within("query", key)
+    }
+
+    /// A request header.
+    pub fn header(name: &str) -> Self {
+        Self::within("header", name)
+    }
+
+    /// A path parameter.
+    pub fn path(name: &str) -> Self {
+        Self::within("path", name)
+    }
+
+    /// The whole of one part of the request (e.g. the body itself).
+    pub fn part(part: &str) -> Self {
+        Self {
+            loc: vec![LocSegment::from(part)],
+            msg: String::new(),
+            kind: "value_error".to_owned(),
+        }
+    }
+
+    fn within(part: &str, key: &str) -> Self {
+        Self::part(part).at(key)
+    }
+
+    /// The same location, one step deeper: an object key or an array index.
+    #[must_use]
+    pub fn at(mut self, segment: impl Into<LocSegment>) -> Self {
+        self.loc.push(segment.into());
+        self
+    }
+
+    /// What is wrong with the value, for a person.
+    #[must_use]
+    pub fn because(mut self, message: impl Into<String>) -> Self {
+        self.msg = message.into();
+        self
+    }
+
+    /// The stable kind of error, when it is not `value_error`.
+    #[must_use]
+    pub fn kind(mut self, kind: &str) -> Self {
+        kind.clone_into(&mut self.kind);
+        self
     }
 }
 
@@ -185,12 +255,25 @@ pub enum AppError {
     /// Acquiring a database connection failed or timed out.
     #[error("database pool error: {0}")]
     Pool(#[from] diesel_async::pooled_connection::deadpool::PoolError),
-    /// A bug or an unexpected failure; details go to the log, never to the client.
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// A bug or an unexpected failure; the source (with its chain) goes to the
+    /// log, never to the client, who sees one stable message.
+    #[error("internal error")]
+    Internal(#[source] BoxedError),
 }
 
+/// Any error, kept whole so the log shows its source chain.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result of anything a request runs.
+pub type AppResult<T> = Result<T, AppError>;
+
 impl AppError {
+    /// An unexpected failure caused by `source` (an error, or for a broken
+    /// invariant a message): logged with its chain, answered as a plain 500.
+    pub fn internal(source: impl Into<BoxedError>) -> Self {
+        Self::Internal(source.into())
+    }
+
     /// The database is unreachable; clients may retry shortly.
     pub fn database_unavailable(detail: impl Into<String>) -> Self {
         Self::Unavailable {
@@ -291,7 +374,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let problem = self.to_problem();
         if problem.status >= 500 {
-            tracing::error!(error = %self, code = %problem.code, "request failed");
+            tracing::error!(error = %ErrorChain(&self), code = %problem.code, "request failed");
         }
         let mut response = problem_response(problem);
         if matches!(self, Self::Unauthorized { .. }) {
@@ -306,6 +389,21 @@ impl IntoResponse for AppError {
             );
         }
         response
+    }
+}
+
+/// Writes an error and each of its sources, `outer: inner: innermost`.
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
     }
 }
 

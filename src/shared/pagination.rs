@@ -6,6 +6,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::shared::validation::Invalid;
+
 /// Items per page when the client does not say.
 pub const DEFAULT_LIMIT: u32 = 20;
 
@@ -54,10 +56,10 @@ pub struct Limit {
 }
 
 /// Validates a requested page size.
-pub fn checked_limit(limit: Option<u32>) -> Result<u32, String> {
+pub fn checked_limit(limit: Option<u32>) -> Result<u32, Invalid> {
     match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(limit) if (1..=MAX_LIMIT).contains(&limit) => Ok(limit),
-        Some(_) => Err(format!("must be between 1 and {MAX_LIMIT}")),
+        Some(_) => Err(Invalid::new(format!("must be between 1 and {MAX_LIMIT}"))),
     }
 }

@@ -9,6 +9,7 @@ use diesel::{AsChangeset, Insertable, Queryable, Selectable};
 use uuid::Uuid;
 
 use crate::shared::schema::users;
+use crate::shared::validation::Invalid;
 
 crate::text_enum! {
     /// What an account may do.
@@ -85,13 +86,13 @@ pub struct Email(String);
 
 impl Email {
     /// Parses an address per RFC 5322's addr-spec, up to 254 characters.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
-            return Err("must not be empty".to_owned());
+            return Err(Invalid::new("must not be empty"));
         }
         if trimmed.chars().count() > 254 {
-            return Err("must be at most 254 characters".to_owned());
+            return Err(Invalid::new("must be at most 254 characters"));
         }
         let valid = email_address::EmailAddress::parse_with_options(
             trimmed,
@@ -105,7 +106,7 @@ impl Email {
         if valid && has_dotted_domain {
             Ok(Self(trimmed.to_owned()))
         } else {
-            Err("is not a valid email address".to_owned())
+            Err(Invalid::new("is not a valid email address"))
         }
     }
 
@@ -121,17 +122,17 @@ pub struct FullName(String);
 
 impl FullName {
     /// Parses a name, trimming surrounding whitespace.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
         let length = trimmed.chars().count();
         if length == 0 {
-            return Err("must not be empty".to_owned());
+            return Err(Invalid::new("must not be empty"));
         }
         if length > 100 {
-            return Err("must be at most 100 characters".to_owned());
+            return Err(Invalid::new("must be at most 100 characters"));
         }
         if trimmed.chars().any(char::is_control) {
-            return Err("must not contain control characters".to_owned());
+            return Err(Invalid::new("must not contain control characters"));
         }
         Ok(Self(trimmed.to_owned()))
     }

@@ -8,9 +8,9 @@ use uuid::Uuid;
 
 use crate::core::http::conditional;
 use crate::core::platform::Platform;
-use crate::shared::error::AppError;
-use crate::shared::pagination::{Page, checked_limit};
-use crate::shared::validation::Validator;
+use crate::shared::error::{AppError, FieldError};
+use crate::shared::pagination::{DEFAULT_LIMIT, Page, checked_limit};
+use crate::shared::validation::{Invalid, Validator};
 use crate::users::models::{Email, FullName, NewUser, Role, User, UserChanges};
 use crate::users::repository::{self, UserFilter};
 use crate::users::schemas::{UserListQuery, UserResponse};
@@ -46,10 +46,26 @@ pub async fn invalidate_access_tokens(
     Ok(repository::bump_token_version(conn, id).await?)
 }
 
+/// A validated profile to create: the newtypes guarantee it is well-formed.
+pub struct NewProfile {
+    /// The login and contact address.
+    pub email: Email,
+    /// The name shown to people.
+    pub full_name: FullName,
+    /// What the account may do.
+    pub role: Role,
+}
+
 /// Inserts a new profile inside the caller's transaction (auth writes the
 /// credentials in the same one). A taken email is a 409.
-pub async fn insert(conn: &mut AsyncPgConnection, new_user: &NewUser) -> Result<User, AppError> {
-    repository::insert(conn, new_user)
+pub async fn insert(conn: &mut AsyncPgConnection, profile: NewProfile) -> Result<User, AppError> {
+    let new_user = NewUser {
+        id: Uuid::now_v7(),
+        email: profile.email.into_inner(),
+        full_name: profile.full_name.into_inner(),
+        role: profile.role,
+    };
+    repository::insert(conn, &new_user)
         .await
         .map_err(email_conflict)
 }
@@ -71,20 +87,23 @@ pub async fn list(
     query: UserListQuery,
 ) -> Result<Page<UserResponse>, AppError> {
     let mut validator = Validator::new();
-    let limit = validator.check(&["query", "limit"], checked_limit(query.limit));
-    let before = validator.check_optional(&["query", "cursor"], query.cursor, |cursor| {
-        Uuid::parse_str(&cursor).map_err(|_| "is not a cursor this API returned".to_owned())
+    let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
+    let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
+        Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))
     });
-    let email_prefix =
-        validator.check_optional(&["query", "email_prefix"], query.email_prefix, |prefix| {
+    let email_prefix = validator.check_optional(
+        FieldError::query("email_prefix"),
+        query.email_prefix,
+        |prefix| {
             if prefix.chars().count() > 254 {
-                Err("must be at most 254 characters".to_owned())
+                Err(Invalid::new("must be at most 254 characters"))
             } else {
                 Ok(prefix)
             }
-        });
+        },
+    );
     validator.finish()?;
-    let limit = limit.unwrap_or_default();
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let filter = UserFilter {
         role: query.role,
         active: query.active,
@@ -123,12 +142,13 @@ pub async fn update(
     changes: RequestedChanges,
 ) -> Result<User, AppError> {
     let mut validator = Validator::new();
-    let email = validator.check_optional(&["body", "email"], changes.email, |email| {
+    let email = validator.check_optional(FieldError::body("email"), changes.email, |email| {
         Email::parse(&email).map(Email::into_inner)
     });
-    let full_name = validator.check_optional(&["body", "full_name"], changes.full_name, |name| {
-        FullName::parse(&name).map(FullName::into_inner)
-    });
+    let full_name =
+        validator.check_optional(FieldError::body("full_name"), changes.full_name, |name| {
+            FullName::parse(&name).map(FullName::into_inner)
+        });
     validator.finish()?;
     let changes = UserChanges {
         email,

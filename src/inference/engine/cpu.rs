@@ -48,8 +48,7 @@ impl CpuBackend {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|index| format!("inference-cpu-{index}"))
-            .build()
-            .map_err(|error| EngineError::ThreadPool(error.to_string()))?;
+            .build()?;
         Ok(Self {
             config,
             weights,

@@ -47,12 +47,13 @@ pub enum EngineError {
         problem: String,
     },
     /// The tokenizer could not be built from `tokenizer.json` or failed on an input.
-    #[error("tokenizer {path}: {message}")]
+    #[error("tokenizer {path}: {source}")]
     Tokenizer {
         /// The tokenizer file.
         path: PathBuf,
-        /// The tokenizers crate's message.
-        message: String,
+        /// What the tokenizers crate said.
+        #[source]
+        source: tokenizers::Error,
     },
     /// `INFERENCE_DEVICE` or `--device` holds an unknown value.
     #[error("unknown inference device {0:?}: expected auto, gpu or cpu")]
@@ -66,7 +67,13 @@ pub enum EngineError {
     /// A batch handed to a backend does not fit the model (a programming error upstream).
     #[error("invalid token batch: {0}")]
     InvalidBatch(String),
+    /// The GPU reported an out-of-memory or validation error for a pass.
+    #[error("GPU backend: {0}")]
+    GpuScope(#[source] wgpu::Error),
     /// The CPU backend's thread pool could not be started.
     #[error("cannot start the inference thread pool: {0}")]
-    ThreadPool(String),
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+    /// The thread that owns the engine could not be spawned.
+    #[error("cannot start the inference thread: {0}")]
+    Thread(#[source] std::io::Error),
 }

@@ -120,11 +120,11 @@ impl TextTokenizer {
                 what: "the tokenizer",
             });
         }
-        let error = |message: String| EngineError::Tokenizer {
+        let error = |source: tokenizers::Error| EngineError::Tokenizer {
             path: path.clone(),
-            message,
+            source,
         };
-        let mut inner = Tokenizer::from_file(&path).map_err(|e| error(e.to_string()))?;
+        let mut inner = Tokenizer::from_file(&path).map_err(error)?;
         // The shipped tokenizer.json pads every input to a fixed 128 tokens and truncates
         // there: both would change the embeddings, so they are replaced.
         inner.with_padding(None);
@@ -133,7 +133,7 @@ impl TextTokenizer {
                 max_length: max_seq_length,
                 ..TruncationParams::default()
             }))
-            .map_err(|e| error(e.to_string()))?;
+            .map_err(error)?;
         Ok(Self { inner, path })
     }
 
@@ -161,9 +161,9 @@ impl TextTokenizer {
                         truncated: !encoding.get_overflowing().is_empty(),
                         ids: encoding.get_ids().to_vec(),
                     })
-                    .map_err(|e| EngineError::Tokenizer {
+                    .map_err(|source| EngineError::Tokenizer {
                         path: self.path.clone(),
-                        message: e.to_string(),
+                        source,
                     })
             })
             .collect()

@@ -212,7 +212,7 @@ impl GpuBackend {
             pollster::block_on(validation.pop()),
         ];
         if let Some(error) = errors.into_iter().flatten().next() {
-            return Err(EngineError::Gpu(error.to_string()));
+            return Err(EngineError::GpuScope(error));
         }
         let values = self.read_back(&workspace.readback, pooled_bytes)?;
         Ok(values
