@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::extract::CurrentUser;
 use crate::auth::service::AuthState;
-use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::executions::models::{ExecutionEvent, Status};
 use crate::executions::schemas::{
@@ -165,9 +165,8 @@ async fn generate_name(
 async fn get_execution(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<ExecutionResponse>, AppError> {
-    let id = parse_path_uuid("id", &id)?;
     Ok(axum::Json(service::get(&platform, &user, id).await?.into()))
 }
 
@@ -183,9 +182,9 @@ async fn get_execution(
 async fn delete_execution(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, AppError> {
-    service::delete(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    service::delete(&platform, &user, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -201,9 +200,9 @@ async fn delete_execution(
 async fn cancel_execution(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
-    let execution = service::cancel(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    let execution = service::cancel(&platform, &user, id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
 }
 
@@ -219,9 +218,9 @@ async fn cancel_execution(
 async fn retry_execution(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
-    let execution = service::retry(&platform, &user, parse_path_uuid("id", &id)?).await?;
+    let execution = service::retry(&platform, &user, id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
 }
 
@@ -241,10 +240,9 @@ async fn stream_events(
     State(platform): State<Platform>,
     State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let id = parse_path_uuid("id", &id)?;
     let after = last_event_id(&headers)?;
     // Subscribe before reading, so no change between the read and the wait is missed.
     let changes = executions.hub.changed();

@@ -2,15 +2,16 @@
 //! listing, and the result pages of `embed_texts` executions. Every route needs
 //! an access token, which OpenAI's clients send as their API key.
 
-use axum::extract::{FromRef, Path, State};
+use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use crate::auth::extract::CurrentUser;
 use crate::auth::service::AuthState;
-use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::inference::schemas::{
     BatchResultsPage, BatchResultsQuery, EmbeddingsRequest, EmbeddingsResponse, ModelList,
@@ -105,10 +106,9 @@ async fn compare_similarity(
 async fn batch_results(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
-    Path(execution_id): Path<String>,
+    ApiPath(execution_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<BatchResultsQuery>,
 ) -> Result<axum::Json<BatchResultsPage>, AppError> {
-    let execution_id = parse_path_uuid("execution_id", &execution_id)?;
     batch_kind::results_page(&platform, &user, execution_id, &query)
         .await
         .map(axum::Json)

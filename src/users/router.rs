@@ -1,16 +1,17 @@
 //! `/api/v1/users`: sign-up, one's own profile, and account administration.
 
-use axum::extract::{FromRef, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use crate::auth::accounts;
 use crate::auth::extract::{AdminUser, CurrentUser, OptionalUser};
 use crate::auth::service::AuthState;
-use crate::core::http::conditional;
-use crate::core::http::extract::{ApiJson, ApiQuery, parse_path_uuid};
+use crate::core::http::conditional::{self, Versioned};
+use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, Problem};
 use crate::shared::pagination::Page;
@@ -40,27 +41,9 @@ where
         .routes(routes!(get_user, update_user, delete_user))
 }
 
-/// An account with its `ETag`.
-fn with_etag(status: StatusCode, user: User) -> Response {
-    let etag = conditional::etag(user.id, user.revision);
-    let mut response = (status, axum::Json(UserResponse::from(user))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        response.headers_mut().insert(header::ETAG, value);
-    }
-    response
-}
-
-/// 304 when the client's copy is current, else the account.
-fn conditional_get(headers: &HeaderMap, user: User) -> Response {
-    let etag = conditional::etag(user.id, user.revision);
-    if conditional::is_not_modified(headers, &etag) {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Ok(value) = HeaderValue::from_str(&etag) {
-            response.headers_mut().insert(header::ETAG, value);
-        }
-        return response;
-    }
-    with_etag(StatusCode::OK, user)
+/// An account with its `ETag`, as every route here answers one.
+fn versioned(status: StatusCode, user: User) -> Versioned<UserResponse> {
+    Versioned::new(status, user.id, user.revision, UserResponse::from(user))
 }
 
 /// `POST /api/v1/users`: sign up (or, for admins, create any account).
@@ -79,14 +62,10 @@ async fn create_user(
     State(auth): State<AuthState>,
     OptionalUser(actor): OptionalUser,
     ApiJson(request): ApiJson<CreateUserRequest>,
-) -> Result<Response, AppError> {
+) -> Result<Versioned<UserResponse>, AppError> {
     let user = accounts::sign_up(&platform, &auth, actor.as_ref(), request).await?;
     let location = format!("{COLLECTION_PATH}/{}", user.id);
-    let mut response = with_etag(StatusCode::CREATED, user);
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(versioned(StatusCode::CREATED, user).at(location))
 }
 
 /// `GET /api/v1/users`: every account, newest first (admins only).
@@ -116,7 +95,7 @@ async fn list_users(
         (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response {
-    conditional_get(&headers, user)
+    versioned(StatusCode::OK, user).unless_current(&headers)
 }
 
 /// `PATCH /api/v1/users/me`: change one's email or name.
@@ -134,7 +113,7 @@ async fn update_me(
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateMeRequest>,
-) -> Result<Response, AppError> {
+) -> Result<Versioned<UserResponse>, AppError> {
     let revision = conditional::required_revision(&headers, user.id)?;
     let changes = RequestedChanges {
         email: request.email,
@@ -143,7 +122,7 @@ async fn update_me(
         is_active: None,
     };
     let updated = service::update(&platform, user.id, revision, changes).await?;
-    Ok(with_etag(StatusCode::OK, updated))
+    Ok(versioned(StatusCode::OK, updated))
 }
 
 /// `DELETE /api/v1/users/me`: delete one's own account (needs the password).
@@ -181,11 +160,11 @@ async fn delete_me(
 async fn get_user(
     State(platform): State<Platform>,
     _admin: AdminUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let user = service::get(&platform, parse_path_uuid("id", &id)?).await?;
-    Ok(conditional_get(&headers, user))
+    let user = service::get(&platform, id).await?;
+    Ok(versioned(StatusCode::OK, user).unless_current(&headers))
 }
 
 /// `PATCH /api/v1/users/{id}`: change any account, including role and active flag (admins only).
@@ -203,11 +182,10 @@ async fn get_user(
 async fn update_user(
     State(platform): State<Platform>,
     _admin: AdminUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateUserRequest>,
-) -> Result<Response, AppError> {
-    let id = parse_path_uuid("id", &id)?;
+) -> Result<Versioned<UserResponse>, AppError> {
     let revision = conditional::required_revision(&headers, id)?;
     let changes = RequestedChanges {
         email: request.email,
@@ -216,7 +194,7 @@ async fn update_user(
         is_active: request.is_active,
     };
     let updated = service::update(&platform, id, revision, changes).await?;
-    Ok(with_etag(StatusCode::OK, updated))
+    Ok(versioned(StatusCode::OK, updated))
 }
 
 /// `DELETE /api/v1/users/{id}`: delete any account (admins only).
@@ -232,10 +210,9 @@ async fn update_user(
 async fn delete_user(
     State(platform): State<Platform>,
     _admin: AdminUser,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
-    let id = parse_path_uuid("id", &id)?;
     let revision = conditional::required_revision(&headers, id)?;
     service::delete(&platform, id, revision).await?;
     Ok(StatusCode::NO_CONTENT)

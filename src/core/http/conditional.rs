@@ -5,7 +5,9 @@
 //! A resource's entity tag is `"<id>-<revision>"`, where the revision goes up
 //! on every change.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use uuid::Uuid;
 
 use crate::shared::error::AppError;
@@ -57,6 +59,62 @@ pub fn stale() -> AppError {
         "The resource changed since you read it (If-Match does not match its ETag); reload and retry."
             .to_owned(),
     )
+}
+
+/// A versioned resource answered with its `ETag` (and, when created, its
+/// `Location`); for a conditional `GET`, [`Versioned::unless_current`] turns it
+/// into a 304 when the client's copy is current.
+pub struct Versioned<T> {
+    status: StatusCode,
+    etag: String,
+    location: Option<String>,
+    body: T,
+}
+
+impl<T: Serialize> Versioned<T> {
+    /// `body`, the representation of `id` at `revision`, answered with `status`.
+    pub fn new(status: StatusCode, id: Uuid, revision: i64, body: T) -> Self {
+        Self {
+            status,
+            etag: etag(id, revision),
+            location: None,
+            body,
+        }
+    }
+
+    /// Adds the `Location` of a created resource.
+    #[must_use]
+    pub fn at(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+
+    /// A 304 (with the `ETag`, no body) when `If-None-Match` names this version.
+    pub fn unless_current(self, request_headers: &HeaderMap) -> Response {
+        if is_not_modified(request_headers, &self.etag) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            insert_header(&mut response, header::ETAG, &self.etag);
+            return response;
+        }
+        self.into_response()
+    }
+}
+
+impl<T: Serialize> IntoResponse for Versioned<T> {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body)).into_response();
+        insert_header(&mut response, header::ETAG, &self.etag);
+        if let Some(location) = &self.location {
+            insert_header(&mut response, header::LOCATION, location);
+        }
+        response
+    }
+}
+
+fn insert_header(response: &mut Response, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! that does not parse, and 422 with the location of each field that does not fit.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -150,16 +151,39 @@ pub fn parse_nested_json<T: DeserializeOwned>(
     })
 }
 
-/// Parses a UUID path segment named `name`; a malformed one is a located 422
-/// (the route exists, the value is wrong), not a 404.
-pub fn parse_path_uuid(name: &str, raw: &str) -> Result<uuid::Uuid, AppError> {
-    uuid::Uuid::parse_str(raw).map_err(|_| {
-        AppError::Validation(vec![FieldError::new(
-            vec![LocSegment::from("path"), LocSegment::from(name)],
-            "is not a valid UUID",
-            "uuid_parsing",
-        )])
-    })
+/// A UUID path parameter (the route's only one). A malformed value is a
+/// located 422 — the route exists, the value is wrong — never a 404 or a bare
+/// 400 (crates.io's `CratePath` does the same for crate names).
+#[derive(Debug, Clone, Copy)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiPath<uuid::Uuid> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = match Path::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => params,
+            Err(PathRejection::MissingPathParams(missing)) => {
+                return Err(AppError::internal(missing.body_text()));
+            }
+            Err(rejection) => {
+                let error = FieldError::part("path").because(rejection.body_text());
+                return Err(AppError::Validation(vec![error]));
+            }
+        };
+        let Some((name, raw)) = params.into_iter().next() else {
+            return Err(AppError::internal(
+                "ApiPath on a route without a path parameter",
+            ));
+        };
+        uuid::Uuid::parse_str(&raw).map(Self).map_err(|_| {
+            AppError::Validation(vec![
+                FieldError::path(&name)
+                    .because("is not a valid UUID")
+                    .kind("uuid_parsing"),
+            ])
+        })
+    }
 }
 
 /// Parses `bytes` as `T`: syntax errors are 400, shape errors 422 with a location.
