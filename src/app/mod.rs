@@ -94,14 +94,14 @@ pub fn kinds(inference: &InferenceState) -> KindRegistry {
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, spec) = documented_routes().split_for_parts();
     let inference = InferenceState::disabled(InferenceConfig::default(), "not loaded");
-    openapi::finish_spec(spec, &kinds(&inference))
+    openapi::complete_spec(spec, &kinds(&inference))
 }
 
 /// The whole HTTP application over `state`: every route, the docs and the middleware.
 fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
     let (routes, spec) = documented_routes().split_for_parts();
     let config = state.platform.config.clone();
-    let spec = openapi::finish_spec(spec, &state.executions.registry);
+    let spec = openapi::complete_spec(spec, &state.executions.registry);
     let router = routes
         .merge(docs::router(spec, redoc_bundle))
         .fallback(unknown_route)

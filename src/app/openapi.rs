@@ -53,7 +53,7 @@ pub(super) struct ApiDoc;
 /// Sets the version, adds every execution kind's input and output schema, and
 /// gives every operation a `default` response in the problem shape, so clients
 /// learn the one error schema from any operation.
-pub(super) fn finish_spec(mut spec: openapi::OpenApi, kinds: &KindRegistry) -> openapi::OpenApi {
+pub(super) fn complete_spec(mut spec: openapi::OpenApi, kinds: &KindRegistry) -> openapi::OpenApi {
     spec.info.version = env!("CARGO_PKG_VERSION").to_owned();
     let components = spec.components.get_or_insert_with(Default::default);
     for (name, schema) in kinds.schemas() {

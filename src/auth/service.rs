@@ -271,7 +271,7 @@ pub async fn change_password(
         FieldError::body("new_password"),
         validate_password(&request.new_password),
     );
-    validator.finish()?;
+    validator.into_result()?;
     verify_password(platform, auth, user, &request.current_password).await?;
     let password_hash = auth.passwords.hash(&request.new_password).await?;
     let user_id = user.id;

@@ -18,18 +18,18 @@ pub struct Platform {
     /// Whether the process is shutting down.
     pub lifecycle: Arc<Lifecycle>,
     /// The state of optional components, as `/ready` shows it.
-    pub components: Arc<Components>,
+    pub components: Arc<ReadinessReports>,
 }
 
 /// Optional parts of the service (the embedding engine) report their state here
 /// for `/ready`. Their absence disables a feature, not the service, so they never
 /// make `/ready` fail; operators read what they report.
 #[derive(Debug, Default)]
-pub struct Components {
+pub struct ReadinessReports {
     reports: RwLock<BTreeMap<&'static str, serde_json::Value>>,
 }
 
-impl Components {
+impl ReadinessReports {
     /// Replaces the report of `component`.
     pub fn report(&self, component: &'static str, state: serde_json::Value) {
         self.reports

@@ -222,7 +222,7 @@ pub async fn list(
     let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
         Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))
     });
-    validator.finish()?;
+    validator.into_result()?;
     let everyone = query.all.unwrap_or(false);
     if everyone && user.role != Role::Admin {
         return Err(AppError::Forbidden {

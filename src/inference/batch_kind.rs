@@ -19,7 +19,7 @@ use crate::executions::service as executions;
 use crate::inference::repository::{self, StoredEmbedding};
 use crate::inference::schemas::{BatchResultsPage, BatchResultsQuery};
 use crate::inference::service::{self, Input, embedding_data};
-use crate::inference::{EngineStatus, InferenceState, Runtime};
+use crate::inference::{EngineStatus, InferenceState, LoadedEngine};
 use crate::shared::error::{AppError, FieldError, LocSegment};
 use crate::users::models::User;
 
@@ -197,7 +197,7 @@ impl ExecutionKind for EmbedTexts {
 
 /// Embeds `texts` (which start at index `first`), waiting while the queue is full.
 async fn embed_chunk(
-    runtime: &Arc<Runtime>,
+    runtime: &Arc<LoadedEngine>,
     execution_id: Uuid,
     texts: &[String],
     first: usize,

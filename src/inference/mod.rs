@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 
-use crate::core::platform::Components;
+use crate::core::platform::ReadinessReports;
 use crate::inference::config::InferenceConfig;
 use batcher::{Batcher, BatcherLimits};
 use engine::{EmbeddingEngine, EngineError};
@@ -29,7 +29,7 @@ const COMPONENT: &str = "inference";
 
 /// A loaded engine and the batcher that feeds it.
 #[derive(Debug)]
-pub struct Runtime {
+pub struct LoadedEngine {
     /// The engine (for tokenizing and describing the model).
     pub engine: Arc<EmbeddingEngine>,
     /// Where embedding work is queued.
@@ -44,7 +44,7 @@ pub enum EngineStatus {
     /// The model is being read and uploaded.
     Loading,
     /// The engine answers.
-    Ready(Arc<Runtime>),
+    Ready(Arc<LoadedEngine>),
     /// The model could not be loaded; the service runs without inference.
     Unavailable(String),
 }
@@ -70,7 +70,7 @@ impl InferenceState {
     /// Starts loading the model in the background, so the service listens at once
     /// and a missing or broken model disables inference instead of stopping the
     /// process. Every change is reported to `components` for `/ready`.
-    pub fn load_in_background(config: &InferenceConfig, components: Arc<Components>) -> Self {
+    pub fn load_in_background(config: &InferenceConfig, components: Arc<ReadinessReports>) -> Self {
         let state = Self::with_status(config.clone(), EngineStatus::Loading);
         components.report(
             COMPONENT,
@@ -80,7 +80,7 @@ impl InferenceState {
         tokio::task::spawn_blocking(move || {
             let config = &loading.config;
             let result = EmbeddingEngine::load(&config.model_dir, config.device);
-            loading.finish(result, &components);
+            loading.settle(result, &components);
         });
         state
     }
@@ -106,7 +106,7 @@ impl InferenceState {
         engine::model_name(&self.config.model_dir)
     }
 
-    fn finish(&self, result: Result<EmbeddingEngine, EngineError>, components: &Components) {
+    fn settle(&self, result: Result<EmbeddingEngine, EngineError>, components: &ReadinessReports) {
         let limits = BatcherLimits {
             max_batch_tokens: self.config.batch_max_tokens,
             max_wait: self.config.batch_max_wait,
@@ -115,7 +115,7 @@ impl InferenceState {
         let started = result.and_then(|engine| {
             let engine = Arc::new(engine);
             let batcher = Batcher::start(engine.clone(), limits).map_err(EngineError::Thread)?;
-            Ok(Runtime {
+            Ok(LoadedEngine {
                 engine,
                 batcher,
                 loaded_at: SystemTime::now(),

@@ -15,7 +15,7 @@ use crate::inference::schemas::{
     EmbeddingData, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelCard, ModelList, SimilarityRequest, SimilarityResponse, Usage,
 };
-use crate::inference::{EngineStatus, InferenceState, Runtime};
+use crate::inference::{EngineStatus, InferenceState, LoadedEngine};
 use crate::shared::error::{AppError, FieldError, LocSegment};
 use crate::users::models::User;
 
@@ -51,7 +51,7 @@ pub struct Embedded {
 }
 
 /// The loaded engine, or 503 saying why there is none.
-pub fn runtime(state: &InferenceState) -> Result<Arc<Runtime>, AppError> {
+pub fn runtime(state: &InferenceState) -> Result<Arc<LoadedEngine>, AppError> {
     match state.status() {
         EngineStatus::Ready(runtime) => Ok(runtime),
         EngineStatus::Loading => Err(AppError::Unavailable {
@@ -235,7 +235,7 @@ pub fn models(state: &InferenceState) -> Result<ModelList, AppError> {
 /// Tokenizes `inputs` (off the async runtime), applies the truncation rule and
 /// embeds them through the batcher. `locate` names an input in error messages.
 pub async fn embed(
-    runtime: &Arc<Runtime>,
+    runtime: &Arc<LoadedEngine>,
     inputs: Vec<Input>,
     truncate: bool,
     locate: &(dyn Fn(usize) -> Vec<LocSegment> + Sync),
@@ -267,7 +267,7 @@ pub async fn embed(
 /// Token ids of every input, cut to the model's length or refused (422 naming
 /// each input that is too long).
 async fn tokenize(
-    runtime: &Arc<Runtime>,
+    runtime: &Arc<LoadedEngine>,
     inputs: Vec<Input>,
     truncate: bool,
     locate: &(dyn Fn(usize) -> Vec<LocSegment> + Sync),
@@ -339,7 +339,7 @@ pub fn batch_error(error: BatchError) -> AppError {
 }
 
 /// 404 unless `requested` names the loaded model (by its name or its Hugging Face id).
-pub fn check_model(runtime: &Runtime, requested: &str) -> Result<(), AppError> {
+pub fn check_model(runtime: &LoadedEngine, requested: &str) -> Result<(), AppError> {
     let name = runtime.engine.model_name();
     if names_model(requested, &name) {
         Ok(())
@@ -369,7 +369,7 @@ pub fn embedding_data(index: usize, vector: Vec<f32>, format: EncodingFormat) ->
     }
 }
 
-fn vocab(runtime: &Runtime) -> usize {
+fn vocab(runtime: &LoadedEngine) -> usize {
     runtime.engine.config().bert.vocab_size
 }
 

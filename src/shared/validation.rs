@@ -56,7 +56,7 @@ impl Validator {
     }
 
     /// `Ok(())` when nothing was wrong, else a 422 listing every field.
-    pub fn finish(self) -> Result<(), AppError> {
+    pub fn into_result(self) -> Result<(), AppError> {
         if self.errors.is_empty() {
             Ok(())
         } else {

@@ -102,7 +102,7 @@ pub async fn list(
             }
         },
     );
-    validator.finish()?;
+    validator.into_result()?;
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     let filter = UserFilter {
         role: query.role,
@@ -149,7 +149,7 @@ pub async fn update(
         validator.check_optional(FieldError::body("full_name"), changes.full_name, |name| {
             FullName::parse(&name).map(FullName::into_inner)
         });
-    validator.finish()?;
+    validator.into_result()?;
     let changes = UserChanges {
         email,
         full_name,

@@ -53,7 +53,7 @@ pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Rou
         }))
         .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(middleware::from_fn(metrics::track_http))
-        .layer(middleware::from_fn(problem::finish_problems))
+        .layer(middleware::from_fn(problem::write_problem_bodies))
         .layer(CompressionLayer::new())
         .layer(trace::layer())
         .layer(middleware::from_fn(request_id::assign))

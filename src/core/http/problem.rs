@@ -22,7 +22,7 @@ use crate::shared::error::{PROBLEM_CONTENT_TYPE, Problem, problem_response};
 const MAX_DETAIL_BYTES: usize = 512;
 
 /// Middleware: turns error responses into problem-details bodies.
-pub async fn finish_problems(request: Request, next: Next) -> Response {
+pub async fn write_problem_bodies(request: Request, next: Next) -> Response {
     let request_id = request
         .extensions()
         .get::<RequestId>()
