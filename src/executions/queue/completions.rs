@@ -53,8 +53,7 @@ impl Recorder {
     /// (the lease keeps the claim meanwhile; if it lapses, the rescuer takes over).
     pub(super) async fn record(&self, claim: &Claim, outcome: &Outcome) {
         for attempt in 0..RECORD_TRIES {
-            // Only the first try goes through the batcher: after a failure, a
-            // lone write does not wait for a batch that may fail again.
+            // Only the first try goes through the batcher; retries write alone.
             let result = match (outcome, attempt) {
                 (Outcome::Succeeded(value), 0) => self.record_batched(claim, value).await,
                 _ => self.write(claim, outcome).await,
