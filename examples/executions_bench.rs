@@ -14,10 +14,9 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use tessera::app::Settings;
 use tessera::core::db::{self, Migrator};
 use tessera::executions::kinds::{KindRegistry, Sleep};
-use tessera::executions::listener::NotificationHub;
+use tessera::executions::queue::{NotificationHub, Runner};
 use tessera::executions::schemas::CreateExecutionRequest;
 use tessera::executions::service;
-use tessera::executions::worker::Runner;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 

@@ -18,9 +18,8 @@ use crate::core::db::{self, DbError, DbPool};
 use crate::core::platform::Platform;
 use crate::core::seed::{SeedContext, SeedError, SeedOutcome};
 use crate::core::{docs, server};
-use crate::executions::listener::NotificationHub;
+use crate::executions::queue::{NotificationHub, Runner};
 use crate::executions::service::ExecutionsState;
-use crate::executions::worker::Runner;
 use crate::inference::InferenceState;
 
 /// Why the application could not be built.

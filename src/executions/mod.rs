@@ -3,11 +3,11 @@
 
 pub mod config;
 pub mod context;
+pub mod events;
 pub mod kinds;
-pub mod listener;
 pub mod models;
+pub mod queue;
 pub mod repository;
 pub mod router;
 pub mod schemas;
 pub mod service;
-pub mod worker;

@@ -1,16 +1,13 @@
 //! `/api/v1/executions`: submit, track, cancel, retry, delete, and stream
 //! background work.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use tokio::sync::broadcast;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,7 +16,7 @@ use crate::auth::extract::CurrentUser;
 use crate::auth::service::AuthState;
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
-use crate::executions::models::{ExecutionEvent, Status};
+use crate::executions::events;
 use crate::executions::schemas::{
     CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, GenerateNameRequest,
     GeneratedName,
@@ -27,14 +24,9 @@ use crate::executions::schemas::{
 use crate::executions::service::{self, ExecutionsState};
 use crate::shared::error::{AppError, FieldError, Problem};
 use crate::shared::pagination::Page;
-use crate::users::models::User;
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "executions";
-
-/// How often an idle event stream re-checks the database, in case a
-/// notification was missed (the listener was reconnecting, say).
-const STREAM_RECHECK: Duration = Duration::from_secs(2);
 
 /// The executions routes.
 pub fn router<S>() -> OpenApiRouter<S>
@@ -243,118 +235,7 @@ async fn stream_events(
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let after = last_event_id(&headers)?;
-    // Subscribe before reading, so no change between the read and the wait is missed.
-    let changes = executions.hub.changed();
-    let (execution, events) = service::events_after(&platform, &user, id, after).await?;
-    let stream = EventStream {
-        platform,
-        user,
-        id,
-        last_id: after,
-        pending: events.into(),
-        finished: execution.status.is_finished(),
-        changes,
-    };
-    Ok(
-        Sse::new(futures_util::stream::unfold(stream, EventStream::next))
-            .keep_alive(KeepAlive::default()),
-    )
-}
-
-fn last_event_id(headers: &HeaderMap) -> Result<i64, AppError> {
-    match headers.get("last-event-id") {
-        None => Ok(0),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<i64>().ok())
-            .filter(|id| *id >= 0)
-            .ok_or_else(|| {
-                AppError::Validation(vec![FieldError::new(
-                    vec!["header".into(), "Last-Event-ID".into()],
-                    "must be the id of an event this stream sent",
-                    "value_error",
-                )])
-            }),
-    }
-}
-
-/// The state of one event stream.
-struct EventStream {
-    platform: Platform,
-    user: User,
-    id: Uuid,
-    last_id: i64,
-    pending: VecDeque<ExecutionEvent>,
-    finished: bool,
-    changes: broadcast::Receiver<Uuid>,
-}
-
-impl EventStream {
-    /// The next event; `None` once the execution has finished and every event was sent.
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                self.last_id = event.id;
-                if event.event == "status" && is_terminal(&event.data) {
-                    self.finished = true;
-                }
-                return Some((Ok(to_sse(&event)), self));
-            }
-            if self.finished {
-                return None;
-            }
-            self.wait_for_change().await;
-            match service::events_after(&self.platform, &self.user, self.id, self.last_id).await {
-                Ok((execution, events)) => {
-                    self.pending = events.into();
-                    // Deleted or finished with nothing left to send: the stream is over.
-                    self.finished = self.pending.is_empty() && execution.status.is_finished();
-                }
-                Err(AppError::NotFound(_)) => return None,
-                Err(error) => tracing::warn!(%error, "event stream could not read; retrying"),
-            }
-        }
-    }
-
-    async fn wait_for_change(&mut self) {
-        let deadline = tokio::time::sleep(STREAM_RECHECK);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => return,
-                change = self.changes.recv() => match change {
-                    Ok(id) if id == self.id => return,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        deadline.as_mut().await;
-                        return;
-                    }
-                },
-            }
-        }
-    }
-}
-
-fn is_terminal(data: &serde_json::Value) -> bool {
-    data.get("status")
-        .and_then(|status| serde_json::from_value::<Status>(status.clone()).ok())
-        .is_some_and(Status::is_finished)
-}
-
-fn to_sse(event: &ExecutionEvent) -> Event {
-    let mut data = event.data.clone();
-    if let Some(object) = data.as_object_mut() {
-        object.insert(
-            "execution_id".to_owned(),
-            serde_json::json!(event.execution_id),
-        );
-        object.insert("at".to_owned(), serde_json::json!(event.created_at));
-    }
-    Event::default()
-        .id(event.id.to_string())
-        .event(event.event.clone())
-        .data(data.to_string())
+    let after = events::last_event_id(&headers)?;
+    let stream = events::stream(platform, &executions.hub, user, id, after).await?;
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

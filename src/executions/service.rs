@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::core::platform::Platform;
 use crate::executions::kinds::KindRegistry;
-use crate::executions::listener::NotificationHub;
 use crate::executions::models::{Execution, ExecutionEvent, NewExecution};
+use crate::executions::queue::NotificationHub;
 use crate::executions::repository::{self, ExecutionFilter};
 use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionResponse};
 use crate::shared::error::{AppError, FieldError};

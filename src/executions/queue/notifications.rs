@@ -17,13 +17,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::executions::queue::QueueError;
 use crate::executions::repository::{CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUED_CHANNEL};
 
 /// How many notifications a slow subscriber may fall behind before it is told
 /// it lagged (it then re-reads from the database).
 const CHANNEL_CAPACITY: usize = 4096;
 
-/// The process's notification fan-out.
+/// The process's notification fan-out: one database connection serves every
+/// waiter in the process, instead of one `LISTEN` connection each.
 pub struct NotificationHub {
     stop: CancellationToken,
     changed: broadcast::Sender<Uuid>,
@@ -32,7 +34,8 @@ pub struct NotificationHub {
 }
 
 impl NotificationHub {
-    /// Starts listening on `database_url` in the background.
+    /// Starts listening on `database_url` in the background (reconnecting with
+    /// backoff), so building the application never waits for the database.
     pub fn start(database_url: String) -> Arc<Self> {
         let hub = Arc::new(Self {
             stop: CancellationToken::new(),
@@ -53,17 +56,19 @@ impl NotificationHub {
         self.stop.cancel();
     }
 
-    /// Ids of executions that changed.
+    /// Ids of executions that changed: event streams wake on them instead of polling.
     pub fn changed(&self) -> broadcast::Receiver<Uuid> {
         self.changed.subscribe()
     }
 
-    /// Names of queues that got work.
+    /// Names of queues that got work: idle claim loops wake on them instead of
+    /// waiting out the poll interval.
     pub fn queued(&self) -> broadcast::Receiver<String> {
         self.queued.subscribe()
     }
 
-    /// Ids of executions whose cancellation was requested.
+    /// Ids of executions whose cancellation was requested, through any process:
+    /// the worker running one stops it within moments, not at its next heartbeat.
     pub fn cancel_requests(&self) -> broadcast::Receiver<Uuid> {
         self.cancel.subscribe()
     }
@@ -89,21 +94,18 @@ impl NotificationHub {
     }
 
     /// Listens until the connection fails.
-    async fn listen_once(&self, database_url: &str) -> Result<(), String> {
-        let mut conn = AsyncPgConnection::establish(database_url)
-            .await
-            .map_err(|error| error.to_string())?;
+    async fn listen_once(&self, database_url: &str) -> Result<(), QueueError> {
+        let mut conn = AsyncPgConnection::establish(database_url).await?;
         conn.batch_execute(&format!(
             "LISTEN {EVENTS_CHANNEL}; LISTEN {QUEUED_CHANNEL}; LISTEN {CANCEL_CHANNEL};"
         ))
-        .await
-        .map_err(|error| error.to_string())?;
+        .await?;
         tracing::debug!("listening for execution notifications");
         // Whatever was missed while disconnected: wake everyone to re-check.
         let _ = self.queued.send(String::new());
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
-            let notification = notification.map_err(|error| error.to_string())?;
+            let notification = notification?;
             match notification.channel.as_str() {
                 EVENTS_CHANNEL => self.send_id(&self.changed, &notification.payload),
                 CANCEL_CHANNEL => self.send_id(&self.cancel, &notification.payload),
@@ -113,7 +115,7 @@ impl NotificationHub {
                 _ => {}
             }
         }
-        Err("the notification stream ended".to_owned())
+        Err(QueueError::NotificationsEnded)
     }
 
     fn send_id(&self, sender: &broadcast::Sender<Uuid>, payload: &str) {
