@@ -59,11 +59,10 @@ pub fn last_event_id(headers: &HeaderMap) -> Result<i64, AppError> {
             .and_then(|text| text.trim().parse::<i64>().ok())
             .filter(|id| *id >= 0)
             .ok_or_else(|| {
-                AppError::Validation(vec![FieldError::new(
-                    vec!["header".into(), "Last-Event-ID".into()],
-                    "must be the id of an event this stream sent",
-                    "value_error",
-                )])
+                AppError::Validation(vec![
+                    FieldError::header("Last-Event-ID")
+                        .because("must be the id of an event this stream sent"),
+                ])
             }),
     }
 }

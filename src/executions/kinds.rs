@@ -80,13 +80,8 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
             return Err(errors);
         }
         // Stored normalised (defaults filled in), so a worker reads exactly what was checked.
-        serde_json::to_value(&typed).map_err(|error| {
-            vec![FieldError::new(
-                vec!["body".into(), "input".into()],
-                error.to_string(),
-                "value_error",
-            )]
-        })
+        serde_json::to_value(&typed)
+            .map_err(|error| vec![FieldError::body("input").because(error.to_string())])
     }
 
     fn describe(&self, input: &Value) -> String {
@@ -171,11 +166,14 @@ impl KindRegistry {
     pub fn parse_input(&self, kind: &str, input: &Value) -> Result<Value, Vec<FieldError>> {
         match self.kinds.get(kind) {
             Some(erased) => erased.parse(input),
-            None => Err(vec![FieldError::new(
-                vec!["body".into(), "kind".into()],
-                format!("is not a known kind (known: {})", self.names().join(", ")),
-                "enum",
-            )]),
+            None => Err(vec![
+                FieldError::body("kind")
+                    .because(format!(
+                        "is not a known kind (known: {})",
+                        self.names().join(", ")
+                    ))
+                    .kind("enum"),
+            ]),
         }
     }
 
@@ -248,18 +246,12 @@ impl ExecutionKind for Sleep {
     fn validate(&self, input: &SleepInput) -> Vec<FieldError> {
         let mut errors = Vec::new();
         if input.duration_ms > 86_400_000 {
-            errors.push(FieldError::new(
-                vec!["duration_ms".into()],
-                "must be at most 86400000 (one day)",
-                "value_error",
-            ));
+            errors.push(
+                FieldError::field("duration_ms").because("must be at most 86400000 (one day)"),
+            );
         }
         if !(1..=100).contains(&input.steps) {
-            errors.push(FieldError::new(
-                vec!["steps".into()],
-                "must be between 1 and 100",
-                "value_error",
-            ));
+            errors.push(FieldError::field("steps").because("must be between 1 and 100"));
         }
         errors
     }

@@ -98,11 +98,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(value) => value.to_str().map(|key| Some(key.to_owned())).map_err(|_| {
-            AppError::Validation(vec![FieldError::new(
-                vec!["header".into(), "Idempotency-Key".into()],
-                "must be visible ASCII",
-                "value_error",
-            )])
+            AppError::Validation(vec![
+                FieldError::header("Idempotency-Key").because("must be visible ASCII"),
+            ])
         }),
     }
 }

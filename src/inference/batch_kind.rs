@@ -90,11 +90,10 @@ impl ExecutionKind for EmbedTexts {
         let max = self.inference.config.batch_job_max_texts;
         let mut errors = Vec::new();
         if input.texts.is_empty() || input.texts.len() > max {
-            errors.push(FieldError::new(
-                vec!["texts".into()],
-                format!("must hold 1 to {max} texts (got {})", input.texts.len()),
-                "value_error",
-            ));
+            errors.push(FieldError::field("texts").because(format!(
+                "must hold 1 to {max} texts (got {})",
+                input.texts.len()
+            )));
         }
         let empty: Vec<usize> = input
             .texts
@@ -104,26 +103,21 @@ impl ExecutionKind for EmbedTexts {
             .map(|(index, _)| index)
             .collect();
         errors.extend(empty.iter().take(MAX_LISTED_ERRORS).map(|&index| {
-            FieldError::new(
-                vec!["texts".into(), LocSegment::Index(index)],
-                "must not be empty",
-                "value_error",
-            )
+            FieldError::field("texts")
+                .at(index)
+                .because("must not be empty")
         }));
         if empty.len() > MAX_LISTED_ERRORS {
-            errors.push(FieldError::new(
-                vec!["texts".into()],
-                format!("{} texts are empty in all", empty.len()),
-                "value_error",
-            ));
+            errors.push(
+                FieldError::field("texts")
+                    .because(format!("{} texts are empty in all", empty.len())),
+            );
         }
         let model = self.inference.model_name();
         if !names_model(&input.model, &model) {
-            errors.push(FieldError::new(
-                vec!["model".into()],
-                format!("is not a model of this server (it serves {model:?})"),
-                "value_error",
-            ));
+            errors.push(FieldError::field("model").because(format!(
+                "is not a model of this server (it serves {model:?})"
+            )));
         }
         errors
     }
@@ -240,11 +234,9 @@ pub async fn results_page(
 ) -> Result<BatchResultsPage, AppError> {
     let limit = query.limit.unwrap_or(100);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(AppError::Validation(vec![FieldError::new(
-            vec!["query".into(), "limit".into()],
-            format!("must be between 1 and {MAX_PAGE}"),
-            "value_error",
-        )]));
+        return Err(AppError::Validation(vec![
+            FieldError::query("limit").because(format!("must be between 1 and {MAX_PAGE}")),
+        ]));
     }
     let execution = executions::get(platform, user, execution_id).await?;
     if execution.kind != EmbedTexts::NAME {

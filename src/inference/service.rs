@@ -94,14 +94,10 @@ pub async fn embeddings(
     if let Some(dimensions) = request.dimensions {
         let native = runtime.engine.dimension();
         if dimensions as usize != native {
-            errors.push(FieldError::new(
-                vec!["body".into(), "dimensions".into()],
-                format!(
-                    "this model produces {native}-dimensional vectors and cannot shorten them; \
+            errors.push(FieldError::body("dimensions").because(format!(
+                "this model produces {native}-dimensional vectors and cannot shorten them; \
                      omit `dimensions` or send {native}"
-                ),
-                "value_error",
-            ));
+            )));
         }
     }
     let inputs = match parse_input(&request.input, state.config.max_inputs, vocab(&runtime)) {
@@ -158,11 +154,11 @@ pub async fn similarity(
     }
     for (index, target) in request.targets.iter().enumerate() {
         if target.is_empty() {
-            errors.push(FieldError::new(
-                vec!["body".into(), "targets".into(), LocSegment::Index(index)],
-                "must not be empty",
-                "value_error",
-            ));
+            errors.push(
+                FieldError::body("targets")
+                    .at(index)
+                    .because("must not be empty"),
+            );
         }
     }
     if !errors.is_empty() {

@@ -115,8 +115,8 @@ impl From<usize> for LocSegment {
 /// field (`FieldError::body("email")`), go deeper if needed (`.at(3)`), then
 /// say why (`.because("is not an email")`); the kind defaults to `value_error`.
 impl FieldError {
-    /// A field error at `loc` with a message and a kind (prefer the named
-    /// constructors below).
+    /// A field error at a computed location (a serde path, a caller-supplied
+    /// locator); for a known field, the named constructors below read better.
     pub fn new(loc: Vec<LocSegment>, msg: impl Into<String>, kind: &str) -> Self {
         Self {
             loc,
@@ -143,6 +143,16 @@ impl FieldError {
     /// A path parameter.
     pub fn path(name: &str) -> Self {
         Self::within("path", name)
+    }
+
+    /// A field of a nested value (an execution's `input`), located relative to
+    /// it: whoever knows where the value sits prefixes the location.
+    pub fn field(key: &str) -> Self {
+        Self {
+            loc: vec![LocSegment::from(key)],
+            msg: String::new(),
+            kind: "value_error".to_owned(),
+        }
     }
 
     /// The whole of one part of the request (e.g. the body itself).
