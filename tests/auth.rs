@@ -6,8 +6,7 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::StatusCode;
 use common::{DEFAULT_PASSWORD, TestApp};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -25,7 +24,9 @@ async fn the_password_grant_returns_a_token_pair() {
     assert_eq!(pair["expires_in"], 900);
     assert!(pair["refresh_token"].as_str().unwrap().len() >= 43);
     let me = app
-        .get_as("/api/v1/users/me", pair["access_token"].as_str().unwrap())
+        .get("/api/v1/users/me")
+        .bearer(pair["access_token"].as_str().unwrap())
+        .send()
         .await;
     assert_eq!(me.status, StatusCode::OK);
 }
@@ -55,30 +56,25 @@ async fn unknown_emails_and_wrong_passwords_get_the_same_answer() {
 async fn the_token_endpoint_wants_a_form() {
     let app = TestApp::spawn().await;
     let json_body = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/token",
-            None,
-            Some(json!({"username": "a", "password": "b"})),
-        )
+        .post("/api/v1/auth/token")
+        .json(json!({"username": "a", "password": "b"}))
+        .send()
         .await;
     json_body.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    let missing = Request::post("/api/v1/auth/token")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from("username=a%40example.com"))
-        .unwrap();
     let problem = app
-        .request(missing)
+        .post("/api/v1/auth/token")
+        .form(&[("username", "a@example.com")])
+        .send()
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["loc"], json!(["body", "password"]));
-    let grant = Request::post("/api/v1/auth/token")
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .body(Body::from(
-            "grant_type=client_credentials&username=a&password=b",
-        ))
-        .unwrap();
-    app.request(grant)
+    app.post("/api/v1/auth/token")
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("username", "a"),
+            ("password", "b"),
+        ])
+        .send()
         .await
         .assert_problem(StatusCode::BAD_REQUEST, "unsupported_grant_type");
 }
@@ -109,7 +105,11 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     // Sanity: a correctly signed token works, so the refusals below are about the flaw.
     let valid = sign(&good, Algorithm::HS256, DEVELOPMENT_JWT_SECRET);
     assert_eq!(
-        app.get_as("/api/v1/users/me", &valid).await.status,
+        app.get("/api/v1/users/me")
+            .bearer(&valid)
+            .send()
+            .await
+            .status,
         StatusCode::OK
     );
 
@@ -162,7 +162,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (name, token) in cases {
-        let response = app.get_as("/api/v1/users/me", &token).await;
+        let response = app.get("/api/v1/users/me").bearer(&token).send().await;
         assert_eq!(
             response.status,
             StatusCode::UNAUTHORIZED,
@@ -179,13 +179,10 @@ fn base64_url(bytes: &[u8]) -> String {
 }
 
 async fn refresh(app: &TestApp, token: &str) -> common::TestResponse {
-    app.call(
-        Method::POST,
-        "/api/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": token})),
-    )
-    .await
+    app.post("/api/v1/auth/refresh")
+        .json(json!({"refresh_token": token}))
+        .send()
+        .await
 }
 
 #[tokio::test]
@@ -201,7 +198,9 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let second = second.json();
     assert_ne!(second["refresh_token"], first["refresh_token"]);
     let me = app
-        .get_as("/api/v1/users/me", second["access_token"].as_str().unwrap())
+        .get("/api/v1/users/me")
+        .bearer(second["access_token"].as_str().unwrap())
+        .send()
         .await;
     assert_eq!(me.status, StatusCode::OK);
 
@@ -232,17 +231,12 @@ async fn logout_revokes_one_sign_in_and_logout_all_every_one() {
     let phone = app.login("ada@example.com", DEFAULT_PASSWORD).await;
     let laptop = app.login("ada@example.com", DEFAULT_PASSWORD).await;
     let body = json!({"refresh_token": phone["refresh_token"]});
-    let logout = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/logout",
-            None,
-            Some(body.clone()),
-        )
-        .await;
+    let logout = app.post("/api/v1/auth/logout").json(&body).send().await;
     assert_eq!(logout.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        app.call(Method::POST, "/api/v1/auth/logout", None, Some(body))
+        app.post("/api/v1/auth/logout")
+            .json(body)
+            .send()
             .await
             .status,
         StatusCode::NO_CONTENT
@@ -252,20 +246,23 @@ async fn logout_revokes_one_sign_in_and_logout_all_every_one() {
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     let laptop_token = laptop["access_token"].as_str().unwrap();
     assert_eq!(
-        app.get_as("/api/v1/users/me", laptop_token).await.status,
+        app.get("/api/v1/users/me")
+            .bearer(laptop_token)
+            .send()
+            .await
+            .status,
         StatusCode::OK
     );
 
     let all = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/logout-all",
-            Some(laptop_token),
-            None,
-        )
+        .post("/api/v1/auth/logout-all")
+        .bearer(laptop_token)
+        .send()
         .await;
     assert_eq!(all.status, StatusCode::NO_CONTENT);
-    app.get_as("/api/v1/users/me", laptop_token)
+    app.get("/api/v1/users/me")
+        .bearer(laptop_token)
+        .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     refresh(&app, laptop["refresh_token"].as_str().unwrap())
@@ -284,43 +281,41 @@ async fn changing_the_password_ends_every_other_session() {
     let change =
         |current: &str, new: &str| json!({"current_password": current, "new_password": new});
 
-    app.call(
-        Method::PUT,
-        "/api/v1/auth/password",
-        Some(token),
-        Some(change("wrong password", "a new password")),
-    )
-    .await
-    .assert_problem(StatusCode::FORBIDDEN, "wrong_password");
+    app.put("/api/v1/auth/password")
+        .bearer(token)
+        .json(change("wrong password", "a new password"))
+        .send()
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "wrong_password");
     let short = app
-        .call(
-            Method::PUT,
-            "/api/v1/auth/password",
-            Some(token),
-            Some(change(DEFAULT_PASSWORD, "short")),
-        )
+        .put("/api/v1/auth/password")
+        .bearer(token)
+        .json(change(DEFAULT_PASSWORD, "short"))
+        .send()
         .await;
     let problem = short.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["loc"], json!(["body", "new_password"]));
 
     let changed = app
-        .call(
-            Method::PUT,
-            "/api/v1/auth/password",
-            Some(token),
-            Some(change(DEFAULT_PASSWORD, "a new password")),
-        )
+        .put("/api/v1/auth/password")
+        .bearer(token)
+        .json(change(DEFAULT_PASSWORD, "a new password"))
+        .send()
         .await;
     assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
     let fresh = changed.json();
     assert_eq!(
-        app.get_as("/api/v1/users/me", fresh["access_token"].as_str().unwrap())
+        app.get("/api/v1/users/me")
+            .bearer(fresh["access_token"].as_str().unwrap())
+            .send()
             .await
             .status,
         StatusCode::OK
     );
     for old in [token, other["access_token"].as_str().unwrap()] {
-        app.get_as("/api/v1/users/me", old)
+        app.get("/api/v1/users/me")
+            .bearer(old)
+            .send()
             .await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     }
@@ -481,7 +476,11 @@ async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
     .unwrap();
     assert_eq!(header["alg"], "EdDSA");
     assert_eq!(
-        app.get_as("/api/v1/users/me", token).await.status,
+        app.get("/api/v1/users/me")
+            .bearer(token)
+            .send()
+            .await
+            .status,
         StatusCode::OK
     );
     // An HS256 token, even with the right claims, is refused: the algorithm is pinned.
@@ -490,7 +489,9 @@ async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
         Algorithm::HS256,
         DEVELOPMENT_JWT_SECRET,
     );
-    app.get_as("/api/v1/users/me", &hs256)
+    app.get("/api/v1/users/me")
+        .bearer(&hs256)
+        .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     std::fs::remove_dir_all(dir).unwrap();

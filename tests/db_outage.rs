@@ -12,11 +12,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{Request, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::routing::get;
-use common::{FAST_SETTINGS, repo_root, send, test_settings};
+use common::{FAST_SETTINGS, TestRequest, repo_root, test_settings};
 use diesel_async::RunQueryDsl;
 use tessera::app::Application;
 use tessera::core::db::{DbPool, Migrator};
@@ -44,11 +43,15 @@ impl Drop for OwnCluster {
     }
 }
 
+/// `GET path` on `router`.
+fn get_from<'a>(router: &'a Router, path: &str) -> TestRequest<'a> {
+    TestRequest::new(router, Method::GET, path)
+}
+
 async fn wait_for(router: &Router, path: &str, status: StatusCode, patience: Duration) -> Duration {
     let started = Instant::now();
     loop {
-        let request = Request::get(path).body(Body::empty()).unwrap();
-        let response = send(router, request).await;
+        let response = get_from(router, path).send().await;
         if response.status == status {
             return started.elapsed();
         }
@@ -86,22 +89,17 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
 
     wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(5)).await;
     assert_eq!(
-        send(
-            &router,
-            Request::get("/probe/db").body(Body::empty()).unwrap()
-        )
-        .await
-        .status,
+        get_from(&router, "/probe/db").send().await.status,
         StatusCode::OK
     );
 
     cluster.0.stop().unwrap();
     // Never a hang: each answer comes within the acquire timeout (plus slack).
     for path in ["/probe/db", "/ready"] {
-        let request = Request::get(path).body(Body::empty()).unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(10), send(&router, request))
-            .await
-            .unwrap_or_else(|_| panic!("{path} hung while the database was down"));
+        let response =
+            tokio::time::timeout(Duration::from_secs(10), get_from(&router, path).send())
+                .await
+                .unwrap_or_else(|_| panic!("{path} hung while the database was down"));
         let expected_code = if path == "/ready" {
             "not_ready"
         } else {
@@ -115,11 +113,7 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
         );
     }
     // Liveness does not depend on the database.
-    let health = send(
-        &router,
-        Request::get("/health").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let health = get_from(&router, "/health").send().await;
     assert_eq!(health.status, StatusCode::OK);
 
     cluster.0.start(FAST_SETTINGS).unwrap();

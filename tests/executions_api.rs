@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use common::executions::{start_runner, test_kinds, worker_settings};
 use common::{TestApp, TestResponse};
 use serde_json::{Value, json};
@@ -18,7 +18,7 @@ use tessera::users::models::Role;
 const PATH: &str = "/api/v1/executions";
 
 async fn submit(app: &TestApp, token: &str, body: Value) -> TestResponse {
-    app.call(Method::POST, PATH, Some(token), Some(body)).await
+    app.post(PATH).bearer(token).json(body).send().await
 }
 
 fn sleep(duration_ms: u64) -> Value {
@@ -126,7 +126,9 @@ async fn invalid_submissions_list_every_problem() {
     .await
     .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["loc"], json!(["body", "run_at"]));
-    app.call(Method::POST, PATH, None, Some(sleep(1)))
+    app.post(PATH)
+        .json(sleep(1))
+        .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "not_authenticated");
 }
@@ -139,14 +141,12 @@ async fn idempotency_keys_make_retries_safe() {
         let app = &app;
         let token = token.clone();
         async move {
-            app.call_with(
-                Method::POST,
-                PATH,
-                Some(&token),
-                Some(body),
-                &[("idempotency-key", key)],
-            )
-            .await
+            app.post(PATH)
+                .bearer(&token)
+                .header("idempotency-key", key)
+                .json(body)
+                .send()
+                .await
         }
     };
     let first = with_key(sleep(100), "order-42").await;
@@ -168,13 +168,11 @@ async fn idempotency_keys_make_retries_safe() {
     // Keys belong to their user: another account may use the same one.
     let (_, other) = app.signed_in("bob@example.com", Role::User).await;
     let theirs = app
-        .call_with(
-            Method::POST,
-            PATH,
-            Some(&other),
-            Some(sleep(100)),
-            &[("idempotency-key", "order-42")],
-        )
+        .post(PATH)
+        .bearer(&other)
+        .header("idempotency-key", "order-42")
+        .json(sleep(100))
+        .send()
         .await;
     assert_eq!(theirs.status, StatusCode::ACCEPTED);
     assert_ne!(theirs.json()["id"], first.json()["id"]);
@@ -189,13 +187,11 @@ async fn concurrent_duplicates_create_exactly_one_execution() {
             let (app, token) = (app.clone(), token.clone());
             tokio::spawn(async move {
                 let response = app
-                    .call_with(
-                        Method::POST,
-                        PATH,
-                        Some(&token),
-                        Some(sleep(5)),
-                        &[("idempotency-key", "same-key")],
-                    )
+                    .post(PATH)
+                    .bearer(&token)
+                    .header("idempotency-key", "same-key")
+                    .json(sleep(5))
+                    .send()
                     .await;
                 (response.status, response.json()["id"].clone())
             })
@@ -214,7 +210,7 @@ async fn concurrent_duplicates_create_exactly_one_execution() {
     }
     assert_eq!(ids.len(), 1);
     assert_eq!(created, 1);
-    let list = app.get_as(PATH, &token).await.json();
+    let list = app.get(PATH).bearer(&token).send().await.json();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
@@ -227,20 +223,28 @@ async fn users_see_their_own_executions_and_admins_everyones() {
     let adas = submit(&app, &ada, sleep(1)).await.json();
     submit(&app, &bob, sleep(2)).await;
     let path = format!("{PATH}/{}", adas["id"].as_str().unwrap());
-    assert_eq!(app.get_as(&path, &ada).await.status, StatusCode::OK);
-    app.get_as(&path, &bob)
+    assert_eq!(
+        app.get(&path).bearer(&ada).send().await.status,
+        StatusCode::OK
+    );
+    app.get(&path)
+        .bearer(&bob)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
-    assert_eq!(app.get_as(&path, &admin).await.status, StatusCode::OK);
     assert_eq!(
-        app.get_as(PATH, &ada).await.json()["items"]
+        app.get(&path).bearer(&admin).send().await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(PATH).bearer(&ada).send().await.json()["items"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
     assert_eq!(
-        app.get_as(PATH, &admin).await.json()["items"]
+        app.get(PATH).bearer(&admin).send().await.json()["items"]
             .as_array()
             .unwrap()
             .len(),
@@ -248,16 +252,24 @@ async fn users_see_their_own_executions_and_admins_everyones() {
         "their own by default"
     );
     assert_eq!(
-        app.get_as(&format!("{PATH}?all=true"), &admin).await.json()["items"]
+        app.get(&format!("{PATH}?all=true"))
+            .bearer(&admin)
+            .send()
+            .await
+            .json()["items"]
             .as_array()
             .unwrap()
             .len(),
         2
     );
-    app.get_as(&format!("{PATH}?all=true"), &ada)
+    app.get(&format!("{PATH}?all=true"))
+        .bearer(&ada)
+        .send()
         .await
         .assert_problem(StatusCode::FORBIDDEN, "admin_required");
-    app.get_as(&format!("{PATH}/not-a-uuid"), &ada)
+    app.get(&format!("{PATH}/not-a-uuid"))
+        .bearer(&ada)
+        .send()
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
@@ -270,38 +282,48 @@ async fn lists_filter_and_page() {
         submit(&app, &token, sleep(duration)).await;
     }
     let cancelled = submit(&app, &token, sleep(99)).await.json();
-    app.call(
-        Method::POST,
-        &format!("{PATH}/{}/cancel", cancelled["id"].as_str().unwrap()),
-        Some(&token),
-        None,
-    )
+    app.post(&format!(
+        "{PATH}/{}/cancel",
+        cancelled["id"].as_str().unwrap()
+    ))
+    .bearer(&token)
+    .send()
     .await;
-    let page = app.get_as(&format!("{PATH}?limit=2"), &token).await.json();
+    let page = app
+        .get(&format!("{PATH}?limit=2"))
+        .bearer(&token)
+        .send()
+        .await
+        .json();
     assert_eq!(page["items"][0]["id"], cancelled["id"], "newest first");
     let next = app
-        .get_as(
-            &format!(
-                "{PATH}?limit=2&cursor={}",
-                page["next_cursor"].as_str().unwrap()
-            ),
-            &token,
-        )
+        .get(&format!(
+            "{PATH}?limit=2&cursor={}",
+            page["next_cursor"].as_str().unwrap()
+        ))
+        .bearer(&token)
+        .send()
         .await
         .json();
     assert_eq!(next["items"].as_array().unwrap().len(), 2);
     let queued = app
-        .get_as(&format!("{PATH}?status=queued"), &token)
+        .get(&format!("{PATH}?status=queued"))
+        .bearer(&token)
+        .send()
         .await
         .json();
     assert_eq!(queued["items"].as_array().unwrap().len(), 5);
     let by_kind = app
-        .get_as(&format!("{PATH}?kind=sleep&status=cancelled"), &token)
+        .get(&format!("{PATH}?kind=sleep&status=cancelled"))
+        .bearer(&token)
+        .send()
         .await
         .json();
     assert_eq!(by_kind["items"].as_array().unwrap().len(), 1);
     for bad in ["status=done", "limit=0", "cursor=x", "colour=red"] {
-        app.get_as(&format!("{PATH}?{bad}"), &token)
+        app.get(&format!("{PATH}?{bad}"))
+            .bearer(&token)
+            .send()
             .await
             .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     }
@@ -316,14 +338,20 @@ async fn cancel_retry_and_delete_follow_the_lifecycle() {
         .unwrap()
         .to_owned();
     let path = format!("{PATH}/{id}");
-    app.call(Method::DELETE, &path, Some(&token), None)
+    app.delete(&path)
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::CONFLICT, "invalid_transition");
-    app.call(Method::POST, &format!("{path}/retry"), Some(&token), None)
+    app.post(&format!("{path}/retry"))
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::CONFLICT, "invalid_transition");
     let cancelled = app
-        .call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+        .post(&format!("{path}/cancel"))
+        .bearer(&token)
+        .send()
         .await;
     assert_eq!(cancelled.status, StatusCode::ACCEPTED);
     assert_eq!(
@@ -331,23 +359,29 @@ async fn cancel_retry_and_delete_follow_the_lifecycle() {
         "cancelled",
         "a queued execution is cancelled at once"
     );
-    app.call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+    app.post(&format!("{path}/cancel"))
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::CONFLICT, "invalid_transition");
     let retried = app
-        .call(Method::POST, &format!("{path}/retry"), Some(&token), None)
+        .post(&format!("{path}/retry"))
+        .bearer(&token)
+        .send()
         .await;
     assert_eq!(retried.status, StatusCode::ACCEPTED);
     assert_eq!(retried.json()["status"], "queued");
-    app.call(Method::POST, &format!("{path}/cancel"), Some(&token), None)
+    app.post(&format!("{path}/cancel"))
+        .bearer(&token)
+        .send()
         .await;
     assert_eq!(
-        app.call(Method::DELETE, &path, Some(&token), None)
-            .await
-            .status,
+        app.delete(&path).bearer(&token).send().await.status,
         StatusCode::NO_CONTENT
     );
-    app.get_as(&path, &token)
+    app.get(&path)
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
 }
@@ -358,18 +392,19 @@ async fn names_are_generated_from_kind_and_input() {
     let (_, token) = app.signed_in("ada@example.com", Role::User).await;
     let path = format!("{PATH}/generate-name");
     let named = app
-        .call(Method::POST, &path, Some(&token), Some(sleep(1500)))
+        .post(&path)
+        .bearer(&token)
+        .json(sleep(1500))
+        .send()
         .await;
     assert_eq!(named.status, StatusCode::OK);
     assert_eq!(named.json(), json!({"name": "sleep · Sleep 1.5 s"}));
-    app.call(
-        Method::POST,
-        &path,
-        Some(&token),
-        Some(json!({"kind": "nope", "input": {}})),
-    )
-    .await
-    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    app.post(&path)
+        .bearer(&token)
+        .json(json!({"kind": "nope", "input": {}}))
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
 
 /// Parses a whole SSE body into (id, event, data) triples.
@@ -405,9 +440,12 @@ async fn the_event_stream_replays_follows_and_resumes() {
     let (shutdown, handle, _) = start_runner(&app, test_kinds(), worker_settings(&[]));
 
     // Follows live until the execution finishes, then ends.
-    let stream = tokio::time::timeout(Duration::from_secs(20), app.get_as(&events_path, &token))
-        .await
-        .expect("the stream ends when the execution finishes");
+    let stream = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.get(&events_path).bearer(&token).send(),
+    )
+    .await
+    .expect("the stream ends when the execution finishes");
     assert_eq!(stream.status, StatusCode::OK);
     assert!(
         stream
@@ -450,28 +488,24 @@ async fn the_event_stream_replays_follows_and_resumes() {
 
     // Resuming after the second event replays only what came after it.
     let resumed = app
-        .call_with(
-            Method::GET,
-            &events_path,
-            Some(&token),
-            None,
-            &[("last-event-id", &events[1].0.to_string())],
-        )
+        .get(&events_path)
+        .bearer(&token)
+        .header("last-event-id", &events[1].0.to_string())
+        .send()
         .await;
     let replayed = parse_sse(&resumed.text());
     assert_eq!(replayed.len(), 3);
     assert_eq!(replayed[0].0, events[2].0);
-    app.call_with(
-        Method::GET,
-        &events_path,
-        Some(&token),
-        None,
-        &[("last-event-id", "soon")],
-    )
-    .await
-    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    app.get(&events_path)
+        .bearer(&token)
+        .header("last-event-id", "soon")
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let (_, other) = app.signed_in("bob@example.com", Role::User).await;
-    app.get_as(&events_path, &other)
+    app.get(&events_path)
+        .bearer(&other)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
     shutdown.cancel();

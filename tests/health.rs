@@ -12,7 +12,7 @@ use tessera::core::db::Migrator;
 #[tokio::test]
 async fn health_answers_without_the_database() {
     let app = TestApp::spawn().await;
-    let response = app.get("/health").await;
+    let response = app.get("/health").send().await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.json(), serde_json::json!({"status": "ok"}));
 }
@@ -20,7 +20,7 @@ async fn health_answers_without_the_database() {
 #[tokio::test]
 async fn ready_when_the_database_answers_and_is_migrated() {
     let app = TestApp::spawn().await;
-    let response = app.get("/ready").await;
+    let response = app.get("/ready").send().await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     assert_eq!(response.json()["status"], "ready");
 }
@@ -65,34 +65,34 @@ async fn not_ready_while_a_migration_is_pending() {
     let app = TestApp::spawn().await;
     let mut migrator = Migrator::connect(&app.database.url).await.unwrap();
     migrator.revert(1).unwrap();
-    let response = app.get("/ready").await;
+    let response = app.get("/ready").send().await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     assert!(
         body["detail"].as_str().unwrap().contains("migration"),
         "{body}"
     );
     migrator.run_pending().unwrap();
-    assert_eq!(app.get("/ready").await.status, StatusCode::OK);
+    assert_eq!(app.get("/ready").send().await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn not_ready_while_shutting_down() {
     let app = TestApp::spawn().await;
     app.lifecycle.begin_draining();
-    let response = app.get("/ready").await;
+    let response = app.get("/ready").send().await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     assert!(body["detail"].as_str().unwrap().contains("shutting down"));
     // Liveness is unaffected: the process still answers.
-    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    assert_eq!(app.get("/health").send().await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_template_and_report_the_pool() {
     let app = TestApp::spawn().await;
-    app.get("/health").await;
-    app.get("/ready").await;
-    app.get("/no/such/path/7f3a").await;
-    let response = app.get("/metrics").await;
+    app.get("/health").send().await;
+    app.get("/ready").send().await;
+    app.get("/no/such/path/7f3a").send().await;
+    let response = app.get("/metrics").send().await;
     assert_eq!(response.status, StatusCode::OK);
     assert!(
         response

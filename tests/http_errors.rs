@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode, header};
+use axum::http::{Method, StatusCode};
 use axum::routing::{get, post};
-use common::{TestApp, send, test_settings};
+use common::{TestApp, TestRequest, test_settings};
 use serde::Deserialize;
 use tessera::core::config::AppEnv;
 use tessera::core::http::apply_middleware;
@@ -50,26 +50,27 @@ async fn panicking_handler() -> &'static str {
     panic!("secret internal detail /etc/passwd")
 }
 
-fn json_request(body: &str) -> Request<Body> {
-    Request::post("/probe/json")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap()
+/// `POST /probe/json` with `body` as it is, declared as JSON.
+fn post_json<'a>(router: &'a Router, body: &str) -> TestRequest<'a> {
+    TestRequest::new(router, Method::POST, "/probe/json").body(body.to_owned(), "application/json")
+}
+
+/// `GET path` on `router`.
+fn get_from<'a>(router: &'a Router, path: &str) -> TestRequest<'a> {
+    TestRequest::new(router, Method::GET, path)
 }
 
 #[tokio::test]
 async fn unknown_routes_are_404_problems() {
     let app = TestApp::spawn().await;
-    let response = app.get("/api/v1/no-such-thing").await;
+    let response = app.get("/api/v1/no-such-thing").send().await;
     response.assert_problem(StatusCode::NOT_FOUND, "route_not_found");
 }
 
 #[tokio::test]
 async fn wrong_methods_are_405_problems_with_allow() {
     let app = TestApp::spawn().await;
-    let response = app
-        .request(Request::delete("/health").body(Body::empty()).unwrap())
-        .await;
+    let response = app.delete("/health").send().await;
     response.assert_problem(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert!(
         response
@@ -81,7 +82,9 @@ async fn wrong_methods_are_405_problems_with_allow() {
 #[tokio::test]
 async fn valid_json_passes_through() {
     let router = probe_router(&[], Arc::new(Notify::new()));
-    let response = send(&router, json_request(r#"{"name": "Ada", "times": 2}"#)).await;
+    let response = post_json(&router, r#"{"name": "Ada", "times": 2}"#)
+        .send()
+        .await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.json()["name"], "Ada");
 }
@@ -89,7 +92,7 @@ async fn valid_json_passes_through() {
 #[tokio::test]
 async fn malformed_json_is_a_400_problem() {
     let router = probe_router(&[], Arc::new(Notify::new()));
-    let response = send(&router, json_request(r#"{"name": "Ada", "#)).await;
+    let response = post_json(&router, r#"{"name": "Ada", "#).send().await;
     response.assert_problem(StatusCode::BAD_REQUEST, "malformed_json");
 }
 
@@ -101,16 +104,13 @@ async fn wrong_content_type_is_a_415_problem() {
         Some("application/x-www-form-urlencoded"),
         None,
     ] {
-        let mut request = Request::post("/probe/json");
-        if let Some(content_type) = content_type {
-            request = request.header(header::CONTENT_TYPE, content_type);
+        let request = TestRequest::new(&router, Method::POST, "/probe/json");
+        let body = r#"{"name":"Ada","times":1}"#;
+        let response = match content_type {
+            Some(content_type) => request.body(body, content_type),
+            None => request.untyped_body(body),
         }
-        let response = send(
-            &router,
-            request
-                .body(Body::from(r#"{"name":"Ada","times":1}"#))
-                .unwrap(),
-        )
+        .send()
         .await;
         response.assert_problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
     }
@@ -142,7 +142,7 @@ async fn fields_that_do_not_fit_are_a_422_problem_with_locations() {
         ),
     ];
     for (body, loc, kind) in cases {
-        let response = send(&router, json_request(body)).await;
+        let response = post_json(&router, body).send().await;
         let problem =
             response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         let errors = problem["errors"].as_array().expect("an errors list");
@@ -161,26 +161,24 @@ async fn oversized_bodies_are_413_problems() {
     );
     let big = format!(r#"{{"name": "{}", "times": 1}}"#, "a".repeat(200));
     // With a Content-Length header the body is refused before it is read.
-    let response = send(&router, json_request(&big)).await;
+    let response = post_json(&router, &big).send().await;
     response.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     // Streamed without a length, it is refused once it crosses the limit.
     let chunks: Vec<Result<String, std::io::Error>> = vec![Ok(big.clone())];
-    let streamed = Request::post("/probe/json")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from_stream(futures_util::stream::iter(chunks)))
-        .unwrap();
-    let response = send(&router, streamed).await;
+    let response = TestRequest::new(&router, Method::POST, "/probe/json")
+        .body(
+            Body::from_stream(futures_util::stream::iter(chunks)),
+            "application/json",
+        )
+        .send()
+        .await;
     response.assert_problem(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
 }
 
 #[tokio::test]
 async fn panics_are_500_problems_that_leak_nothing() {
     let router = probe_router(&[], Arc::new(Notify::new()));
-    let response = send(
-        &router,
-        Request::get("/probe/panic").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let response = get_from(&router, "/probe/panic").send().await;
     response.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
     assert!(!response.text().contains("secret"));
     assert!(!response.text().contains("/etc/passwd"));
@@ -192,22 +190,12 @@ async fn overload_is_a_503_problem_with_retry_after() {
     let router = probe_router(&[("MAX_IN_FLIGHT_REQUESTS", "1")], release.clone());
     let waiting = {
         let router = router.clone();
-        tokio::spawn(async move {
-            send(
-                &router,
-                Request::get("/probe/wait").body(Body::empty()).unwrap(),
-            )
-            .await
-        })
+        tokio::spawn(async move { get_from(&router, "/probe/wait").send().await })
     };
     // Until the first request holds the only slot, the second may still get in; poll.
     let mut shed = None;
     for _ in 0..200 {
-        let response = send(
-            &router,
-            Request::get("/probe/json").body(Body::empty()).unwrap(),
-        )
-        .await;
+        let response = get_from(&router, "/probe/json").send().await;
         if response.status == StatusCode::SERVICE_UNAVAILABLE {
             shed = Some(response);
             break;
@@ -224,11 +212,7 @@ async fn overload_is_a_503_problem_with_retry_after() {
 #[tokio::test]
 async fn slow_requests_time_out_as_503_problems() {
     let router = probe_router(&[("REQUEST_TIMEOUT_MS", "50")], Arc::new(Notify::new()));
-    let response = send(
-        &router,
-        Request::get("/probe/wait").body(Body::empty()).unwrap(),
-    )
-    .await;
+    let response = get_from(&router, "/probe/wait").send().await;
     response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "request_timeout");
 }
 
@@ -236,24 +220,18 @@ async fn slow_requests_time_out_as_503_problems() {
 async fn request_ids_are_echoed_or_generated() {
     let app = TestApp::spawn().await;
     let given = app
-        .request(
-            Request::get("/health")
-                .header("x-request-id", "client-id-42")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .get("/health")
+        .header("x-request-id", "client-id-42")
+        .send()
         .await;
     assert_eq!(given.header("x-request-id"), Some("client-id-42"));
-    let generated = app.get("/health").await;
+    let generated = app.get("/health").send().await;
     let id = generated.header("x-request-id").expect("a generated id");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     let hostile = app
-        .request(
-            Request::get("/health")
-                .header("x-request-id", "a b\tc")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .get("/health")
+        .header("x-request-id", "a b\tc")
+        .send()
         .await;
     assert_ne!(hostile.header("x-request-id"), Some("a b\tc"));
 }
@@ -261,14 +239,14 @@ async fn request_ids_are_echoed_or_generated() {
 #[tokio::test]
 async fn responses_carry_security_headers() {
     let app = TestApp::spawn().await;
-    let response = app.get("/health").await;
+    let response = app.get("/health").send().await;
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(response.header("x-frame-options"), Some("DENY"));
     assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
     let csp = response.header("content-security-policy").expect("a CSP");
     assert!(csp.contains("default-src 'self'"));
     // Errors carry them too.
-    let missing = app.get("/nowhere").await;
+    let missing = app.get("/nowhere").send().await;
     assert_eq!(missing.header("x-content-type-options"), Some("nosniff"));
 }
 
@@ -276,18 +254,17 @@ async fn responses_carry_security_headers() {
 async fn cors_allows_only_configured_origins() {
     let app = TestApp::spawn_with(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]).await;
     let preflight = |origin: &'static str| {
-        Request::options("/health")
-            .header(header::ORIGIN, origin)
-            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
-            .body(Body::empty())
-            .unwrap()
+        app.request(Method::OPTIONS, "/health")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
     };
-    let allowed = app.request(preflight("https://app.example.com")).await;
+    let allowed = preflight("https://app.example.com").await;
     assert_eq!(
         allowed.header("access-control-allow-origin"),
         Some("https://app.example.com")
     );
-    let refused = app.request(preflight("https://evil.example.com")).await;
+    let refused = preflight("https://evil.example.com").await;
     assert_eq!(refused.header("access-control-allow-origin"), None);
 }
 
@@ -295,12 +272,9 @@ async fn cors_allows_only_configured_origins() {
 async fn large_responses_are_compressed_when_asked() {
     let app = TestApp::spawn().await;
     let response = app
-        .request(
-            Request::get("/openapi.json")
-                .header(header::ACCEPT_ENCODING, "gzip")
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .get("/openapi.json")
+        .header("accept-encoding", "gzip")
+        .send()
         .await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.header("content-encoding"), Some("gzip"));

@@ -60,7 +60,10 @@ impl InferenceApp {
 
     async fn post(&self, path: &str, body: Value) -> TestResponse {
         self.app
-            .call(Method::POST, path, Some(&self.token), Some(body))
+            .post(path)
+            .bearer(&self.token)
+            .json(body)
+            .send()
             .await
     }
 
@@ -452,7 +455,9 @@ async fn similarity_models_and_auth() {
 
     let models = server
         .app
-        .get_as("/api/v1/inference/models", &server.token)
+        .get("/api/v1/inference/models")
+        .bearer(&server.token)
+        .send()
         .await;
     assert_eq!(models.status, StatusCode::OK, "{}", models.text());
     let card = &models.json()["data"][0];
@@ -469,12 +474,9 @@ async fn similarity_models_and_auth() {
     ] {
         let response = server
             .app
-            .call(
-                method,
-                path,
-                None,
-                Some(json!({"input": "hello", "model": server.model})),
-            )
+            .request(method, path)
+            .json(json!({"input": "hello", "model": server.model}))
+            .send()
             .await;
         assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{path}");
     }
@@ -486,12 +488,10 @@ async fn without_a_model_inference_routes_say_why() {
     settled_inference_report(&app).await;
     let (_, token) = app.signed_in("nomodel@example.com", Role::User).await;
     let response = app
-        .call(
-            Method::POST,
-            EMBEDDINGS,
-            Some(&token),
-            Some(json!({"input": "hi", "model": "x"})),
-        )
+        .post(EMBEDDINGS)
+        .bearer(&token)
+        .json(json!({"input": "hi", "model": "x"}))
+        .send()
         .await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable");
     assert!(
@@ -543,7 +543,7 @@ async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
             Some(after) => format!("{results}?limit=250&after={after}"),
             None => format!("{results}?limit=250"),
         };
-        let page = server.app.get_as(&path, &server.token).await;
+        let page = server.app.get(&path).bearer(&server.token).send().await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
         let page = page.json();
         for item in page["data"].as_array().unwrap() {
@@ -563,12 +563,16 @@ async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
     let (_, other) = server.app.signed_in("other@example.com", Role::User).await;
     server
         .app
-        .get_as(&results, &other)
+        .get(&results)
+        .bearer(&other)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
     server
         .app
-        .get_as(&format!("{results}?limit=0"), &server.token)
+        .get(&format!("{results}?limit=0"))
+        .bearer(&server.token)
+        .send()
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
@@ -605,7 +609,13 @@ async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() 
     // Wait for the first stored chunk, then cancel.
     let results = format!("/api/v1/inference/batches/{id}/embeddings?limit=1");
     for _ in 0..600 {
-        if !server.app.get_as(&results, &server.token).await.json()["data"]
+        if !server
+            .app
+            .get(&results)
+            .bearer(&server.token)
+            .send()
+            .await
+            .json()["data"]
             .as_array()
             .unwrap()
             .is_empty()
@@ -650,12 +660,10 @@ async fn the_real_model_answers_like_sentence_transformers_through_the_api() {
     let (_, token) = app.signed_in("real@example.com", Role::User).await;
     let sentence = &reference["sentences"][0];
     let response = app
-        .call(
-            Method::POST,
-            EMBEDDINGS,
-            Some(&token),
-            Some(json!({"input": sentence["text"], "model": "sentence-transformers/all-MiniLM-L6-v2"})),
-        )
+        .post(EMBEDDINGS)
+        .bearer(&token)
+        .json(json!({"input": sentence["text"], "model": "sentence-transformers/all-MiniLM-L6-v2"}))
+        .send()
         .await;
     assert_eq!(response.status, StatusCode::OK, "{}", response.text());
     let body = response.json();

@@ -5,7 +5,7 @@
 
 mod common;
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use common::{DEFAULT_PASSWORD, TestApp};
 use serde_json::{Value, json};
 use tessera::users::models::Role;
@@ -18,12 +18,9 @@ fn signup(email: &str) -> Value {
 async fn sign_up_answers_201_with_location_and_etag() {
     let app = TestApp::spawn().await;
     let response = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(signup("Ada@Example.com")),
-        )
+        .post("/api/v1/users")
+        .json(signup("Ada@Example.com"))
+        .send()
         .await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
     let body = response.json();
@@ -45,9 +42,7 @@ async fn sign_up_answers_201_with_location_and_etag() {
 async fn sign_up_lists_every_invalid_field() {
     let app = TestApp::spawn().await;
     let body = json!({"email": "not-an-email", "full_name": " ", "password": "short"});
-    let response = app
-        .call(Method::POST, "/api/v1/users", None, Some(body))
-        .await;
+    let response = app.post("/api/v1/users").json(body).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let locs: Vec<Value> = problem["errors"]
         .as_array()
@@ -64,9 +59,7 @@ async fn sign_up_lists_every_invalid_field() {
         ]
     );
     let long = json!({"email": "a@example.com", "full_name": "x".repeat(101), "password": "p".repeat(129)});
-    let response = app
-        .call(Method::POST, "/api/v1/users", None, Some(long))
-        .await;
+    let response = app.post("/api/v1/users").json(long).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
 }
@@ -76,18 +69,13 @@ async fn sign_up_rejects_unknown_and_missing_fields() {
     let app = TestApp::spawn().await;
     let mut body = signup("a@example.com");
     body["is_admin"] = json!(true);
-    let response = app
-        .call(Method::POST, "/api/v1/users", None, Some(body))
-        .await;
+    let response = app.post("/api/v1/users").json(body).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["loc"], json!(["body", "is_admin"]));
     let response = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(json!({"email": "a@example.com"})),
-        )
+        .post("/api/v1/users")
+        .json(json!({"email": "a@example.com"}))
+        .send()
         .await;
     response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
@@ -96,21 +84,15 @@ async fn sign_up_rejects_unknown_and_missing_fields() {
 async fn emails_are_unique_case_insensitively() {
     let app = TestApp::spawn().await;
     let first = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(signup("ada@example.com")),
-        )
+        .post("/api/v1/users")
+        .json(signup("ada@example.com"))
+        .send()
         .await;
     assert_eq!(first.status, StatusCode::CREATED);
     let second = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(signup("ADA@EXAMPLE.COM")),
-        )
+        .post("/api/v1/users")
+        .json(signup("ADA@EXAMPLE.COM"))
+        .send()
         .await;
     second.assert_problem(StatusCode::CONFLICT, "email_taken");
 }
@@ -131,11 +113,7 @@ async fn concurrent_sign_ups_with_one_email_have_exactly_one_winner() {
         .map(|email| {
             let app = app.clone();
             let body = signup(email);
-            tokio::spawn(async move {
-                app.call(Method::POST, "/api/v1/users", None, Some(body))
-                    .await
-                    .status
-            })
+            tokio::spawn(async move { app.post("/api/v1/users").json(body).send().await.status })
         })
         .collect();
     let mut statuses = Vec::new();
@@ -163,22 +141,17 @@ async fn concurrent_sign_ups_with_one_email_have_exactly_one_winner() {
 async fn with_sign_up_off_only_admins_create_accounts() {
     let app = TestApp::spawn_with(&[("ALLOW_SIGNUP", "false")]).await;
     let anonymous = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(signup("a@example.com")),
-        )
+        .post("/api/v1/users")
+        .json(signup("a@example.com"))
+        .send()
         .await;
     anonymous.assert_problem(StatusCode::FORBIDDEN, "signup_disabled");
     let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
     let created = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(&admin),
-            Some(signup("a@example.com")),
-        )
+        .post("/api/v1/users")
+        .bearer(&admin)
+        .json(signup("a@example.com"))
+        .send()
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
 }
@@ -188,23 +161,22 @@ async fn only_admins_choose_roles() {
     let app = TestApp::spawn().await;
     let mut body = signup("a@example.com");
     body["role"] = json!("admin");
-    let anonymous = app
-        .call(Method::POST, "/api/v1/users", None, Some(body.clone()))
-        .await;
+    let anonymous = app.post("/api/v1/users").json(&body).send().await;
     anonymous.assert_problem(StatusCode::FORBIDDEN, "admin_required");
     let (_, user) = app.signed_in("user@example.com", Role::User).await;
     let as_user = app
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            Some(&user),
-            Some(body.clone()),
-        )
+        .post("/api/v1/users")
+        .bearer(&user)
+        .json(&body)
+        .send()
         .await;
     as_user.assert_problem(StatusCode::FORBIDDEN, "admin_required");
     let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
     let as_admin = app
-        .call(Method::POST, "/api/v1/users", Some(&admin), Some(body))
+        .post("/api/v1/users")
+        .bearer(&admin)
+        .json(body)
+        .send()
         .await;
     assert_eq!(as_admin.status, StatusCode::CREATED);
     assert_eq!(as_admin.json()["role"], "admin");
@@ -214,30 +186,25 @@ async fn only_admins_choose_roles() {
 async fn me_supports_etags_and_conditional_updates() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("me@example.com", Role::User).await;
-    let me = app.get_as("/api/v1/users/me", &token).await;
+    let me = app.get("/api/v1/users/me").bearer(&token).send().await;
     assert_eq!(me.status, StatusCode::OK);
     let etag = me.header("etag").unwrap().to_owned();
 
     let unchanged = app
-        .call_with(
-            Method::GET,
-            "/api/v1/users/me",
-            Some(&token),
-            None,
-            &[("if-none-match", &etag)],
-        )
+        .get("/api/v1/users/me")
+        .bearer(&token)
+        .if_none_match(&etag)
+        .send()
         .await;
     assert_eq!(unchanged.status, StatusCode::NOT_MODIFIED);
     assert!(unchanged.body.is_empty());
 
     let patched = app
-        .call_with(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"full_name": "Grace Hopper"})),
-            &[("if-match", &etag)],
-        )
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .if_match(&etag)
+        .json(json!({"full_name": "Grace Hopper"}))
+        .send()
         .await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.text());
     assert_eq!(patched.json()["full_name"], "Grace Hopper");
@@ -246,28 +213,27 @@ async fn me_supports_etags_and_conditional_updates() {
 
     // The other tab still holds the old ETag: its write is refused, not lost.
     let stale = app
-        .call_with(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"full_name": "Other Tab"})),
-            &[("if-match", &etag)],
-        )
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .if_match(&etag)
+        .json(json!({"full_name": "Other Tab"}))
+        .send()
         .await;
     stale.assert_problem(StatusCode::PRECONDITION_FAILED, "precondition_failed");
     assert_eq!(
-        app.get_as("/api/v1/users/me", &token).await.json()["full_name"],
+        app.get("/api/v1/users/me")
+            .bearer(&token)
+            .send()
+            .await
+            .json()["full_name"],
         "Grace Hopper"
     );
 
     let modified = app
-        .call_with(
-            Method::GET,
-            "/api/v1/users/me",
-            Some(&token),
-            None,
-            &[("if-none-match", &etag)],
-        )
+        .get("/api/v1/users/me")
+        .bearer(&token)
+        .if_none_match(&etag)
+        .send()
         .await;
     assert_eq!(modified.status, StatusCode::OK);
 }
@@ -279,31 +245,25 @@ async fn users_cannot_change_their_own_role_or_take_an_email() {
         .await;
     let (_, token) = app.signed_in("me@example.com", Role::User).await;
     let promote = app
-        .call(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"role": "admin"})),
-        )
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"role": "admin"}))
+        .send()
         .await;
     let problem = promote.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["type"], "extra_forbidden");
     let taken = app
-        .call(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"email": "TAKEN@example.com"})),
-        )
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"email": "TAKEN@example.com"}))
+        .send()
         .await;
     taken.assert_problem(StatusCode::CONFLICT, "email_taken");
     let invalid = app
-        .call(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"email": "nope", "full_name": ""})),
-        )
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"email": "nope", "full_name": ""}))
+        .send()
         .await;
     let problem = invalid.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
@@ -314,24 +274,22 @@ async fn deleting_oneself_needs_the_password() {
     let app = TestApp::spawn().await;
     let (_, token) = app.signed_in("me@example.com", Role::User).await;
     let wrong = app
-        .call(
-            Method::DELETE,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"password": "not my password"})),
-        )
+        .delete("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"password": "not my password"}))
+        .send()
         .await;
     wrong.assert_problem(StatusCode::FORBIDDEN, "wrong_password");
     let right = app
-        .call(
-            Method::DELETE,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"password": DEFAULT_PASSWORD})),
-        )
+        .delete("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"password": DEFAULT_PASSWORD}))
+        .send()
         .await;
     assert_eq!(right.status, StatusCode::NO_CONTENT);
-    app.get_as("/api/v1/users/me", &token)
+    app.get("/api/v1/users/me")
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
 }
@@ -339,17 +297,13 @@ async fn deleting_oneself_needs_the_password() {
 #[tokio::test]
 async fn protected_routes_need_a_token_and_admin_routes_an_admin() {
     let app = TestApp::spawn().await;
-    let anonymous = app.get("/api/v1/users/me").await;
+    let anonymous = app.get("/api/v1/users/me").send().await;
     anonymous.assert_problem(StatusCode::UNAUTHORIZED, "not_authenticated");
     assert_eq!(anonymous.header("www-authenticate"), Some("Bearer"));
     let malformed = app
-        .call_with(
-            Method::GET,
-            "/api/v1/users/me",
-            None,
-            None,
-            &[("authorization", "Basic abc")],
-        )
+        .get("/api/v1/users/me")
+        .header("authorization", "Basic abc")
+        .send()
         .await;
     malformed.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     let (user, token) = app.signed_in("user@example.com", Role::User).await;
@@ -357,7 +311,9 @@ async fn protected_routes_need_a_token_and_admin_routes_an_admin() {
         "/api/v1/users".to_owned(),
         format!("/api/v1/users/{}", user.id),
     ] {
-        app.get_as(&path, &token)
+        app.get(&path)
+            .bearer(&token)
+            .send()
             .await
             .assert_problem(StatusCode::FORBIDDEN, "admin_required");
     }
@@ -371,47 +327,43 @@ async fn admins_read_change_and_delete_any_account() {
         .create_user("user@example.com", DEFAULT_PASSWORD, Role::User)
         .await;
     let path = format!("/api/v1/users/{}", user.id);
-    let read = app.get_as(&path, &admin).await;
+    let read = app.get(&path).bearer(&admin).send().await;
     assert_eq!(read.status, StatusCode::OK);
     let etag = read.header("etag").unwrap().to_owned();
     let not_modified = app
-        .call_with(
-            Method::GET,
-            &path,
-            Some(&admin),
-            None,
-            &[("if-none-match", &etag)],
-        )
+        .get(&path)
+        .bearer(&admin)
+        .if_none_match(&etag)
+        .send()
         .await;
     assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
 
     let promoted = app
-        .call_with(
-            Method::PATCH,
-            &path,
-            Some(&admin),
-            Some(json!({"role": "admin", "full_name": "Promoted"})),
-            &[("if-match", &etag)],
-        )
+        .patch(&path)
+        .bearer(&admin)
+        .if_match(&etag)
+        .json(json!({"role": "admin", "full_name": "Promoted"}))
+        .send()
         .await;
     assert_eq!(promoted.status, StatusCode::OK, "{}", promoted.text());
     assert_eq!(promoted.json()["role"], "admin");
     let stale_delete = app
-        .call_with(
-            Method::DELETE,
-            &path,
-            Some(&admin),
-            None,
-            &[("if-match", &etag)],
-        )
+        .delete(&path)
+        .bearer(&admin)
+        .if_match(&etag)
+        .send()
         .await;
     stale_delete.assert_problem(StatusCode::PRECONDITION_FAILED, "precondition_failed");
-    let deleted = app.call(Method::DELETE, &path, Some(&admin), None).await;
+    let deleted = app.delete(&path).bearer(&admin).send().await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    app.get_as(&path, &admin)
+    app.get(&path)
+        .bearer(&admin)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
-    app.call(Method::DELETE, &path, Some(&admin), None)
+    app.delete(&path)
+        .bearer(&admin)
+        .send()
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
 }
@@ -420,7 +372,11 @@ async fn admins_read_change_and_delete_any_account() {
 async fn malformed_ids_are_422_not_404() {
     let app = TestApp::spawn().await;
     let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
-    let response = app.get_as("/api/v1/users/not-a-uuid", &admin).await;
+    let response = app
+        .get("/api/v1/users/not-a-uuid")
+        .bearer(&admin)
+        .send()
+        .await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(problem["errors"][0]["loc"], json!(["path", "id"]));
 }
@@ -431,31 +387,32 @@ async fn the_last_active_admin_stays() {
     let (admin, token) = app.signed_in("admin@example.com", Role::Admin).await;
     let path = format!("/api/v1/users/{}", admin.id);
     for change in [json!({"role": "user"}), json!({"is_active": false})] {
-        app.call(Method::PATCH, &path, Some(&token), Some(change))
+        app.patch(&path)
+            .bearer(&token)
+            .json(change)
+            .send()
             .await
             .assert_problem(StatusCode::CONFLICT, "last_admin");
     }
-    app.call(Method::DELETE, &path, Some(&token), None)
+    app.delete(&path)
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::CONFLICT, "last_admin");
-    app.call(
-        Method::DELETE,
-        "/api/v1/users/me",
-        Some(&token),
-        Some(json!({"password": DEFAULT_PASSWORD})),
-    )
-    .await
-    .assert_problem(StatusCode::CONFLICT, "last_admin");
+    app.delete("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .assert_problem(StatusCode::CONFLICT, "last_admin");
     // With a second admin, the first may step down.
     app.create_user("second@example.com", DEFAULT_PASSWORD, Role::Admin)
         .await;
     let demoted = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"role": "user"})),
-        )
+        .patch(&path)
+        .bearer(&token)
+        .json(json!({"role": "user"}))
+        .send()
         .await;
     assert_eq!(demoted.status, StatusCode::OK, "{}", demoted.text());
 }
@@ -466,20 +423,24 @@ async fn a_deactivated_users_token_stops_working_at_once() {
     let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
     let (user, token) = app.signed_in("user@example.com", Role::User).await;
     assert_eq!(
-        app.get_as("/api/v1/users/me", &token).await.status,
+        app.get("/api/v1/users/me")
+            .bearer(&token)
+            .send()
+            .await
+            .status,
         StatusCode::OK
     );
     let path = format!("/api/v1/users/{}", user.id);
     let deactivated = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&admin),
-            Some(json!({"is_active": false})),
-        )
+        .patch(&path)
+        .bearer(&admin)
+        .json(json!({"is_active": false}))
+        .send()
         .await;
     assert_eq!(deactivated.status, StatusCode::OK);
-    app.get_as("/api/v1/users/me", &token)
+    app.get("/api/v1/users/me")
+        .bearer(&token)
+        .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     app.login_from("user@example.com", DEFAULT_PASSWORD, "192.0.2.9")
@@ -499,7 +460,12 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         )
         .await;
     }
-    let page = app.get_as("/api/v1/users?limit=2", &admin).await.json();
+    let page = app
+        .get("/api/v1/users?limit=2")
+        .bearer(&admin)
+        .send()
+        .await
+        .json();
     let emails: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -509,21 +475,32 @@ async fn the_admin_list_pages_newest_first_and_filters() {
     assert_eq!(emails, ["user4@example.com", "user3@example.com"]);
     let cursor = page["next_cursor"].as_str().unwrap();
     let next = app
-        .get_as(&format!("/api/v1/users?limit=2&cursor={cursor}"), &admin)
+        .get(&format!("/api/v1/users?limit=2&cursor={cursor}"))
+        .bearer(&admin)
+        .send()
         .await
         .json();
     assert_eq!(next["items"][0]["email"], "user2@example.com");
 
-    let admins = app.get_as("/api/v1/users?role=admin", &admin).await.json();
+    let admins = app
+        .get("/api/v1/users?role=admin")
+        .bearer(&admin)
+        .send()
+        .await
+        .json();
     assert_eq!(admins["items"].as_array().unwrap().len(), 1);
     assert!(admins["next_cursor"].is_null());
     let prefixed = app
-        .get_as("/api/v1/users?email_prefix=USER1", &admin)
+        .get("/api/v1/users?email_prefix=USER1")
+        .bearer(&admin)
+        .send()
         .await
         .json();
     assert_eq!(prefixed["items"].as_array().unwrap().len(), 1);
     let wildcard = app
-        .get_as("/api/v1/users?email_prefix=%25", &admin)
+        .get("/api/v1/users?email_prefix=%25")
+        .bearer(&admin)
+        .send()
         .await
         .json();
     assert!(
@@ -531,7 +508,9 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         "% matches literally"
     );
     let inactive = app
-        .get_as("/api/v1/users?active=false", &admin)
+        .get("/api/v1/users?active=false")
+        .bearer(&admin)
+        .send()
         .await
         .json();
     assert!(inactive["items"].as_array().unwrap().is_empty());
@@ -545,7 +524,11 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         "cursor=zzz",
         "unknown=1",
     ] {
-        let response = app.get_as(&format!("/api/v1/users?{bad}"), &admin).await;
+        let response = app
+            .get(&format!("/api/v1/users?{bad}"))
+            .bearer(&admin)
+            .send()
+            .await;
         let problem =
             response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         assert_eq!(problem["errors"][0]["loc"][0], "query", "{bad}");
@@ -572,7 +555,7 @@ async fn pagination_stays_correct_while_rows_are_inserted() {
             Some(cursor) => format!("/api/v1/users?limit=2&cursor={cursor}"),
             None => "/api/v1/users?limit=2".to_owned(),
         };
-        let page = app.get_as(&path, &admin).await.json();
+        let page = app.get(&path).bearer(&admin).send().await.json();
         for item in page["items"].as_array().unwrap() {
             seen.push(item["email"].as_str().unwrap().to_owned());
         }
