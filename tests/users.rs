@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{DEFAULT_PASSWORD, TestApp};
+use common::{DEFAULT_PASSWORD, TestApp, redact_request_id};
 use serde_json::{Value, json};
 use tessera::users::models::Role;
 
@@ -44,30 +44,73 @@ async fn sign_up_lists_every_invalid_field() {
     let body = json!({"email": "not-an-email", "full_name": " ", "password": "short"});
     let response = app.post("/api/v1/users").json(body).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let locs: Vec<Value> = problem["errors"]
-        .as_array()
-        .expect("a validation problem lists its errors")
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
-    assert_eq!(
-        locs,
-        vec![
-            json!(["body", "email"]),
-            json!(["body", "full_name"]),
-            json!(["body", "password"])
-        ]
-    );
+    insta::assert_json_snapshot!(redact_request_id(problem), @r#"
+    {
+      "code": "validation_failed",
+      "detail": "The request has 3 invalid field(s).",
+      "errors": [
+        {
+          "loc": [
+            "body",
+            "email"
+          ],
+          "msg": "is not a valid email address",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "full_name"
+          ],
+          "msg": "must not be empty",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "password"
+          ],
+          "msg": "must be at least 8 characters",
+          "type": "value_error"
+        }
+      ],
+      "request_id": "[request_id]",
+      "status": 422,
+      "title": "Unprocessable Entity",
+      "type": "urn:tessera:problem:validation_failed"
+    }
+    "#);
     let long = json!({"email": "a@example.com", "full_name": "x".repeat(101), "password": "p".repeat(129)});
     let response = app.post("/api/v1/users").json(long).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(
-        problem["errors"]
-            .as_array()
-            .expect("a validation problem lists its errors")
-            .len(),
-        2
-    );
+    insta::assert_json_snapshot!(redact_request_id(problem), @r#"
+    {
+      "code": "validation_failed",
+      "detail": "The request has 2 invalid field(s).",
+      "errors": [
+        {
+          "loc": [
+            "body",
+            "full_name"
+          ],
+          "msg": "must be at most 100 characters",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "password"
+          ],
+          "msg": "must be at most 128 characters",
+          "type": "value_error"
+        }
+      ],
+      "request_id": "[request_id]",
+      "status": 422,
+      "title": "Unprocessable Entity",
+      "type": "urn:tessera:problem:validation_failed"
+    }
+    "#);
 }
 
 #[tokio::test]
