@@ -7,7 +7,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{DEFAULT_PASSWORD, TestApp};
+use common::{DEFAULT_PASSWORD, TestApp, access_token, refresh_token};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tessera::auth::config::DEVELOPMENT_JWT_SECRET;
@@ -22,10 +22,10 @@ async fn the_password_grant_returns_a_token_pair() {
     let pair = app.login("ADA@example.com", DEFAULT_PASSWORD).await;
     assert_eq!(pair["token_type"], "bearer");
     assert_eq!(pair["expires_in"], 900);
-    assert!(pair["refresh_token"].as_str().unwrap().len() >= 43);
+    assert!(refresh_token(&pair).len() >= 43);
     let me = app
         .get("/api/v1/users/me")
-        .bearer(pair["access_token"].as_str().unwrap())
+        .bearer(access_token(&pair))
         .send()
         .await;
     assert_eq!(me.status, StatusCode::OK);
@@ -193,29 +193,27 @@ async fn refresh_tokens_rotate_and_reuse_revokes_the_family() {
     let first = app.login("ada@example.com", DEFAULT_PASSWORD).await;
     let other_session = app.login("ada@example.com", DEFAULT_PASSWORD).await;
 
-    let second = refresh(&app, first["refresh_token"].as_str().unwrap()).await;
+    let second = refresh(&app, refresh_token(&first)).await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.text());
     let second = second.json();
     assert_ne!(second["refresh_token"], first["refresh_token"]);
     let me = app
         .get("/api/v1/users/me")
-        .bearer(second["access_token"].as_str().unwrap())
+        .bearer(access_token(&second))
         .send()
         .await;
     assert_eq!(me.status, StatusCode::OK);
 
     // The first token again: someone copied it. The whole family dies.
-    refresh(&app, first["refresh_token"].as_str().unwrap())
+    refresh(&app, refresh_token(&first))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "refresh_token_reused");
-    refresh(&app, second["refresh_token"].as_str().unwrap())
+    refresh(&app, refresh_token(&second))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     // Another sign-in's family is untouched.
     assert_eq!(
-        refresh(&app, other_session["refresh_token"].as_str().unwrap())
-            .await
-            .status,
+        refresh(&app, refresh_token(&other_session)).await.status,
         StatusCode::OK
     );
     refresh(&app, "made-up-token")
@@ -241,10 +239,10 @@ async fn logout_revokes_one_sign_in_and_logout_all_every_one() {
             .status,
         StatusCode::NO_CONTENT
     );
-    refresh(&app, phone["refresh_token"].as_str().unwrap())
+    refresh(&app, refresh_token(&phone))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
-    let laptop_token = laptop["access_token"].as_str().unwrap();
+    let laptop_token = access_token(&laptop);
     assert_eq!(
         app.get("/api/v1/users/me")
             .bearer(laptop_token)
@@ -265,7 +263,7 @@ async fn logout_revokes_one_sign_in_and_logout_all_every_one() {
         .send()
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
-    refresh(&app, laptop["refresh_token"].as_str().unwrap())
+    refresh(&app, refresh_token(&laptop))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
 }
@@ -277,7 +275,7 @@ async fn changing_the_password_ends_every_other_session() {
         .await;
     let other = app.login("ada@example.com", DEFAULT_PASSWORD).await;
     let this = app.login("ada@example.com", DEFAULT_PASSWORD).await;
-    let token = this["access_token"].as_str().unwrap();
+    let token = access_token(&this);
     let change =
         |current: &str, new: &str| json!({"current_password": current, "new_password": new});
 
@@ -306,20 +304,20 @@ async fn changing_the_password_ends_every_other_session() {
     let fresh = changed.json();
     assert_eq!(
         app.get("/api/v1/users/me")
-            .bearer(fresh["access_token"].as_str().unwrap())
+            .bearer(access_token(&fresh))
             .send()
             .await
             .status,
         StatusCode::OK
     );
-    for old in [token, other["access_token"].as_str().unwrap()] {
+    for old in [token, access_token(&other)] {
         app.get("/api/v1/users/me")
             .bearer(old)
             .send()
             .await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     }
-    refresh(&app, other["refresh_token"].as_str().unwrap())
+    refresh(&app, refresh_token(&other))
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
     app.login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.7")
@@ -405,7 +403,7 @@ async fn outdated_password_hashes_are_upgraded_at_login() {
     )
     .unwrap();
     let old_hash = weak.hash(DEFAULT_PASSWORD).await.unwrap();
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     diesel::sql_query("UPDATE credentials SET password_hash = $1 WHERE user_id = $2")
         .bind::<diesel::sql_types::Text, _>(&old_hash)
         .bind::<diesel::sql_types::Uuid, _>(user.id)
@@ -465,7 +463,7 @@ async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
         .create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
         .await;
     let pair = app.login("ada@example.com", DEFAULT_PASSWORD).await;
-    let token = pair["access_token"].as_str().unwrap();
+    let token = access_token(&pair);
     let header: Value = serde_json::from_slice(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,

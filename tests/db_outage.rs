@@ -74,7 +74,7 @@ async fn the_service_degrades_to_503_and_recovers_without_a_restart() {
         .await
         .unwrap()
         .run_pending()
-        .unwrap();
+        .expect("the migrations apply");
 
     let settings = test_settings(&url, &[("DATABASE_ACQUIRE_TIMEOUT_MS", "1000")]);
     let config = settings.platform.clone();

@@ -37,7 +37,7 @@ async fn submitting_answers_202_with_location_and_the_normalised_input() {
     .await;
     assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
     let body = response.json();
-    let id = body["id"].as_str().unwrap();
+    let id = body["id"].as_str().expect("the answer has an id");
     assert_eq!(
         response.header("location"),
         Some(format!("{PATH}/{id}").as_str())
@@ -70,7 +70,7 @@ async fn invalid_submissions_list_every_problem() {
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let locs: Vec<Value> = problem["errors"]
         .as_array()
-        .unwrap()
+        .expect("a validation problem lists its errors")
         .iter()
         .map(|e| e["loc"].clone())
         .collect();
@@ -200,7 +200,9 @@ async fn concurrent_duplicates_create_exactly_one_execution() {
     let mut ids = std::collections::HashSet::new();
     let mut created = 0;
     for handle in handles {
-        let (status, id) = handle.await.unwrap();
+        let (status, id) = handle
+            .await
+            .expect("a submission task ends without panicking");
         assert!(
             status == StatusCode::ACCEPTED || status == StatusCode::OK,
             "{status}"
@@ -211,7 +213,13 @@ async fn concurrent_duplicates_create_exactly_one_execution() {
     assert_eq!(ids.len(), 1);
     assert_eq!(created, 1);
     let list = app.get(PATH).bearer(&token).send().await.json();
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        list["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -222,7 +230,10 @@ async fn users_see_their_own_executions_and_admins_everyones() {
     let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
     let adas = submit(&app, &ada, sleep(1)).await.json();
     submit(&app, &bob, sleep(2)).await;
-    let path = format!("{PATH}/{}", adas["id"].as_str().unwrap());
+    let path = format!(
+        "{PATH}/{}",
+        adas["id"].as_str().expect("the answer has an id")
+    );
     assert_eq!(
         app.get(&path).bearer(&ada).send().await.status,
         StatusCode::OK
@@ -239,14 +250,14 @@ async fn users_see_their_own_executions_and_admins_everyones() {
     assert_eq!(
         app.get(PATH).bearer(&ada).send().await.json()["items"]
             .as_array()
-            .unwrap()
+            .expect("a list answer has an items array")
             .len(),
         1
     );
     assert_eq!(
         app.get(PATH).bearer(&admin).send().await.json()["items"]
             .as_array()
-            .unwrap()
+            .expect("a list answer has an items array")
             .len(),
         0,
         "their own by default"
@@ -258,7 +269,7 @@ async fn users_see_their_own_executions_and_admins_everyones() {
             .await
             .json()["items"]
             .as_array()
-            .unwrap()
+            .expect("a list answer has an items array")
             .len(),
         2
     );
@@ -284,7 +295,7 @@ async fn lists_filter_and_page() {
     let cancelled = submit(&app, &token, sleep(99)).await.json();
     app.post(&format!(
         "{PATH}/{}/cancel",
-        cancelled["id"].as_str().unwrap()
+        cancelled["id"].as_str().expect("the answer has an id")
     ))
     .bearer(&token)
     .send()
@@ -299,27 +310,47 @@ async fn lists_filter_and_page() {
     let next = app
         .get(&format!(
             "{PATH}?limit=2&cursor={}",
-            page["next_cursor"].as_str().unwrap()
+            page["next_cursor"]
+                .as_str()
+                .expect("a page with more after it has a next_cursor")
         ))
         .bearer(&token)
         .send()
         .await
         .json();
-    assert_eq!(next["items"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        next["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        2
+    );
     let queued = app
         .get(&format!("{PATH}?status=queued"))
         .bearer(&token)
         .send()
         .await
         .json();
-    assert_eq!(queued["items"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        queued["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        5
+    );
     let by_kind = app
         .get(&format!("{PATH}?kind=sleep&status=cancelled"))
         .bearer(&token)
         .send()
         .await
         .json();
-    assert_eq!(by_kind["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        by_kind["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        1
+    );
     for bad in ["status=done", "limit=0", "cursor=x", "colour=red"] {
         app.get(&format!("{PATH}?{bad}"))
             .bearer(&token)
@@ -335,7 +366,7 @@ async fn cancel_retry_and_delete_follow_the_lifecycle() {
     let (_, token) = app.signed_in("ada@example.com", Role::User).await;
     let id = submit(&app, &token, sleep(10)).await.json()["id"]
         .as_str()
-        .unwrap()
+        .expect("the answer has an id")
         .to_owned();
     let path = format!("{PATH}/{id}");
     app.delete(&path)
@@ -434,7 +465,7 @@ async fn the_event_stream_replays_follows_and_resumes() {
     let body = json!({"kind": "sleep", "input": {"duration_ms": 300, "steps": 2}});
     let id = submit(&app, &token, body).await.json()["id"]
         .as_str()
-        .unwrap()
+        .expect("the answer has an id")
         .to_owned();
     let events_path = format!("{PATH}/{id}/events");
     let (shutdown, handle, _) = start_runner(&app, test_kinds(), worker_settings(&[]));
@@ -450,7 +481,7 @@ async fn the_event_stream_replays_follows_and_resumes() {
     assert!(
         stream
             .header("content-type")
-            .unwrap()
+            .expect("the response declares its content type")
             .starts_with("text/event-stream")
     );
     let events = parse_sse(&stream.text());
@@ -509,7 +540,9 @@ async fn the_event_stream_replays_follows_and_resumes() {
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[test]

@@ -63,7 +63,9 @@ async fn many_workers_run_every_execution_exactly_once() {
     assert_eq!(worker_ids.len(), 3);
     for (shutdown, handle, _) in runners {
         shutdown.cancel();
-        handle.await.unwrap();
+        handle
+            .await
+            .expect("the runner stops cleanly once cancelled");
     }
 }
 
@@ -84,7 +86,7 @@ async fn an_enqueue_rolled_back_with_its_transaction_never_runs() {
         serde_json::from_value(json!({"kind": "count", "input": {"label": "rolled back"}}))
             .unwrap();
     let submission = service::validate(&registry, owner.id, &request, None).unwrap();
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     let result: Result<(), tessera::shared::error::AppError> = conn
         .transaction(async |conn| {
             let (execution, _) = service::enqueue(conn, submission).await?;
@@ -119,7 +121,9 @@ async fn an_enqueue_rolled_back_with_its_transaction_never_runs() {
         .unwrap();
     assert_eq!(total.total, 1);
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -167,7 +171,7 @@ async fn failures_retry_with_growing_backoff_then_succeed_or_fail() {
     );
 
     // Backoff: attempt n+1 starts no sooner than base·2^(n-1)·0.5 after attempt n failed.
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     let events = repository::events_after(&mut conn, recovering.id, 0)
         .await
         .unwrap();
@@ -197,7 +201,9 @@ async fn failures_retry_with_growing_backoff_then_succeed_or_fail() {
     assert_eq!(failed.errors.as_array().unwrap().len(), 2);
     assert!(failed.finished_at.is_some());
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -252,7 +258,9 @@ async fn timeouts_and_panics_fail_only_their_attempt() {
     );
     wait_for(&app, after.id, Status::Succeeded, PATIENCE).await;
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -273,7 +281,7 @@ async fn a_running_execution_is_cancelled_promptly() {
     )
     .await;
     wait_for(&app, long.id, Status::Running, PATIENCE).await;
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     let signalled = repository::request_cancel(&mut conn, long.id)
         .await
         .unwrap()
@@ -287,7 +295,9 @@ async fn a_running_execution_is_cancelled_promptly() {
         "a cancellation is not a failure"
     );
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,7 +335,7 @@ async fn shutdown_hands_unfinished_work_back_without_counting_the_attempt() {
     shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(10), handle)
         .await
-        .expect("the runner stops")
+        .expect("the runner stops within 10 s of being cancelled")
         .unwrap();
     let handed_back = load(&app, long.id).await;
     assert_eq!(handed_back.status, Status::Queued);
@@ -338,7 +348,9 @@ async fn shutdown_hands_unfinished_work_back_without_counting_the_attempt() {
     let (shutdown, handle, _) = start_runner(&app, test_kinds(), worker_settings(&[]));
     wait_for(&app, long.id, Status::Running, PATIENCE).await;
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 /// A `tessera worker` process on the app's database.
@@ -355,7 +367,9 @@ fn worker_process(app: &TestApp, extra: &[(&str, &str)]) -> Child {
     for (name, value) in extra {
         command.env(name, value);
     }
-    command.spawn().expect("spawn tessera worker")
+    command
+        .spawn()
+        .expect("the tessera binary starts as a worker")
 }
 
 /// Waits until the execution runs under a worker other than `not_by`.
@@ -386,7 +400,7 @@ async fn cancellation_reaches_a_worker_in_another_process() {
     )
     .await;
     wait_running_elsewhere(&app, long.id).await;
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     repository::request_cancel(&mut conn, long.id)
         .await
         .unwrap();
@@ -444,7 +458,7 @@ async fn a_killed_workers_job_is_rescued_and_its_late_write_is_fenced_off() {
         worker_id: dead_worker,
         attempt: 1,
     };
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     let late = repository::finish(
         &mut conn,
         &stale,
@@ -465,7 +479,9 @@ async fn a_killed_workers_job_is_rescued_and_its_late_write_is_fenced_off() {
     assert_eq!(after.status, Status::Succeeded);
     assert_eq!(after.result, done.result);
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -493,7 +509,7 @@ async fn finished_executions_past_retention_are_pruned() {
         json!({}),
     )
     .await;
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     diesel::sql_query("UPDATE executions SET status = 'succeeded', finished_at = now() - interval '10 days' WHERE id = $1")
         .bind::<diesel::sql_types::Uuid, _>(old.id)
         .execute(&mut conn)

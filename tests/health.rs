@@ -31,7 +31,10 @@ async fn without_a_model_the_service_is_ready_and_reports_inference_unavailable(
     let report = settled_inference_report(&app).await;
     assert_eq!(report["state"], "unavailable", "{report}");
     assert!(
-        report["reason"].as_str().unwrap().contains("config.json"),
+        report["reason"]
+            .as_str()
+            .expect("an unavailable engine reports a reason")
+            .contains("config.json"),
         "the reason names the missing file: {report}"
     );
 }
@@ -68,10 +71,13 @@ async fn not_ready_while_a_migration_is_pending() {
     let response = app.get("/ready").send().await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
     assert!(
-        body["detail"].as_str().unwrap().contains("migration"),
+        body["detail"]
+            .as_str()
+            .expect("a problem has a detail string")
+            .contains("migration"),
         "{body}"
     );
-    migrator.run_pending().unwrap();
+    migrator.run_pending().expect("the migrations apply");
     assert_eq!(app.get("/ready").send().await.status, StatusCode::OK);
 }
 
@@ -81,7 +87,12 @@ async fn not_ready_while_shutting_down() {
     app.lifecycle.begin_draining();
     let response = app.get("/ready").send().await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "not_ready");
-    assert!(body["detail"].as_str().unwrap().contains("shutting down"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("a problem has a detail string")
+            .contains("shutting down")
+    );
     // Liveness is unaffected: the process still answers.
     assert_eq!(app.get("/health").send().await.status, StatusCode::OK);
 }
@@ -97,7 +108,7 @@ async fn metrics_count_requests_by_route_template_and_report_the_pool() {
     assert!(
         response
             .header("content-type")
-            .unwrap()
+            .expect("the response declares its content type")
             .starts_with("text/plain")
     );
     let text = response.text();

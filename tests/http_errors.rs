@@ -145,7 +145,9 @@ async fn fields_that_do_not_fit_are_a_422_problem_with_locations() {
         let response = post_json(&router, body).send().await;
         let problem =
             response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-        let errors = problem["errors"].as_array().expect("an errors list");
+        let errors = problem["errors"]
+            .as_array()
+            .expect("a validation problem lists its errors");
         assert_eq!(errors.len(), 1, "{problem}");
         assert_eq!(errors[0]["loc"], loc, "{body}");
         assert_eq!(errors[0]["type"], kind, "{body}");
@@ -226,7 +228,9 @@ async fn request_ids_are_echoed_or_generated() {
         .await;
     assert_eq!(given.header("x-request-id"), Some("client-id-42"));
     let generated = app.get("/health").send().await;
-    let id = generated.header("x-request-id").expect("a generated id");
+    let id = generated
+        .header("x-request-id")
+        .expect("a response to a request without an id gets a generated x-request-id");
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     let hostile = app
         .get("/health")
@@ -243,7 +247,9 @@ async fn responses_carry_security_headers() {
     assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
     assert_eq!(response.header("x-frame-options"), Some("DENY"));
     assert_eq!(response.header("referrer-policy"), Some("no-referrer"));
-    let csp = response.header("content-security-policy").expect("a CSP");
+    let csp = response
+        .header("content-security-policy")
+        .expect("every response carries a Content-Security-Policy");
     assert!(csp.contains("default-src 'self'"));
     // Errors carry them too.
     let missing = app.get("/nowhere").send().await;

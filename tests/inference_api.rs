@@ -81,7 +81,7 @@ impl InferenceApp {
 fn floats(value: &Value) -> Vec<f32> {
     value
         .as_array()
-        .expect("a float array")
+        .expect("an embedding is an array of numbers")
         .iter()
         .map(|v| v.as_f64().unwrap() as f32)
         .collect()
@@ -118,7 +118,9 @@ async fn embeddings_answer_in_the_openai_shape_with_timing_headers() {
         body["usage"],
         json!({"prompt_tokens": 11, "total_tokens": 11})
     );
-    let data = body["data"].as_array().unwrap();
+    let data = body["data"]
+        .as_array()
+        .expect("the answer has a data array");
     assert_eq!(data.len(), 2);
     for (index, (item, text)) in data.iter().zip(texts).enumerate() {
         assert_eq!(item["object"], "embedding");
@@ -134,7 +136,12 @@ async fn embeddings_answer_in_the_openai_shape_with_timing_headers() {
         )
         .await
         .json();
-    for (item, plain) in encoded["data"].as_array().unwrap().iter().zip(data) {
+    for (item, plain) in encoded["data"]
+        .as_array()
+        .expect("the answer has a data array")
+        .iter()
+        .zip(data)
+    {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(item["embedding"].as_str().unwrap())
             .unwrap();
@@ -147,7 +154,13 @@ async fn embeddings_answer_in_the_openai_shape_with_timing_headers() {
 
     // One string, and token ids (as the tokenizer gives them) mean the same text.
     let single = server.embed(json!("hello")).await.json();
-    assert_eq!(single["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        single["data"]
+            .as_array()
+            .expect("the answer has a data array")
+            .len(),
+        1
+    );
     let ids = server.engine.tokenize(&["hello"]).unwrap().remove(0);
     let by_ids = server.embed(json!([ids.clone()])).await.json();
     assert_eq!(
@@ -196,7 +209,7 @@ async fn bad_inputs_get_a_422_naming_every_bad_element() {
         let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
         let found: Vec<&Value> = body["errors"]
             .as_array()
-            .unwrap()
+            .expect("a validation problem lists its errors")
             .iter()
             .map(|e| &e["loc"])
             .collect();
@@ -246,7 +259,10 @@ async fn bad_inputs_get_a_422_naming_every_bad_element() {
         .await
         .assert_problem(StatusCode::NOT_FOUND, "not_found");
     assert!(
-        body["detail"].as_str().unwrap().contains(&server.model),
+        body["detail"]
+            .as_str()
+            .expect("a problem has a detail string")
+            .contains(&server.model),
         "{body}"
     );
 }
@@ -315,7 +331,9 @@ async fn concurrent_callers_share_batches_and_each_gets_its_own_vectors_in_order
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
         inference_times.insert(response.header("x-inference-time-ms").unwrap().to_owned());
         let body = response.json();
-        let data = body["data"].as_array().unwrap();
+        let data = body["data"]
+            .as_array()
+            .expect("the answer has a data array");
         assert_eq!(data.len(), texts.len());
         for (index, (item, text)) in data.iter().zip(texts).enumerate() {
             assert_eq!(item["index"], index);
@@ -443,7 +461,7 @@ async fn similarity_models_and_auth() {
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let locations: Vec<&Value> = body["errors"]
         .as_array()
-        .unwrap()
+        .expect("a validation problem lists its errors")
         .iter()
         .map(|e| &e["loc"])
         .collect();
@@ -495,7 +513,10 @@ async fn without_a_model_inference_routes_say_why() {
         .await;
     let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable");
     assert!(
-        body["detail"].as_str().unwrap().contains("config.json"),
+        body["detail"]
+            .as_str()
+            .expect("a problem has a detail string")
+            .contains("config.json"),
         "{body}"
     );
 }
@@ -521,12 +542,18 @@ async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
         .map(|i| format!("the {} and the {}", words[i % 9], words[(i / 9) % 9]))
         .collect();
     let submitted = submit_embed_texts(&server, &texts).await;
-    let id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let id: uuid::Uuid = submitted["id"]
+        .as_str()
+        .expect("the answer has an id")
+        .parse()
+        .unwrap();
     let registry = server.app.executions.registry.as_ref().clone();
     let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
     let execution = wait_for(&server.app, id, Status::Succeeded, Duration::from_secs(120)).await;
     shutdown.cancel();
-    handle.await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
     let result = execution.result.unwrap();
     assert_eq!(result["count"], 600);
     assert_eq!(result["dimensions"], 32);
@@ -546,7 +573,10 @@ async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
         let page = server.app.get(&path).bearer(&server.token).send().await;
         assert_eq!(page.status, StatusCode::OK, "{}", page.text());
         let page = page.json();
-        for item in page["data"].as_array().unwrap() {
+        for item in page["data"]
+            .as_array()
+            .expect("the answer has a data array")
+        {
             let index = item["index"].as_u64().unwrap() as usize;
             assert_eq!(index, seen);
             assert_close(&floats(&item["embedding"]), &server.expected(&texts[index]));
@@ -603,7 +633,11 @@ async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() 
         .map(|i| format!("the cat number {i} sat on the mat"))
         .collect();
     let submitted = submit_embed_texts(&server, &texts).await;
-    let id: uuid::Uuid = submitted["id"].as_str().unwrap().parse().unwrap();
+    let id: uuid::Uuid = submitted["id"]
+        .as_str()
+        .expect("the answer has an id")
+        .parse()
+        .unwrap();
     let registry = server.app.executions.registry.as_ref().clone();
     let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
     // Wait for the first stored chunk, then cancel.
@@ -617,7 +651,7 @@ async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() 
             .await
             .json()["data"]
             .as_array()
-            .unwrap()
+            .expect("the answer has a data array")
             .is_empty()
         {
             break;
@@ -630,8 +664,10 @@ async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() 
     assert!(cancel.status.is_success(), "{}", cancel.text());
     wait_for(&server.app, id, Status::Cancelled, Duration::from_secs(60)).await;
     shutdown.cancel();
-    handle.await.unwrap();
-    let mut conn = server.app.pool.get().await.unwrap();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
+    let mut conn = server.app.conn().await;
     let (stored, _) = tessera::inference::repository::progress(&mut conn, id)
         .await
         .unwrap();

@@ -42,7 +42,7 @@ async fn up_down_up_round_trips() {
     let mut migrator = Migrator::connect(&database.url).await.unwrap();
     let before = schema_objects(&database.url).await;
 
-    let applied = migrator.run_pending().unwrap();
+    let applied = migrator.run_pending().expect("the migrations apply");
     assert_eq!(applied.len(), all.len());
     assert!(migrator.status().unwrap().iter().all(|m| m.applied));
     let migrated = schema_objects(&database.url).await;
@@ -57,10 +57,16 @@ async fn up_down_up_round_trips() {
         "down undoes up exactly"
     );
 
-    assert_eq!(migrator.run_pending().unwrap().len(), all.len());
+    assert_eq!(
+        migrator.run_pending().expect("the migrations apply").len(),
+        all.len()
+    );
     assert_eq!(schema_objects(&database.url).await, migrated);
     assert!(
-        migrator.run_pending().unwrap().is_empty(),
+        migrator
+            .run_pending()
+            .expect("the migrations apply")
+            .is_empty(),
         "nothing left to apply"
     );
 }
@@ -69,7 +75,7 @@ async fn up_down_up_round_trips() {
 async fn reverting_more_than_applied_stops_at_nothing() {
     let database = TestDatabase::empty().await;
     let mut migrator = Migrator::connect(&database.url).await.unwrap();
-    migrator.run_pending().unwrap();
+    migrator.run_pending().expect("the migrations apply");
     let count = embedded_migrations().unwrap().len();
     assert_eq!(migrator.revert(count + 5).unwrap().len(), count);
     assert!(migrator.revert(1).unwrap().is_empty());

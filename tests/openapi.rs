@@ -161,7 +161,7 @@ async fn swagger_ui_is_served_from_this_server() {
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.header("content-type")
-            .unwrap()
+            .expect("the response declares its content type")
             .starts_with("text/html")
     );
     assert_only_local_assets(&page.text());
@@ -196,7 +196,7 @@ async fn redoc_is_served_from_this_server() {
     assert!(
         script
             .header("content-type")
-            .unwrap()
+            .expect("the response declares its content type")
             .starts_with("text/javascript")
     );
     assert!(script.body.len() > 100_000, "the real bundle");
@@ -210,5 +210,10 @@ async fn redoc_without_its_script_says_how_to_install_it() {
         .send()
         .await
         .assert_problem(StatusCode::SERVICE_UNAVAILABLE, "redoc_not_installed");
-    assert!(body["detail"].as_str().unwrap().contains("task setup"));
+    assert!(
+        body["detail"]
+            .as_str()
+            .expect("a problem has a detail string")
+            .contains("task setup")
+    );
 }

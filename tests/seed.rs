@@ -63,7 +63,11 @@ async fn rows(context: &SeedContext) -> i64 {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         count: i64,
     }
-    let mut conn = context.pool.get().await.unwrap();
+    let mut conn = context
+        .pool
+        .get()
+        .await
+        .expect("a database connection from the seed context's pool");
     let row: Count = diesel::sql_query("SELECT count(*) AS count FROM seeded")
         .get_result(&mut conn)
         .await

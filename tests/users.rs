@@ -6,7 +6,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{DEFAULT_PASSWORD, TestApp};
+use common::{DEFAULT_PASSWORD, TestApp, redact_request_id};
 use serde_json::{Value, json};
 use tessera::users::models::Role;
 
@@ -24,7 +24,7 @@ async fn sign_up_answers_201_with_location_and_etag() {
         .await;
     assert_eq!(response.status, StatusCode::CREATED, "{}", response.text());
     let body = response.json();
-    let id = body["id"].as_str().unwrap();
+    let id = body["id"].as_str().expect("the answer has an id");
     assert_eq!(
         response.header("location"),
         Some(format!("/api/v1/users/{id}").as_str())
@@ -44,24 +44,73 @@ async fn sign_up_lists_every_invalid_field() {
     let body = json!({"email": "not-an-email", "full_name": " ", "password": "short"});
     let response = app.post("/api/v1/users").json(body).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let locs: Vec<Value> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["loc"].clone())
-        .collect();
-    assert_eq!(
-        locs,
-        vec![
-            json!(["body", "email"]),
-            json!(["body", "full_name"]),
-            json!(["body", "password"])
-        ]
-    );
+    insta::assert_json_snapshot!(redact_request_id(problem), @r#"
+    {
+      "code": "validation_failed",
+      "detail": "The request has 3 invalid field(s).",
+      "errors": [
+        {
+          "loc": [
+            "body",
+            "email"
+          ],
+          "msg": "is not a valid email address",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "full_name"
+          ],
+          "msg": "must not be empty",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "password"
+          ],
+          "msg": "must be at least 8 characters",
+          "type": "value_error"
+        }
+      ],
+      "request_id": "[request_id]",
+      "status": 422,
+      "title": "Unprocessable Entity",
+      "type": "urn:tessera:problem:validation_failed"
+    }
+    "#);
     let long = json!({"email": "a@example.com", "full_name": "x".repeat(101), "password": "p".repeat(129)});
     let response = app.post("/api/v1/users").json(long).send().await;
     let problem = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    insta::assert_json_snapshot!(redact_request_id(problem), @r#"
+    {
+      "code": "validation_failed",
+      "detail": "The request has 2 invalid field(s).",
+      "errors": [
+        {
+          "loc": [
+            "body",
+            "full_name"
+          ],
+          "msg": "must be at most 100 characters",
+          "type": "value_error"
+        },
+        {
+          "loc": [
+            "body",
+            "password"
+          ],
+          "msg": "must be at most 128 characters",
+          "type": "value_error"
+        }
+      ],
+      "request_id": "[request_id]",
+      "status": 422,
+      "title": "Unprocessable Entity",
+      "type": "urn:tessera:problem:validation_failed"
+    }
+    "#);
 }
 
 #[tokio::test]
@@ -118,7 +167,7 @@ async fn concurrent_sign_ups_with_one_email_have_exactly_one_winner() {
         .collect();
     let mut statuses = Vec::new();
     for handle in handles {
-        statuses.push(handle.await.unwrap());
+        statuses.push(handle.await.expect("a sign-up task ends without panicking"));
     }
     assert_eq!(
         statuses
@@ -188,7 +237,10 @@ async fn me_supports_etags_and_conditional_updates() {
     let (_, token) = app.signed_in("me@example.com", Role::User).await;
     let me = app.get("/api/v1/users/me").bearer(&token).send().await;
     assert_eq!(me.status, StatusCode::OK);
-    let etag = me.header("etag").unwrap().to_owned();
+    let etag = me
+        .header("etag")
+        .expect("the response carries an ETag")
+        .to_owned();
 
     let unchanged = app
         .get("/api/v1/users/me")
@@ -208,7 +260,10 @@ async fn me_supports_etags_and_conditional_updates() {
         .await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.text());
     assert_eq!(patched.json()["full_name"], "Grace Hopper");
-    let new_etag = patched.header("etag").unwrap().to_owned();
+    let new_etag = patched
+        .header("etag")
+        .expect("the response carries an ETag")
+        .to_owned();
     assert_ne!(new_etag, etag);
 
     // The other tab still holds the old ETag: its write is refused, not lost.
@@ -266,7 +321,13 @@ async fn users_cannot_change_their_own_role_or_take_an_email() {
         .send()
         .await;
     let problem = invalid.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        problem["errors"]
+            .as_array()
+            .expect("a validation problem lists its errors")
+            .len(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -329,7 +390,10 @@ async fn admins_read_change_and_delete_any_account() {
     let path = format!("/api/v1/users/{}", user.id);
     let read = app.get(&path).bearer(&admin).send().await;
     assert_eq!(read.status, StatusCode::OK);
-    let etag = read.header("etag").unwrap().to_owned();
+    let etag = read
+        .header("etag")
+        .expect("the response carries an ETag")
+        .to_owned();
     let not_modified = app
         .get(&path)
         .bearer(&admin)
@@ -468,12 +532,14 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         .json();
     let emails: Vec<&str> = page["items"]
         .as_array()
-        .unwrap()
+        .expect("a list answer has an items array")
         .iter()
         .map(|u| u["email"].as_str().unwrap())
         .collect();
     assert_eq!(emails, ["user4@example.com", "user3@example.com"]);
-    let cursor = page["next_cursor"].as_str().unwrap();
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a page with more after it has a next_cursor");
     let next = app
         .get(&format!("/api/v1/users?limit=2&cursor={cursor}"))
         .bearer(&admin)
@@ -488,7 +554,13 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         .send()
         .await
         .json();
-    assert_eq!(admins["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        admins["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        1
+    );
     assert!(admins["next_cursor"].is_null());
     let prefixed = app
         .get("/api/v1/users?email_prefix=USER1")
@@ -496,7 +568,13 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         .send()
         .await
         .json();
-    assert_eq!(prefixed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        prefixed["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .len(),
+        1
+    );
     let wildcard = app
         .get("/api/v1/users?email_prefix=%25")
         .bearer(&admin)
@@ -504,7 +582,10 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         .await
         .json();
     assert!(
-        wildcard["items"].as_array().unwrap().is_empty(),
+        wildcard["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .is_empty(),
         "% matches literally"
     );
     let inactive = app
@@ -513,7 +594,12 @@ async fn the_admin_list_pages_newest_first_and_filters() {
         .send()
         .await
         .json();
-    assert!(inactive["items"].as_array().unwrap().is_empty());
+    assert!(
+        inactive["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+            .is_empty()
+    );
 
     for bad in [
         "limit=0",
@@ -556,7 +642,10 @@ async fn pagination_stays_correct_while_rows_are_inserted() {
             None => "/api/v1/users?limit=2".to_owned(),
         };
         let page = app.get(&path).bearer(&admin).send().await.json();
-        for item in page["items"].as_array().unwrap() {
+        for item in page["items"]
+            .as_array()
+            .expect("a list answer has an items array")
+        {
             seen.push(item["email"].as_str().unwrap().to_owned());
         }
         // New accounts arrive between page reads.

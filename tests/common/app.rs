@@ -13,7 +13,7 @@ use tessera::app::{Application, Settings};
 use tessera::auth::accounts::{self, NewAccount};
 use tessera::auth::service::AuthState;
 use tessera::core::config::PlatformConfig;
-use tessera::core::db::DbPool;
+use tessera::core::db::{DbConnection, DbPool};
 use tessera::core::docs;
 use tessera::core::platform::Lifecycle;
 use tessera::executions::service::ExecutionsState;
@@ -153,6 +153,14 @@ impl TestApp {
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> TestRequest<'_> {
         self.request(Method::DELETE, path)
+    }
+
+    /// A connection to the app's database, from the app's own pool.
+    pub async fn conn(&self) -> DbConnection {
+        self.pool
+            .get()
+            .await
+            .unwrap_or_else(|error| panic!("no connection from the test app's pool: {error}"))
     }
 
     /// Creates an account directly through the accounts service.

@@ -91,13 +91,13 @@ pub fn test_kinds() -> KindRegistry {
 
 /// Creates the table [`Count`] writes to.
 pub async fn create_side_effects_table(app: &TestApp) {
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     diesel::sql_query(
         "CREATE TABLE side_effects (execution_id uuid NOT NULL, label text NOT NULL)",
     )
     .execute(&mut conn)
     .await
-    .unwrap();
+    .expect("the side_effects table is created");
 }
 
 /// How many rows [`Count`] wrote, and how many distinct executions wrote them.
@@ -109,13 +109,13 @@ pub async fn side_effects(app: &TestApp) -> (i64, i64) {
         #[diesel(sql_type = diesel::sql_types::BigInt)]
         distinct_executions: i64,
     }
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     let counts: Counts = diesel::sql_query(
         "SELECT count(*) AS total, count(DISTINCT execution_id) AS distinct_executions FROM side_effects",
     )
     .get_result(&mut conn)
     .await
-    .unwrap();
+    .expect("side_effects can be counted (create_side_effects_table first)");
     (counts.total, counts.distinct_executions)
 }
 
@@ -132,19 +132,24 @@ pub async fn submit(
     if let (Some(request), Some(extra)) = (request.as_object_mut(), extra.as_object()) {
         request.extend(extra.clone());
     }
-    let request: CreateExecutionRequest = serde_json::from_value(request).unwrap();
-    let submission = service::validate(registry, owner.id, &request, None).unwrap();
-    let mut conn = app.pool.get().await.unwrap();
-    service::enqueue(&mut conn, submission).await.unwrap().0
+    let request: CreateExecutionRequest = serde_json::from_value(request.clone())
+        .unwrap_or_else(|error| panic!("{request} is not a submission: {error}"));
+    let submission = service::validate(registry, owner.id, &request, None)
+        .unwrap_or_else(|errors| panic!("the test's {kind} submission is invalid: {errors:?}"));
+    let mut conn = app.conn().await;
+    service::enqueue(&mut conn, submission)
+        .await
+        .unwrap_or_else(|error| panic!("the {kind} submission cannot be enqueued: {error}"))
+        .0
 }
 
 /// The execution now.
 pub async fn load(app: &TestApp, id: uuid::Uuid) -> Execution {
-    let mut conn = app.pool.get().await.unwrap();
+    let mut conn = app.conn().await;
     repository::find(&mut conn, id)
         .await
-        .unwrap()
-        .expect("the execution exists")
+        .unwrap_or_else(|error| panic!("execution {id} cannot be read: {error}"))
+        .unwrap_or_else(|| panic!("execution {id} exists"))
 }
 
 /// Waits until the execution reaches `status` (panics after `patience`, so a

@@ -25,7 +25,7 @@ pub use app::{
     settled_inference_report, test_settings,
 };
 pub use cluster::{FAST_SETTINGS, TestDatabase, database_url};
-pub use requests::{TestRequest, TestResponse};
+pub use requests::{TestRequest, TestResponse, redact_request_id};
 pub use skips::{REQUIRE_GPU_AND_MODEL, real_model_dir, skip};
 
 /// The repository root.

@@ -173,3 +173,15 @@ impl TestResponse {
         body
     }
 }
+
+/// `body` with its `request_id`, different on every request, replaced by a
+/// placeholder, for snapshots of a problem body that
+/// [`TestResponse::assert_problem`] has checked (the id against its header).
+pub fn redact_request_id(mut body: Value) -> Value {
+    assert!(
+        body["request_id"].is_string(),
+        "the body has a request_id: {body}"
+    );
+    body["request_id"] = Value::from("[request_id]");
+    body
+}
