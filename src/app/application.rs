@@ -31,6 +31,9 @@ pub enum StartupError {
     /// Signing keys or password hashing are unusable.
     #[error("cannot start: {0}")]
     Auth(#[from] AuthSetupError),
+    /// A seeder failed (startup seeding, or `tessera seed`).
+    #[error(transparent)]
+    Seed(#[from] SeedError),
 }
 
 /// One process's application: the shared state, the HTTP router over it, and
@@ -49,11 +52,11 @@ impl Application {
             pool: db::build_pool(database_url, &settings.platform.database)?,
             config: settings.platform.clone(),
             lifecycle: Arc::default(),
-            components: Arc::default(),
+            readiness: Arc::default(),
         };
         let auth = AuthState::new(&settings.auth)?;
         let inference =
-            InferenceState::load_in_background(&settings.inference, platform.components.clone());
+            InferenceState::load_in_background(&settings.inference, platform.readiness.clone());
         let executions = ExecutionsState {
             registry: Arc::new(kinds(&inference)),
             hub: NotificationHub::start(database_url.to_owned()),
@@ -96,7 +99,7 @@ impl Application {
     }
 
     /// Runs the seeders (all, or those named), in order.
-    pub async fn seed(&self, only: &[String]) -> Result<Vec<Seeded>, SeedError> {
+    pub async fn seed(&self, only: &[String]) -> Result<Vec<Seeded>, StartupError> {
         let platform = &self.state.platform;
         run_seeders(&platform.pool, &platform.config, &self.state.auth, only).await
     }
@@ -156,24 +159,12 @@ pub async fn seed_database(
     settings: &Settings,
     database_url: &str,
     only: &[String],
-) -> Result<Vec<Seeded>, SeedDatabaseError> {
-    let pool =
-        db::build_pool(database_url, &settings.platform.database).map_err(StartupError::from)?;
-    let auth = AuthState::new(&settings.auth).map_err(StartupError::from)?;
+) -> Result<Vec<Seeded>, StartupError> {
+    let pool = db::build_pool(database_url, &settings.platform.database)?;
+    let auth = AuthState::new(&settings.auth)?;
     let seeded = run_seeders(&pool, &settings.platform, &auth, only).await;
     pool.close();
-    Ok(seeded?)
-}
-
-/// Why `tessera seed` failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SeedDatabaseError {
-    /// The pool or the auth state could not be built.
-    #[error(transparent)]
-    Startup(#[from] StartupError),
-    /// A seeder failed.
-    #[error(transparent)]
-    Seed(#[from] SeedError),
+    seeded
 }
 
 async fn run_seeders(
@@ -181,12 +172,12 @@ async fn run_seeders(
     config: &Arc<PlatformConfig>,
     auth: &AuthState,
     only: &[String],
-) -> Result<Vec<Seeded>, SeedError> {
+) -> Result<Vec<Seeded>, StartupError> {
     let context = SeedContext {
         pool: pool.clone(),
         config: config.clone(),
     };
-    seeders(auth).run(&context, only).await
+    Ok(seeders(auth).run(&context, only).await?)
 }
 
 /// The ReDoc script; in development it is installed on first use.

@@ -14,7 +14,7 @@ use axum::response::Response;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-pub use application::{Application, SeedDatabaseError, Seeded, StartupError, seed_database};
+pub use application::{Application, Seeded, StartupError, seed_database};
 pub use settings::Settings;
 
 use crate::auth::seed::FirstAdminSeeder;
@@ -33,8 +33,8 @@ use crate::shared::error::{Problem, problem_response};
 pub const API_PREFIX: &str = "/api/v1";
 
 /// Everything a handler may need, shared by every request. Built only by
-/// [`Application::build`].
-#[derive(Clone)]
+/// [`Application::build`]; each domain's handlers extract their own part.
+#[derive(Clone, FromRef)]
 pub struct AppState {
     /// Pool, configuration, lifecycle.
     pub platform: Platform,
@@ -44,30 +44,6 @@ pub struct AppState {
     pub executions: ExecutionsState,
     /// The embedding engine (loading, ready or unavailable).
     pub inference: InferenceState,
-}
-
-impl FromRef<AppState> for InferenceState {
-    fn from_ref(state: &AppState) -> Self {
-        state.inference.clone()
-    }
-}
-
-impl FromRef<AppState> for ExecutionsState {
-    fn from_ref(state: &AppState) -> Self {
-        state.executions.clone()
-    }
-}
-
-impl FromRef<AppState> for Platform {
-    fn from_ref(state: &AppState) -> Self {
-        state.platform.clone()
-    }
-}
-
-impl FromRef<AppState> for AuthState {
-    fn from_ref(state: &AppState) -> Self {
-        state.auth.clone()
-    }
 }
 
 /// Every documented route, with its OpenAPI description.

@@ -88,39 +88,32 @@ mod tests {
                 .to_string()
                 .starts_with("invalid configuration: PORT: ")
         );
-        assert_eq!(variable_of(&[("APP_ENV", "staging")]), "APP_ENV");
-        assert_eq!(
-            variable_of(&[("DATABASE_POOL_SIZE", "0")]),
-            "DATABASE_POOL_SIZE"
-        );
-        assert_eq!(
-            variable_of(&[("REQUEST_TIMEOUT_MS", "-5")]),
-            "REQUEST_TIMEOUT_MS"
-        );
-        assert_eq!(
-            variable_of(&[("SEED_ON_STARTUP", "yes")]),
-            "SEED_ON_STARTUP"
-        );
-        assert_eq!(
-            variable_of(&[("CORS_ALLOWED_ORIGINS", "example.com")]),
-            "CORS_ALLOWED_ORIGINS"
-        );
-        assert_eq!(variable_of(&[("JWT_SECRET", "short")]), "JWT_SECRET");
-        assert_eq!(
-            variable_of(&[
-                ("EXECUTION_LEASE_MS", "1000"),
-                ("EXECUTION_HEARTBEAT_MS", "1000")
-            ]),
-            "EXECUTION_HEARTBEAT_MS"
-        );
-        assert_eq!(
-            variable_of(&[("WORKER_QUEUE_CONCURRENCY", "default")]),
-            "WORKER_QUEUE_CONCURRENCY"
-        );
-        assert_eq!(
-            variable_of(&[("INFERENCE_DEVICE", "tpu")]),
-            "INFERENCE_DEVICE"
-        );
+        let refused: &[(&[(&str, &str)], &str)] = &[
+            (&[("APP_ENV", "staging")], "APP_ENV"),
+            (&[("DATABASE_POOL_SIZE", "0")], "DATABASE_POOL_SIZE"),
+            (&[("REQUEST_TIMEOUT_MS", "-5")], "REQUEST_TIMEOUT_MS"),
+            (&[("SEED_ON_STARTUP", "yes")], "SEED_ON_STARTUP"),
+            (
+                &[("CORS_ALLOWED_ORIGINS", "example.com")],
+                "CORS_ALLOWED_ORIGINS",
+            ),
+            (&[("JWT_SECRET", "short")], "JWT_SECRET"),
+            (
+                &[
+                    ("EXECUTION_LEASE_MS", "1000"),
+                    ("EXECUTION_HEARTBEAT_MS", "1000"),
+                ],
+                "EXECUTION_HEARTBEAT_MS",
+            ),
+            (
+                &[("WORKER_QUEUE_CONCURRENCY", "default")],
+                "WORKER_QUEUE_CONCURRENCY",
+            ),
+            (&[("INFERENCE_DEVICE", "tpu")], "INFERENCE_DEVICE"),
+        ];
+        for (vars, variable) in refused {
+            assert_eq!(variable_of(vars), *variable, "{vars:?}");
+        }
     }
 
     #[test]

@@ -40,19 +40,15 @@ pub async fn sign_up(
     insert_account(&platform.pool, auth, account, &request.password).await
 }
 
-/// A validated account to create: its profile; the password is checked and
-/// hashed separately, so it is never held longer than the request.
-pub type NewAccount = NewProfile;
-
 /// Parses a sign-up request into the profile to create, checking the password
 /// too; every invalid field is reported at once.
-fn parse_sign_up(request: &CreateUserRequest) -> Result<NewAccount, AppError> {
+fn parse_sign_up(request: &CreateUserRequest) -> Result<NewProfile, AppError> {
     match (
         Email::parse(&request.email),
         FullName::parse(&request.full_name),
         validate_password(&request.password),
     ) {
-        (Ok(email), Ok(full_name), Ok(())) => Ok(NewAccount {
+        (Ok(email), Ok(full_name), Ok(())) => Ok(NewProfile {
             email,
             full_name,
             role: request.role.unwrap_or(Role::User),
@@ -70,7 +66,7 @@ fn parse_sign_up(request: &CreateUserRequest) -> Result<NewAccount, AppError> {
 pub async fn insert_account(
     pool: &DbPool,
     auth: &AuthState,
-    account: NewAccount,
+    account: NewProfile,
     password: &str,
 ) -> Result<User, AppError> {
     let password_hash = auth.passwords.hash(password).await?;

@@ -3,13 +3,13 @@
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-use crate::auth::accounts::{self, NewAccount};
+use crate::auth::accounts;
 use crate::auth::service::AuthState;
 use crate::core::seed::{SeedContext, SeedOutcome, Seeder};
 use crate::shared::error::AppError;
 use crate::shared::validation::Invalid;
 use crate::users::models::{Email, FullName, Role};
-use crate::users::service;
+use crate::users::service::{self, NewProfile};
 
 /// The email of the development admin when `FIRST_ADMIN_EMAIL` is unset.
 pub const DEVELOPMENT_ADMIN_EMAIL: &str = "admin@example.com";
@@ -54,7 +54,7 @@ impl FirstAdminSeeder {
                 return Err(AppError::internal(FirstAdminError::PasswordMissing));
             }
         };
-        let account = NewAccount {
+        let account = NewProfile {
             email,
             full_name: FullName::parse("Administrator").map_err(AppError::internal)?,
             role: Role::Admin,

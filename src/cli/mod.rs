@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{self, Application, SeedDatabaseError, Settings, StartupError};
+use crate::app::{self, Application, Settings, StartupError};
 use crate::core::config::ConfigError;
 use crate::core::db::DbError;
 use crate::core::docs::{self, RedocInstallError};
 use crate::core::local_postgres::LocalPostgresError;
-use crate::core::seed::SeedError;
 use crate::core::{server, telemetry};
 use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EngineError};
 use database::{close_database, open_database, with_database};
@@ -108,12 +107,6 @@ pub enum CommandError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
-    /// A seeder failed.
-    #[error(transparent)]
-    Seed(#[from] SeedError),
-    /// `tessera seed` could not run.
-    #[error(transparent)]
-    SeedDatabase(#[from] SeedDatabaseError),
     /// ReDoc's script could not be installed.
     #[error(transparent)]
     Redoc(#[from] RedocInstallError),
@@ -126,7 +119,7 @@ pub enum CommandError {
     /// A command-line value is unusable.
     #[error("{0}")]
     Usage(String),
-    /// The application could not be built (pool, keys, hashing).
+    /// The application could not be built (pool, keys, hashing) or seeded.
     #[error(transparent)]
     Startup(#[from] StartupError),
     /// The OpenAPI document could not be serialised.

@@ -85,7 +85,7 @@ async fn ready(State(platform): State<Platform>) -> Result<axum::Json<HealthStat
     }
     Ok(axum::Json(HealthStatus {
         status: "ready",
-        components: platform.components.snapshot(),
+        components: platform.readiness.snapshot(),
     }))
 }
 

@@ -18,7 +18,7 @@ pub struct Platform {
     /// Whether the process is shutting down.
     pub lifecycle: Arc<Lifecycle>,
     /// The state of optional components, as `/ready` shows it.
-    pub components: Arc<ReadinessReports>,
+    pub readiness: Arc<ReadinessReports>,
 }
 
 /// Optional parts of the service (the embedding engine) report their state here

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use tessera::app::{Application, Settings};
-use tessera::auth::accounts::{self, NewAccount};
+use tessera::auth::accounts;
 use tessera::auth::service::AuthState;
 use tessera::core::config::PlatformConfig;
 use tessera::core::db::{DbConnection, DbPool};
@@ -18,6 +18,7 @@ use tessera::core::docs;
 use tessera::core::platform::Lifecycle;
 use tessera::executions::service::ExecutionsState;
 use tessera::users::models::{Email, FullName, Role, User};
+use tessera::users::service::NewProfile;
 
 use super::{TestDatabase, TestRequest, TestResponse, repo_root};
 
@@ -165,7 +166,7 @@ impl TestApp {
 
     /// Creates an account directly through the accounts service.
     pub async fn create_user(&self, email: &str, password: &str, role: Role) -> User {
-        let account = NewAccount {
+        let account = NewProfile {
             email: Email::parse(email)
                 .unwrap_or_else(|error| panic!("the test's email {email:?} is invalid: {error}")),
             full_name: FullName::parse("Test Person").expect("\"Test Person\" is a valid name"),
