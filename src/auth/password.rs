@@ -213,59 +213,62 @@ mod tests {
     use super::*;
 
     fn cheap() -> Params {
-        Params::new(64, 1, 1, None).expect("the test's own setup is valid")
+        Params::new(64, 1, 1, None).expect("64 KiB, 1 pass, 1 lane are valid argon2 parameters")
     }
 
     #[tokio::test]
     async fn hashes_verify_and_unknown_accounts_never_do() {
-        let passwords = Passwords::new(cheap(), 2, 8).expect("the test's own setup is valid");
+        let passwords =
+            Passwords::new(cheap(), 2, 8).expect("a hasher with cheap parameters starts");
         let hash = passwords
             .hash("correct horse")
             .await
-            .expect("the test's own setup is valid");
+            .expect("hashing a password succeeds");
         assert!(hash.starts_with("$argon2id$"));
         let good = passwords
             .verify("correct horse", Some(&hash))
             .await
-            .expect("the test's own setup is valid");
+            .expect("verifying against a stored hash succeeds");
         assert!(good.valid && !good.outdated);
         assert!(
             !passwords
                 .verify("wrong horse", Some(&hash))
                 .await
-                .expect("the test's own setup is valid")
+                .expect("verifying a password completes")
                 .valid
         );
         let unknown = passwords
             .verify("a dummy password no account has", None)
             .await
-            .expect("the test's own setup is valid");
+            .expect("verifying a password completes");
         assert!(!unknown.valid, "the dummy hash never grants access");
     }
 
     #[tokio::test]
     async fn hashes_with_other_parameters_are_outdated() {
         let old = Passwords::new(
-            Params::new(32, 1, 1, None).expect("the test's own setup is valid"),
+            Params::new(32, 1, 1, None)
+                .expect("32 KiB, 1 pass, 1 lane are valid argon2 parameters"),
             1,
             8,
         )
-        .expect("the test's own setup is valid");
+        .expect("a hasher with cheap parameters starts");
         let hash = old
             .hash("correct horse")
             .await
-            .expect("the test's own setup is valid");
-        let current = Passwords::new(cheap(), 1, 8).expect("the test's own setup is valid");
+            .expect("hashing a password succeeds");
+        let current = Passwords::new(cheap(), 1, 8).expect("a hasher with cheap parameters starts");
         let verification = current
             .verify("correct horse", Some(&hash))
             .await
-            .expect("the test's own setup is valid");
+            .expect("verifying a password completes");
         assert!(verification.valid && verification.outdated);
     }
 
     #[tokio::test]
     async fn a_full_queue_answers_503() {
-        let passwords = Passwords::new(cheap(), 1, 0).expect("the test's own setup is valid");
+        let passwords =
+            Passwords::new(cheap(), 1, 0).expect("a hasher with cheap parameters starts");
         let error = passwords.hash("correct horse").await.unwrap_err();
         assert_eq!(error.to_problem().code, "auth_overloaded");
     }
@@ -274,7 +277,7 @@ mod tests {
     async fn a_request_dropped_while_waiting_leaves_no_work_behind() {
         use std::sync::atomic::AtomicBool;
         let passwords =
-            Arc::new(Passwords::new(cheap(), 1, 8).expect("the test's own setup is valid"));
+            Arc::new(Passwords::new(cheap(), 1, 8).expect("a hasher with cheap parameters starts"));
         let (release, released) = std::sync::mpsc::channel::<()>();
         let busy = {
             let passwords = passwords.clone();
@@ -298,10 +301,12 @@ mod tests {
         waiting.abort(); // The client went away.
         assert!(waiting.await.is_err());
         assert_eq!(passwords.waiting.load(Ordering::SeqCst), 0);
-        release.send(()).expect("the test's own setup is valid");
+        release
+            .send(())
+            .expect("the busy job is still waiting for its release");
         busy.await
-            .expect("the test's own setup is valid")
-            .expect("the test's own setup is valid");
+            .expect("the busy job was not cancelled")
+            .expect("the busy job got its hashing slot");
         assert_eq!(passwords.slots.available_permits(), 1);
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job never ran");
     }

@@ -151,7 +151,7 @@ mod tests {
     fn emails_are_checked_and_kept_as_typed() {
         assert_eq!(
             Email::parse(" Ada@Example.com ")
-                .expect("the test's own setup is valid")
+                .expect("a plain address with surrounding spaces is valid")
                 .into_inner(),
             "Ada@Example.com"
         );
@@ -173,7 +173,7 @@ mod tests {
     fn names_are_bounded() {
         assert_eq!(
             FullName::parse("  Ada Lovelace ")
-                .expect("the test's own setup is valid")
+                .expect("a plain name with surrounding spaces is valid")
                 .into_inner(),
             "Ada Lovelace"
         );

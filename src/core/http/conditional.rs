@@ -126,7 +126,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(
             name,
-            HeaderValue::from_str(value).expect("the test's own setup is valid"),
+            HeaderValue::from_str(value).expect("test header values are visible ASCII"),
         );
         headers
     }
@@ -137,16 +137,16 @@ mod tests {
         let tag = etag(id, 7);
         assert_eq!(
             required_revision(&headers(header::IF_MATCH, &tag), id)
-                .expect("the test's own setup is valid"),
+                .expect("this resource's own ETag is accepted"),
             Some(7)
         );
         assert_eq!(
-            required_revision(&HeaderMap::new(), id).expect("the test's own setup is valid"),
+            required_revision(&HeaderMap::new(), id).expect("no If-Match is accepted"),
             None
         );
         assert_eq!(
             required_revision(&headers(header::IF_MATCH, "*"), id)
-                .expect("the test's own setup is valid"),
+                .expect("If-Match: * is accepted"),
             None
         );
         let other = etag(Uuid::now_v7(), 7);
