@@ -42,6 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
     let settings = Settings::from_lookup(|name| match name {
         "APP_ENV" => Some("test".to_owned()),
+        "JWT_SECRET" => Some("a-benchmark-only-secret-of-more-than-32-bytes".to_owned()),
         "DATABASE_URL" => Some(url.clone()),
         "DATABASE_POOL_SIZE" => Some("16".to_owned()),
         "WORKER_CONCURRENCY" => Some(concurrency.clone()),

@@ -7,10 +7,9 @@
 mod common;
 
 use axum::http::StatusCode;
-use common::{DEFAULT_PASSWORD, TestApp, access_token, refresh_token};
+use common::{DEFAULT_PASSWORD, TEST_JWT_SECRET, TestApp, access_token, refresh_token};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tessera::auth::config::DEVELOPMENT_JWT_SECRET;
 use tessera::users::models::Role;
 use uuid::Uuid;
 
@@ -103,7 +102,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
         .await;
     let good = claims(user.id, user.token_version);
     // Sanity: a correctly signed token works, so the refusals below are about the flaw.
-    let valid = sign(&good, Algorithm::HS256, DEVELOPMENT_JWT_SECRET);
+    let valid = sign(&good, Algorithm::HS256, TEST_JWT_SECRET);
     assert_eq!(
         app.get("/api/v1/users/me")
             .bearer(&valid)
@@ -116,7 +115,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
     let with = |key: &str, value: Value| {
         let mut claims = good.clone();
         claims[key] = value;
-        sign(&claims, Algorithm::HS256, DEVELOPMENT_JWT_SECRET)
+        sign(&claims, Algorithm::HS256, TEST_JWT_SECRET)
     };
     let now = chrono::Utc::now().timestamp();
     let unsigned = {
@@ -147,7 +146,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
         ),
         (
             "other algorithm",
-            sign(&good, Algorithm::HS512, DEVELOPMENT_JWT_SECRET),
+            sign(&good, Algorithm::HS512, TEST_JWT_SECRET),
         ),
         ("expired", with("exp", json!(now - 60))),
         ("not yet valid", with("nbf", json!(now + 600))),
@@ -485,7 +484,7 @@ async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
     let hs256 = sign(
         &claims(user.id, user.token_version),
         Algorithm::HS256,
-        DEVELOPMENT_JWT_SECRET,
+        TEST_JWT_SECRET,
     );
     app.get("/api/v1/users/me")
         .bearer(&hs256)
@@ -493,4 +492,79 @@ async fn eddsa_keys_from_files_sign_and_verify_and_refuse_hs256() {
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[tokio::test]
+async fn token_responses_are_never_cached() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let signed_in = app
+        .login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.1")
+        .await;
+    let refreshed = refresh(&app, refresh_token(&signed_in.json())).await;
+    let changed = app
+        .put("/api/v1/auth/password")
+        .bearer(access_token(&refreshed.json()))
+        .json(
+            json!({"current_password": DEFAULT_PASSWORD, "new_password": "another long password"}),
+        )
+        .send()
+        .await;
+    for (what, response) in [
+        ("token", &signed_in),
+        ("refresh", &refreshed),
+        ("password", &changed),
+    ] {
+        assert_eq!(
+            response.status,
+            StatusCode::OK,
+            "{what}: {}",
+            response.text()
+        );
+        assert_eq!(response.header("cache-control"), Some("no-store"), "{what}");
+        assert_eq!(response.header("pragma"), Some("no-cache"), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_credentials_are_refused_before_they_cost_anything() {
+    let app = TestApp::spawn().await;
+    let long_name = format!("{}@example.com", "a".repeat(3_200));
+    // Ten tries, as an attacker would: each a 422 (never a 500), and the
+    // service keeps answering.
+    for _ in 0..10 {
+        let body = app
+            .login_from(&long_name, "a password", "192.0.2.1")
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(body["errors"][0]["loc"], json!(["body", "username"]));
+    }
+    let body = app
+        .login_from("ada@example.com", &"p".repeat(1_025), "192.0.2.1")
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "password"]));
+    assert_eq!(body["errors"][0]["msg"], "must be at most 1024 bytes");
+    // A normal wrong password still gets the usual answer.
+    app.login_from("ada@example.com", "wrong password!", "192.0.2.1")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+
+    let (_, token) = app.signed_in("bob@example.com", Role::User).await;
+    app.put("/api/v1/auth/password")
+        .bearer(&token)
+        .json(
+            json!({"current_password": "x".repeat(1_025), "new_password": "another long password"}),
+        )
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let (_, token) = app.signed_in("eve@example.com", Role::User).await;
+    app.delete("/api/v1/users/me")
+        .bearer(&token)
+        .json(json!({"password": "x".repeat(1_025)}))
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }

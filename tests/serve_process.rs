@@ -262,6 +262,7 @@ async fn migrate_commands_report_and_round_trip() {
         let output = tessera()
             .env("APP_ENV", "test")
             .env("DATABASE_URL", &database.url)
+            .env("JWT_SECRET", "a-test-secret-that-is-long-enough-0123456789")
             .arg("migrate")
             .args(args)
             .output()

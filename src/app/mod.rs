@@ -79,7 +79,7 @@ fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
     let config = state.platform.config.clone();
     let spec = openapi::complete_spec(spec, &state.executions.registry);
     let router = routes
-        .merge(docs::router(spec, redoc_bundle))
+        .merge(docs::router(spec, redoc_bundle, config.is_development()))
         .fallback(unknown_route)
         .with_state(state);
     http::apply_middleware(router, &config.http, config.env)

@@ -128,6 +128,12 @@ mod tests {
             ]),
             "JWT_SECRET"
         );
+        // Any deployment that is not a developer's machine refuses it, tests included.
+        assert_eq!(
+            variable_of(&[("APP_ENV", "test"), url]),
+            "JWT_SECRET",
+            "APP_ENV=test with the development secret"
+        );
         let secret = "a-real-production-secret-of-forty-bytes!!";
         let ok = settings(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)])
             .expect("production with a URL and a real secret is valid");
@@ -135,6 +141,21 @@ mod tests {
         assert_eq!(ok.platform.log_format, LogFormat::Json);
         assert!(!ok.platform.seed_on_startup);
         assert!(ok.platform.http.cors_allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn the_database_url_is_never_printed() {
+        let url = "postgres://tessera:db-password-123@db/tessera";
+        let settings = settings(&[("DATABASE_URL", url)]).expect("a valid URL");
+        let printed = format!("{settings:?}");
+        assert!(!printed.contains("db-password-123"), "{printed}");
+        let kept = settings
+            .platform
+            .database
+            .url
+            .as_ref()
+            .map(|url| url.expose());
+        assert_eq!(kept, Some(url));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use diesel_async::AsyncConnection;
 
-use crate::auth::password::validate_password;
+use crate::auth::password::{bounded_password, validate_password};
 use crate::auth::service::{self, AuthState};
 use crate::core::db::DbPool;
 use crate::core::platform::Platform;
@@ -87,6 +87,8 @@ pub async fn delete_own(
     password: &str,
     expected_revision: Option<i64>,
 ) -> Result<(), AppError> {
+    bounded_password(password)
+        .map_err(|invalid| invalid_fields([(FieldError::body("password"), Some(invalid))]))?;
     service::verify_password(platform, auth, user, password).await?;
     users::delete(platform, user.id, expected_revision).await
 }

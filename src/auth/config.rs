@@ -108,10 +108,10 @@ fn shared_secret(vars: &Vars<'_>, env: AppEnv) -> Result<Secret, ConfigError> {
             problem: "must be at least 32 bytes long".to_owned(),
         });
     }
-    if env == AppEnv::Production && secret == DEVELOPMENT_JWT_SECRET {
+    if env != AppEnv::Development && secret == DEVELOPMENT_JWT_SECRET {
         return Err(ConfigError {
             variable: "JWT_SECRET",
-            problem: "must be set to a secret of your own in production".to_owned(),
+            problem: "must be set to a secret of your own outside development".to_owned(),
         });
     }
     Ok(Secret::new(secret))

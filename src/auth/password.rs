@@ -24,6 +24,35 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest accepted password, in characters (bounds the hashing cost of one request).
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
+/// Longest password accepted for checking, in bytes: a guess longer than any
+/// password we let anyone set is refused before it costs a hash or a row.
+pub const MAX_CREDENTIAL_BYTES: usize = 1024;
+
+/// Longest sign-in name (an email), in characters (RFC 5321's path limit).
+pub const MAX_USERNAME_CHARS: usize = 254;
+
+/// Checks that a password presented for verification is not absurdly long.
+pub fn bounded_password(password: &str) -> Result<(), Invalid> {
+    if password.len() > MAX_CREDENTIAL_BYTES {
+        Err(Invalid::new(format!(
+            "must be at most {MAX_CREDENTIAL_BYTES} bytes"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks that a sign-in name is not longer than any email can be.
+pub fn bounded_username(username: &str) -> Result<(), Invalid> {
+    if username.chars().count() > MAX_USERNAME_CHARS {
+        Err(Invalid::new(format!(
+            "must be at most {MAX_USERNAME_CHARS} characters"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
 /// Checks a new password's length.
 pub fn validate_password(password: &str) -> Result<(), Invalid> {
     let length = password.chars().count();

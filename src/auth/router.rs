@@ -1,7 +1,8 @@
 //! `/api/v1/auth`: tokens, refresh, logout and password changes.
 
 use axum::extract::{FromRef, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -11,6 +12,20 @@ use crate::auth::service::{self, AuthState};
 use crate::core::http::extract::{ApiForm, ApiJson};
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, Problem};
+
+/// A token response: `Cache-Control: no-store` and `Pragma: no-cache`
+/// (RFC 6749 §5.1), so no browser or proxy keeps a copy of the tokens.
+struct NoStore<T>(T);
+
+impl<T: serde::Serialize> IntoResponse for NoStore<T> {
+    fn into_response(self) -> Response {
+        let mut response = axum::Json(self.0).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        response
+    }
+}
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "auth";
@@ -45,8 +60,8 @@ async fn issue_token(
     State(auth): State<AuthState>,
     ClientAddress(client): ClientAddress,
     ApiForm(form): ApiForm<TokenForm>,
-) -> Result<axum::Json<TokenResponse>, AppError> {
-    Ok(axum::Json(
+) -> Result<NoStore<TokenResponse>, AppError> {
+    Ok(NoStore(
         service::login(&platform, &auth, form, &client).await?,
     ))
 }
@@ -62,8 +77,8 @@ async fn refresh_token(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
     ApiJson(request): ApiJson<RefreshRequest>,
-) -> Result<axum::Json<TokenResponse>, AppError> {
-    Ok(axum::Json(
+) -> Result<NoStore<TokenResponse>, AppError> {
+    Ok(NoStore(
         service::refresh(&platform, &auth, &request.refresh_token).await?,
     ))
 }
@@ -110,8 +125,8 @@ async fn change_password(
     State(auth): State<AuthState>,
     CurrentUser(user): CurrentUser,
     ApiJson(request): ApiJson<ChangePasswordRequest>,
-) -> Result<axum::Json<TokenResponse>, AppError> {
-    Ok(axum::Json(
+) -> Result<NoStore<TokenResponse>, AppError> {
+    Ok(NoStore(
         service::change_password(&platform, &auth, &user, request).await?,
     ))
 }

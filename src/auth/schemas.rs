@@ -3,8 +3,10 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::core::config::REDACTED;
+
 /// The OAuth2 password grant, form-encoded (what Swagger UI's Authorize sends).
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
     /// `password` (the only grant supported); may be omitted.
     pub grant_type: Option<String>,
@@ -21,8 +23,19 @@ pub struct TokenForm {
     pub client_secret: Option<String>,
 }
 
+impl std::fmt::Debug for TokenForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenForm")
+            .field("grant_type", &self.grant_type)
+            .field("username", &self.username)
+            .field("password", &REDACTED)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A token pair.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     /// A JWT for `Authorization: Bearer …`.
     pub access_token: String,
@@ -36,16 +49,34 @@ pub struct TokenResponse {
     pub refresh_token: String,
 }
 
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &REDACTED)
+            .field("expires_in", &self.expires_in)
+            .field("refresh_token", &REDACTED)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A refresh token to exchange or revoke.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     /// The refresh token from the last token pair.
     pub refresh_token: String,
 }
 
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &REDACTED)
+            .finish()
+    }
+}
+
 /// A password change.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     /// The password now.
@@ -54,4 +85,54 @@ pub struct ChangePasswordRequest {
     /// The new password, 8 to 128 characters.
     #[schema(format = Password)]
     pub new_password: String,
+}
+
+impl std::fmt::Debug for ChangePasswordRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangePasswordRequest")
+            .field("current_password", &REDACTED)
+            .field("new_password", &REDACTED)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_a_credential() {
+        let form = TokenForm {
+            grant_type: None,
+            username: "ada@example.com".to_owned(),
+            password: "hunter2-secret".to_owned(),
+            scope: None,
+            client_id: None,
+            client_secret: Some("client-secret".to_owned()),
+        };
+        let tokens = TokenResponse {
+            access_token: "access-secret".to_owned(),
+            token_type: "bearer".to_owned(),
+            expires_in: 900,
+            refresh_token: "refresh-secret".to_owned(),
+        };
+        let refresh = RefreshRequest {
+            refresh_token: "refresh-secret".to_owned(),
+        };
+        let change = ChangePasswordRequest {
+            current_password: "hunter2-secret".to_owned(),
+            new_password: "hunter3-secret".to_owned(),
+        };
+        let printed = format!("{form:?} {tokens:?} {refresh:?} {change:?}");
+        assert!(printed.contains("ada@example.com"), "{printed}");
+        for secret in [
+            "hunter2",
+            "hunter3",
+            "access-secret",
+            "refresh-secret",
+            "client-secret",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+    }
 }

@@ -4,6 +4,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
 use crate::auth::accounts;
+use crate::auth::password::validate_password;
 use crate::auth::service::AuthState;
 use crate::core::seed::{SeedContext, SeedOutcome, Seeder};
 use crate::shared::error::AppError;
@@ -28,32 +29,23 @@ impl FirstAdminSeeder {
     }
 
     async fn seed(&self, context: &SeedContext) -> Result<SeedOutcome, AppError> {
-        let config = &self.auth.config;
         let development = context.config.is_development();
-        let Some(email) = config
-            .first_admin_email
-            .clone()
-            .or_else(|| development.then(|| DEVELOPMENT_ADMIN_EMAIL.to_owned()))
-        else {
+        let Some(email) = self.admin_email(development)? else {
             return Ok(SeedOutcome::Unchanged);
         };
-        let email = Email::parse(&email)
-            .map_err(|invalid| AppError::internal(FirstAdminError::Email(invalid)))?;
         let mut conn = context.pool.get().await?;
-        if service::find_by_email(&mut conn, &email.clone().into_inner())
-            .await?
-            .is_some()
-        {
-            return Ok(SeedOutcome::Unchanged);
+        match service::find_by_email(&mut conn, &email.clone().into_inner()).await? {
+            Some(existing) if existing.role == Role::Admin => return Ok(SeedOutcome::Unchanged),
+            // Promoting someone else's account to admin would hand it over.
+            Some(existing) => {
+                return Err(AppError::internal(FirstAdminError::NotAnAdmin(
+                    existing.email,
+                )));
+            }
+            None => {}
         }
         drop(conn);
-        let (password, generated) = match &config.first_admin_password {
-            Some(password) => (password.expose().to_owned(), false),
-            None if development => (generate_password()?, true),
-            None => {
-                return Err(AppError::internal(FirstAdminError::PasswordMissing));
-            }
-        };
+        let (password, generated) = self.admin_password(development)?;
         let account = NewProfile {
             email,
             full_name: FullName::parse("Administrator").map_err(AppError::internal)?,
@@ -71,6 +63,33 @@ impl FirstAdminSeeder {
             "created admin {}",
             admin.email
         )))
+    }
+
+    /// `FIRST_ADMIN_EMAIL`, or in development the default; `None`: seed nothing.
+    fn admin_email(&self, development: bool) -> Result<Option<Email>, AppError> {
+        let configured = self.auth.config.first_admin_email.clone();
+        let Some(email) =
+            configured.or_else(|| development.then(|| DEVELOPMENT_ADMIN_EMAIL.to_owned()))
+        else {
+            return Ok(None);
+        };
+        Email::parse(&email)
+            .map(Some)
+            .map_err(|invalid| AppError::internal(FirstAdminError::Email(invalid)))
+    }
+
+    /// `FIRST_ADMIN_PASSWORD` (held to the sign-up rules), or in development a
+    /// generated one; the flag says whether it was generated.
+    fn admin_password(&self, development: bool) -> Result<(String, bool), AppError> {
+        match &self.auth.config.first_admin_password {
+            Some(password) => {
+                validate_password(password.expose())
+                    .map_err(|invalid| AppError::internal(FirstAdminError::Password(invalid)))?;
+                Ok((password.expose().to_owned(), false))
+            }
+            None if development => Ok((generate_password()?, true)),
+            None => Err(AppError::internal(FirstAdminError::PasswordMissing)),
+        }
     }
 }
 
@@ -90,6 +109,14 @@ enum FirstAdminError {
     /// `FIRST_ADMIN_EMAIL` is not an address.
     #[error("FIRST_ADMIN_EMAIL {0}")]
     Email(Invalid),
+    /// `FIRST_ADMIN_PASSWORD` breaks the rules every other password follows.
+    #[error("FIRST_ADMIN_PASSWORD {0}")]
+    Password(Invalid),
+    /// The address belongs to an account that is not an admin.
+    #[error(
+        "FIRST_ADMIN_EMAIL {0} belongs to an existing account that is not an admin; promote it by hand or choose another address"
+    )]
+    NotAnAdmin(String),
     /// Outside development nobody would ever learn a generated password.
     #[error("FIRST_ADMIN_PASSWORD is required to create the first admin outside development")]
     PasswordMissing,

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use crate::auth::config::AuthConfig;
 use crate::auth::models::{NewCredentials, NewRefreshToken};
-use crate::auth::password::{HashError, Passwords, validate_password};
+use crate::auth::password::{
+    HashError, Passwords, bounded_password, bounded_username, validate_password,
+};
 use crate::auth::repository;
 use crate::auth::schemas::{ChangePasswordRequest, TokenForm, TokenResponse};
 use crate::auth::tokens::{KeyError, TokenService, invalid_token};
@@ -83,6 +85,18 @@ pub async fn login(
             detail: "Only the `password` grant is supported.".to_owned(),
         });
     }
+    // Bounded before anything else: the name becomes a limiter key (an index
+    // entry) and the password an argon2 input.
+    let mut validator = Validator::new();
+    validator.check(
+        FieldError::body("username"),
+        bounded_username(&form.username),
+    );
+    validator.check(
+        FieldError::body("password"),
+        bounded_password(&form.password),
+    );
+    validator.into_result()?;
     let config = &auth.config;
     let account_key = format!("account:{}", form.username.trim().to_lowercase());
     let keys = [account_key.clone(), format!("client:{client}")];
@@ -267,6 +281,10 @@ pub async fn change_password(
     request: ChangePasswordRequest,
 ) -> Result<TokenResponse, AppError> {
     let mut validator = Validator::new();
+    validator.check(
+        FieldError::body("current_password"),
+        bounded_password(&request.current_password),
+    );
     validator.check(
         FieldError::body("new_password"),
         validate_password(&request.new_password),

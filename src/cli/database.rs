@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::CommandError;
-use crate::core::config::PlatformConfig;
+use crate::core::config::{PlatformConfig, Secret};
 use crate::core::db;
 use crate::core::local_postgres::{LocalPostgres, LocalPostgresError, StartOutcome};
 
@@ -24,10 +24,10 @@ pub(super) struct Database {
 
 /// Uses `DATABASE_URL`, or in development starts (or reuses) the local cluster.
 pub(super) async fn open_database(config: &PlatformConfig) -> Result<Database, CommandError> {
-    if let Some(url) = &config.database.url {
+    if let Some(url) = config.database.url.as_ref().map(Secret::expose) {
         db::wait_until_reachable(url, DATABASE_PATIENCE).await?;
         return Ok(Database {
-            url: url.clone(),
+            url: url.to_owned(),
             started_locally: None,
         });
     }

@@ -70,7 +70,7 @@ pub struct ConfigError {
 #[derive(Debug, Clone)]
 pub struct DatabaseConfig {
     /// `DATABASE_URL`; `None` in development means "start a local cluster".
-    pub url: Option<String>,
+    pub url: Option<Secret>,
     /// Most connections the pool holds.
     pub pool_size: usize,
     /// How long a request waits for a connection before answering 503.
@@ -100,6 +100,10 @@ pub struct HttpConfig {
     pub shutdown_grace: Duration,
 }
 
+/// What `Debug` prints in place of a secret (a password, a token, a key), so
+/// a value logged by mistake never leaks it.
+pub const REDACTED: &str = "[redacted]";
+
 /// A secret value: usable, but never printed by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -118,7 +122,7 @@ impl Secret {
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
+        f.write_str(REDACTED)
     }
 }
 
@@ -158,7 +162,7 @@ impl PlatformConfig {
             log_format: vars.parse("LOG_FORMAT", default_log)?,
             http: HttpConfig::from_vars(vars, env)?,
             database: DatabaseConfig {
-                url: vars.optional("DATABASE_URL"),
+                url: vars.optional("DATABASE_URL").map(Secret::new),
                 pool_size: vars.positive("DATABASE_POOL_SIZE", 16)?,
                 acquire_timeout: vars.millis("DATABASE_ACQUIRE_TIMEOUT_MS", 3_000)?,
                 statement_timeout: vars.millis("DATABASE_STATEMENT_TIMEOUT_MS", 15_000)?,

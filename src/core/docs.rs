@@ -45,14 +45,17 @@ const REDOC_PAGE: &str = r#"<!DOCTYPE html>
 ///
 /// `redoc_bundle` is the ReDoc script; without it `/redoc` answers 503 saying
 /// how to install it, rather than a page that silently fails to render.
-pub fn router<S>(spec: OpenApi, redoc_bundle: Option<Bytes>) -> Router<S>
+/// Swagger UI keeps the token it signed in with across page loads only in
+/// development (`persist_tokens`): elsewhere a token left in the browser's
+/// storage would outlive the tab.
+pub fn router<S>(spec: OpenApi, redoc_bundle: Option<Bytes>, persist_tokens: bool) -> Router<S>
 where
     S: Clone + Send + Sync + 'static,
 {
     let swagger_config = SwaggerConfig::new(["/openapi.json"])
         // Swagger UI would otherwise ask an online validator about the spec.
         .validator_url("none")
-        .persist_authorization(true);
+        .persist_authorization(persist_tokens);
     let swagger: Router<S> = SwaggerUi::new("/docs")
         .url("/openapi.json", spec)
         .config(swagger_config)

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 
 use crate::core::config::PlatformConfig;
 use crate::core::db::DbPool;
-use crate::shared::error::AppError;
+use crate::shared::error::{AppError, ErrorChain};
 
 /// What a seeder may use.
 #[derive(Clone)]
@@ -51,8 +51,9 @@ pub enum SeedError {
         /// The registered names.
         known: String,
     },
-    /// A seeder failed.
-    #[error("seeder {name} failed: {source}")]
+    /// A seeder failed. The whole chain is shown: a seeder's reasons (a bad
+    /// `FIRST_ADMIN_PASSWORD`) are for the operator, not hidden like a client's 500.
+    #[error("seeder {name} failed: {}", ErrorChain(source))]
     Failed {
         /// The seeder's name.
         name: &'static str,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::core::config::REDACTED;
 use crate::users::models::{Role, User};
 
 /// An account as clients see it.
@@ -41,7 +42,7 @@ impl From<User> for UserResponse {
 }
 
 /// Sign-up, or an admin creating an account.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// A valid email address, unique case-insensitively.
@@ -81,13 +82,32 @@ pub struct UpdateUserRequest {
     pub is_active: Option<bool>,
 }
 
+impl std::fmt::Debug for CreateUserRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateUserRequest")
+            .field("email", &self.email)
+            .field("full_name", &self.full_name)
+            .field("password", &REDACTED)
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
 /// Deleting one's own account needs the password.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteMeRequest {
     /// The current password.
     #[schema(format = Password)]
     pub password: String,
+}
+
+impl std::fmt::Debug for DeleteMeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeleteMeRequest")
+            .field("password", &REDACTED)
+            .finish()
+    }
 }
 
 /// Filters and paging of the admin's user list.

@@ -25,10 +25,15 @@ use super::{TestDatabase, TestRequest, TestResponse, repo_root};
 /// The password [`TestApp::signed_in`] gives its accounts.
 pub const DEFAULT_PASSWORD: &str = "correct horse battery staple";
 
+/// The signing secret of test apps (any 32 bytes that are not the development default).
+pub const TEST_JWT_SECRET: &str = "a-test-only-secret-of-more-than-32-bytes!";
+
 /// Settings for a test app: the defaults of `APP_ENV=test`, with `overrides`.
 pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::from([
         ("APP_ENV".to_owned(), "test".to_owned()),
+        // Outside development the well-known development secret is refused.
+        ("JWT_SECRET".to_owned(), TEST_JWT_SECRET.to_owned()),
         ("DATABASE_URL".to_owned(), database_url.to_owned()),
         ("DATABASE_POOL_SIZE".to_owned(), "4".to_owned()),
         (

@@ -21,8 +21,8 @@ pub mod tiny_model;
 use std::path::PathBuf;
 
 pub use app::{
-    DEFAULT_PASSWORD, TestApp, access_token, ensure_redoc_bundle, redoc_bundle_path, refresh_token,
-    settled_inference_report, test_settings,
+    DEFAULT_PASSWORD, TEST_JWT_SECRET, TestApp, access_token, ensure_redoc_bundle,
+    redoc_bundle_path, refresh_token, settled_inference_report, test_settings,
 };
 pub use cluster::{FAST_SETTINGS, TestDatabase, database_url};
 pub use requests::{TestRequest, TestResponse, redact_request_id};
