@@ -16,11 +16,13 @@ use crate::core::platform::Platform;
 use crate::executions::context::{JobContext, JobError};
 use crate::executions::kinds::ExecutionKind;
 use crate::executions::service as executions;
+use crate::inference::input::Input;
 use crate::inference::repository::{self, StoredEmbedding};
 use crate::inference::schemas::{BatchResultsPage, BatchResultsQuery};
-use crate::inference::service::{self, Input, embedding_data};
+use crate::inference::service::{self, embedding_data};
 use crate::inference::{EngineStatus, InferenceState, LoadedEngine};
 use crate::shared::error::{AppError, FieldError, LocSegment};
+use crate::shared::pagination::{fetch_limit, split_page};
 use crate::users::models::User;
 
 /// Texts per chunk: one engine batch's worth, and one insert.
@@ -131,62 +133,85 @@ impl ExecutionKind for EmbedTexts {
         input: EmbedTextsInput,
         context: JobContext,
     ) -> Result<EmbedTextsOutput, JobError> {
-        let runtime = match self.inference.status() {
-            EngineStatus::Ready(runtime) => runtime,
-            EngineStatus::Loading => {
-                return Err(JobError::Failed(
-                    "the embedding model is still loading on this worker".into(),
-                ));
-            }
-            EngineStatus::Unavailable(reason) => {
-                return Err(JobError::Failed(format!(
-                    "inference is unavailable: {reason}"
-                )));
-            }
-        };
-        let execution_id = context.execution_id();
-        let pool = context.pool();
-        let stored = {
-            let mut conn = pool.get().await.map_err(failed)?;
-            repository::progress(&mut conn, execution_id)
-                .await
-                .map_err(failed)?
-        };
-        let (mut done, mut tokens) = (usize::try_from(stored.0).unwrap_or(0), stored.1);
+        let runtime = ready_runtime(&self.inference)?;
         let truncate = input.truncate.unwrap_or(self.inference.config.truncate);
-        let total = input.texts.len();
-        while done < total {
-            if context.is_cancelled() {
-                return Err(JobError::Cancelled);
-            }
-            let end = (done + CHUNK).min(total);
-            let rows = embed_chunk(
-                &runtime,
-                execution_id,
-                &input.texts[done..end],
-                done,
-                truncate,
-            )
-            .await?;
-            tokens += rows.iter().map(|row| i64::from(row.tokens)).sum::<i64>();
-            let mut conn = pool.get().await.map_err(failed)?;
-            repository::insert_chunk(&mut conn, &rows)
-                .await
-                .map_err(failed)?;
-            done = end;
-            let percent = u8::try_from(done * 100 / total).unwrap_or(100);
-            context
-                .report_progress(percent, &format!("{done} of {total} texts embedded"))
-                .await?;
-        }
+        let tokens = embed_remaining(&runtime, &input.texts, truncate, &context).await?;
+        let execution_id = context.execution_id();
         Ok(EmbedTextsOutput {
             model: runtime.engine.model_name(),
-            count: total,
+            count: input.texts.len(),
             dimensions: runtime.engine.dimension(),
             prompt_tokens: tokens,
             results: format!("/api/v1/inference/batches/{execution_id}/embeddings"),
         })
     }
+}
+
+/// The loaded engine, or a failed attempt saying why this worker has none.
+fn ready_runtime(inference: &InferenceState) -> Result<Arc<LoadedEngine>, JobError> {
+    match inference.status() {
+        EngineStatus::Ready(runtime) => Ok(runtime),
+        EngineStatus::Loading => Err(JobError::Failed(
+            "the embedding model is still loading on this worker".into(),
+        )),
+        EngineStatus::Unavailable(reason) => Err(JobError::Failed(format!(
+            "inference is unavailable: {reason}"
+        ))),
+    }
+}
+
+/// Embeds and stores `texts` chunk by chunk, starting after the chunks an
+/// earlier attempt stored, reporting progress and stopping between chunks when
+/// cancelled. Returns the tokens read over all attempts.
+async fn embed_remaining(
+    runtime: &Arc<LoadedEngine>,
+    texts: &[String],
+    truncate: bool,
+    context: &JobContext,
+) -> Result<i64, JobError> {
+    let (mut done, mut tokens) = resume_point(context).await?;
+    let total = texts.len();
+    while done < total {
+        if context.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        let end = (done + CHUNK).min(total);
+        tokens += store_chunk(runtime, context, &texts[done..end], done, truncate).await?;
+        done = end;
+        let percent = u8::try_from(done * 100 / total).unwrap_or(100);
+        context
+            .report_progress(percent, &format!("{done} of {total} texts embedded"))
+            .await?;
+    }
+    Ok(tokens)
+}
+
+/// Texts already stored by earlier attempts and the tokens they read: where a
+/// retried attempt resumes.
+async fn resume_point(context: &JobContext) -> Result<(usize, i64), JobError> {
+    let mut conn = context.pool().get().await.map_err(failed)?;
+    let (stored, tokens) = repository::progress(&mut conn, context.execution_id())
+        .await
+        .map_err(failed)?;
+    Ok((usize::try_from(stored).unwrap_or(0), tokens))
+}
+
+/// Embeds one chunk (`texts`, starting at index `first`) and stores its
+/// vectors in one statement; returns the tokens it read.
+async fn store_chunk(
+    runtime: &Arc<LoadedEngine>,
+    context: &JobContext,
+    texts: &[String],
+    first: usize,
+    truncate: bool,
+) -> Result<i64, JobError> {
+    let rows = embed_chunk(runtime, context.execution_id(), texts, first, truncate).await?;
+    let tokens = rows.iter().map(|row| i64::from(row.tokens)).sum();
+    let mut conn = context.pool().get().await.map_err(failed)?;
+    repository::insert_chunk(&mut conn, &rows)
+        .await
+        .map_err(failed)?;
+    Ok(tokens)
 }
 
 /// Embeds `texts` (which start at index `first`), waiting while the queue is full.
@@ -250,10 +275,8 @@ pub async fn results_page(
         .unwrap_or_default()
         .to_owned();
     let mut conn = platform.pool.get().await?;
-    let mut rows =
-        repository::page(&mut conn, execution_id, query.after, i64::from(limit) + 1).await?;
-    let has_more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
+    let rows = repository::page(&mut conn, execution_id, query.after, fetch_limit(limit)).await?;
+    let (rows, has_more) = split_page(rows, limit);
     let format = query.encoding_format.unwrap_or_default();
     let next_after = has_more
         .then(|| rows.last().map(|row| row.position))

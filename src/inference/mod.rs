@@ -7,6 +7,7 @@ pub mod batch_kind;
 pub mod batcher;
 pub mod config;
 pub mod engine;
+pub mod input;
 pub mod rate_limit;
 pub mod repository;
 pub mod router;

@@ -27,13 +27,12 @@ impl<T> Page<T> {
     /// Builds a page from up to `limit + 1` rows: the extra row, if any, only
     /// proves there is a next page, whose cursor is the last kept row's key.
     pub fn from_rows<R>(
-        mut rows: Vec<R>,
+        rows: Vec<R>,
         limit: u32,
         key: impl Fn(&R) -> String,
         map: impl Fn(R) -> T,
     ) -> Self {
-        let has_more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
+        let (rows, has_more) = split_page(rows, limit);
         let next_cursor = if has_more {
             rows.last().map(&key)
         } else {
@@ -44,6 +43,21 @@ impl<T> Page<T> {
             next_cursor,
         }
     }
+}
+
+/// How many rows to fetch for a page of `limit` items: one more, so that
+/// [`split_page`] can tell whether a next page exists without a count query.
+pub fn fetch_limit(limit: u32) -> i64 {
+    i64::from(limit) + 1
+}
+
+/// Splits rows fetched with [`fetch_limit`] into the page's rows (at most
+/// `limit`) and whether there is a next page: the extra row, if any, only
+/// proves that. Shared by every keyset-paginated listing, whatever its shape.
+pub fn split_page<R>(mut rows: Vec<R>, limit: u32) -> (Vec<R>, bool) {
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    (rows, has_more)
 }
 
 /// The `limit` query parameter, checked.
