@@ -66,15 +66,10 @@ fn invalid_credentials() -> AppError {
     }
 }
 
-/// `POST /auth/token`: checks the rate limits, then the password (against a
-/// dummy hash for unknown accounts, so both cost the same), then issues a
-/// token pair starting a new refresh-token family.
-pub async fn login(
-    platform: &Platform,
-    auth: &AuthState,
-    form: TokenForm,
-    client: &str,
-) -> Result<TokenResponse, AppError> {
+/// The grant is `password`, and the credentials are bounded before anything
+/// else: the name becomes a limiter key (an index entry), the password an
+/// argon2 input.
+fn check_token_form(form: &TokenForm) -> Result<(), AppError> {
     if form
         .grant_type
         .as_deref()
@@ -85,8 +80,6 @@ pub async fn login(
             detail: "Only the `password` grant is supported.".to_owned(),
         });
     }
-    // Bounded before anything else: the name becomes a limiter key (an index
-    // entry) and the password an argon2 input.
     let mut validator = Validator::new();
     validator.check(
         FieldError::body("username"),
@@ -96,7 +89,19 @@ pub async fn login(
         FieldError::body("password"),
         bounded_password(&form.password),
     );
-    validator.into_result()?;
+    validator.into_result()
+}
+
+/// `POST /auth/token`: checks the rate limits, then the password (against a
+/// dummy hash for unknown accounts, so both cost the same), then issues a
+/// token pair starting a new refresh-token family.
+pub async fn login(
+    platform: &Platform,
+    auth: &AuthState,
+    form: TokenForm,
+    client: &str,
+) -> Result<TokenResponse, AppError> {
+    check_token_form(&form)?;
     let config = &auth.config;
     let account_key = format!("account:{}", form.username.trim().to_lowercase());
     let keys = [account_key.clone(), format!("client:{client}")];

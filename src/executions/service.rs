@@ -15,7 +15,7 @@ use crate::executions::queue::NotificationHub;
 use crate::executions::repository::{self, ExecutionFilter};
 use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionResponse};
 use crate::shared::error::{AppError, FieldError};
-use crate::shared::pagination::{Page, checked_limit};
+use crate::shared::pagination::{Page, checked_limit, fetch_limit};
 use crate::shared::validation::{Invalid, Validator};
 use crate::users::models::{Role, User};
 
@@ -237,7 +237,7 @@ pub async fn list(
     };
     let limit = limit.unwrap_or_default();
     let mut conn = platform.pool.get().await?;
-    let rows = repository::list(&mut conn, &filter, before, i64::from(limit) + 1).await?;
+    let rows = repository::list(&mut conn, &filter, before, fetch_limit(limit)).await?;
     Ok(Page::from_rows(
         rows,
         limit,

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::core::http::conditional;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
-use crate::shared::pagination::{DEFAULT_LIMIT, Page, checked_limit};
+use crate::shared::pagination::{DEFAULT_LIMIT, Page, checked_limit, fetch_limit};
 use crate::shared::validation::{Invalid, Validator};
 use crate::users::models::{Email, FullName, NewUser, Role, User, UserChanges};
 use crate::users::repository::{self, UserFilter};
@@ -110,7 +110,7 @@ pub async fn list(
         email_prefix,
     };
     let mut conn = platform.pool.get().await?;
-    let rows = repository::list(&mut conn, &filter, before, i64::from(limit) + 1).await?;
+    let rows = repository::list(&mut conn, &filter, before, fetch_limit(limit)).await?;
     Ok(Page::from_rows(
         rows,
         limit,
