@@ -326,28 +326,34 @@ async fn changing_the_password_ends_every_other_session() {
 }
 
 #[tokio::test]
-async fn failed_logins_are_limited_per_account() {
-    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+async fn failed_logins_are_limited_per_client_and_account() {
+    let app = TestApp::spawn_with(&[("TRUSTED_PROXY_HOPS", "1")]).await;
     app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
         .await;
-    for attempt in 0..5 {
-        let client = format!("198.51.100.{attempt}");
-        app.login_from("ada@example.com", "wrong password!", &client)
+    for _ in 0..5 {
+        app.login_from("ada@example.com", "wrong password!", "198.51.100.1")
             .await
             .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
     }
-    // Even the right password, from a new address, waits now.
+    // That client now waits, even with the right password…
     let limited = app
-        .login_from("ADA@example.com", DEFAULT_PASSWORD, "198.51.100.99")
+        .login_from("ADA@example.com", DEFAULT_PASSWORD, "198.51.100.1")
         .await;
     limited.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry_after: u64 = limited.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
-    // Other accounts are unaffected.
+    // …but the owner, from a clean client, signs in: the guesses were not theirs.
+    assert_eq!(
+        app.login_from("ada@example.com", DEFAULT_PASSWORD, "198.51.100.99")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Other accounts are unaffected, even from the blocked client.
     app.create_user("bob@example.com", DEFAULT_PASSWORD, Role::User)
         .await;
     assert_eq!(
-        app.login_from("bob@example.com", DEFAULT_PASSWORD, "198.51.100.98")
+        app.login_from("bob@example.com", DEFAULT_PASSWORD, "198.51.100.1")
             .await
             .status,
         StatusCode::OK
@@ -356,7 +362,11 @@ async fn failed_logins_are_limited_per_account() {
 
 #[tokio::test]
 async fn failed_logins_are_limited_per_client_address() {
-    let app = TestApp::spawn_with(&[("TRUST_FORWARDED_FOR", "true")]).await;
+    let app = TestApp::spawn_with(&[
+        ("TRUSTED_PROXY_HOPS", "1"),
+        ("MAX_FAILED_LOGINS_PER_CLIENT", "5"),
+    ])
+    .await;
     app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
         .await;
     for attempt in 0..5 {

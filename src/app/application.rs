@@ -10,8 +10,10 @@ use axum::Router;
 use axum::body::Bytes;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{AppState, Settings, build_router, kinds, seeders};
+use crate::auth;
 use crate::auth::service::{AuthSetupError, AuthState};
 use crate::core::config::PlatformConfig;
 use crate::core::db::{self, DbError, DbPool};
@@ -21,6 +23,10 @@ use crate::core::{docs, server};
 use crate::executions::queue::{NotificationHub, Runner};
 use crate::executions::service::ExecutionsState;
 use crate::inference::InferenceState;
+
+/// How often a serving process prunes old sign-in attempts and expired
+/// refresh tokens (any replica may; the deletes are idempotent).
+const AUTH_PRUNE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Why the application could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +121,15 @@ impl Application {
             .workers
             .take()
             .map(|runner| tokio::spawn(runner.run(shutdown.clone())));
+        let pruner = tokio::spawn(
+            auth::service::prune_periodically(
+                self.state.platform.pool.clone(),
+                self.state.auth.config.clone(),
+                AUTH_PRUNE_INTERVAL,
+                shutdown.clone(),
+            )
+            .instrument(tracing::info_span!("auth_pruner")),
+        );
         let platform = &self.state.platform;
         let served = server::serve(
             listener,
@@ -128,6 +143,8 @@ impl Application {
             // Workers drain on the same signal; wait for them to hand work back.
             let _ = workers.await;
         }
+        // Idempotent deletes: stopping one mid-run loses nothing.
+        pruner.abort();
         self.close();
         served
     }

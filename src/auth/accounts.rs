@@ -86,9 +86,10 @@ pub async fn delete_own(
     user: &User,
     password: &str,
     expected_revision: Option<i64>,
+    client: &str,
 ) -> Result<(), AppError> {
     bounded_password(password)
         .map_err(|invalid| invalid_fields([(FieldError::body("password"), Some(invalid))]))?;
-    service::verify_password(platform, auth, user, password).await?;
+    service::verify_password(platform, auth, user, password, client).await?;
     users::delete(platform, user.id, expected_revision).await
 }

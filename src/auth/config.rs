@@ -37,16 +37,28 @@ pub struct AuthConfig {
     pub refresh_token_ttl: Duration,
     /// Whether anyone may sign up (admins can always create accounts).
     pub allow_signup: bool,
-    /// Failed logins allowed per account and per client within the window.
+    /// Failed password checks one client may make against one account within
+    /// the window; the next is a 429 for that client on that account.
     pub max_failed_logins: u32,
+    /// Failed password checks one client may make across all accounts within
+    /// the window (credential stuffing from one address).
+    pub max_failed_logins_per_client: u32,
+    /// Failed password checks against one account within the window, from
+    /// anywhere, past which only clients with no failure against it may try:
+    /// each new address gets one guess, and the owner signs in from a clean one.
+    pub max_failed_logins_per_account: u32,
     /// The window failed logins are counted in.
     pub failed_login_window: Duration,
     /// Password hashes computed at once (defaults to the number of cores).
     pub password_hash_concurrency: usize,
     /// Requests allowed to wait for a hashing slot; more get 503.
     pub password_hash_queue: usize,
-    /// Take the client address from `X-Forwarded-For` (only behind a proxy you trust).
-    pub trust_forwarded_for: bool,
+    /// How many proxies you run in front of the service (`TRUSTED_PROXY_HOPS`):
+    /// the client is the address that many entries from the right of
+    /// `X-Forwarded-For`; 0 (default) ignores the header.
+    pub trusted_proxy_hops: usize,
+    /// Longest a sign-in lasts, however often its refresh token rotates.
+    pub session_lifetime: Duration,
     /// The first admin's email, for `tessera seed`.
     pub first_admin_email: Option<String>,
     /// The first admin's password; unset in development means "generate one".
@@ -70,6 +82,8 @@ impl AuthConfig {
             ),
             allow_signup: vars.parse("ALLOW_SIGNUP", true)?,
             max_failed_logins: vars.positive("MAX_FAILED_LOGINS", 5)?,
+            max_failed_logins_per_client: vars.positive("MAX_FAILED_LOGINS_PER_CLIENT", 20)?,
+            max_failed_logins_per_account: vars.positive("MAX_FAILED_LOGINS_PER_ACCOUNT", 50)?,
             failed_login_window: Duration::from_secs(
                 vars.positive("FAILED_LOGIN_WINDOW_SECONDS", 900)?,
             ),
@@ -78,7 +92,10 @@ impl AuthConfig {
                 std::thread::available_parallelism().map_or(2, usize::from),
             )?,
             password_hash_queue: vars.parse("PASSWORD_HASH_QUEUE", 64)?,
-            trust_forwarded_for: vars.parse("TRUST_FORWARDED_FOR", false)?,
+            trusted_proxy_hops: vars.parse("TRUSTED_PROXY_HOPS", 0)?,
+            session_lifetime: Duration::from_secs(
+                vars.positive("SESSION_LIFETIME_SECONDS", 90 * 86_400)?,
+            ),
             first_admin_email: vars.optional("FIRST_ADMIN_EMAIL"),
             first_admin_password: vars.optional("FIRST_ADMIN_PASSWORD").map(Secret::new),
         })

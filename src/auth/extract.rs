@@ -4,7 +4,7 @@
 //! admin role; `OptionalUser` accepts anonymous callers but still refuses a
 //! bad token. `ClientAddress` names the caller's network address for rate limits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header;
@@ -27,7 +27,8 @@ pub struct AdminUser(pub User);
 #[derive(Debug, Clone)]
 pub struct OptionalUser(pub Option<User>);
 
-/// The client's network address (from `X-Forwarded-For` only when configured to trust it).
+/// The client as the limiter keys it: the address `TRUSTED_PROXY_HOPS` proxies
+/// vouch for (else the connected peer), IPv6 grouped by /64.
 #[derive(Debug, Clone)]
 pub struct ClientAddress(pub String);
 
@@ -121,24 +122,91 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let auth = AuthState::from_ref(state);
-        let forwarded = auth
-            .config
-            .trust_forwarded_for
-            .then(|| parts.headers.get("x-forwarded-for"))
-            .flatten()
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(',').next())
-            .map(|address| address.trim().to_owned())
-            .filter(|address| !address.is_empty());
+        let hops = AuthState::from_ref(state).config.trusted_proxy_hops;
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
         let connected = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(address)| address.ip().to_string());
-        Ok(Self(
-            forwarded
-                .or(connected)
-                .unwrap_or_else(|| "unknown".to_owned()),
-        ))
+            .map(|ConnectInfo(address)| address.ip());
+        Ok(Self(client_key(client_ip(&forwarded, hops, connected))))
+    }
+}
+
+/// The client's address: with `hops` trusted proxies in front, the entry that
+/// many places from the right of `X-Forwarded-For` (the rightmost is added by
+/// the nearest proxy; entries further left are whatever the client sent, so
+/// rotating them changes nothing). Without trusted proxies, or when the header
+/// is short or unparsable, the connected peer.
+fn client_ip(forwarded: &str, hops: usize, connected: Option<IpAddr>) -> Option<IpAddr> {
+    if hops == 0 {
+        return connected;
+    }
+    let entries: Vec<&str> = forwarded
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    entries
+        .len()
+        .checked_sub(hops)
+        .and_then(|index| entries.get(index))
+        .and_then(|entry| entry.parse::<IpAddr>().ok())
+        .or(connected)
+}
+
+/// The limiter's key for a client: an IPv4 address as is, an IPv6 address by
+/// its /64 (one subscriber's network: rotating within it is free).
+fn client_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let network = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(network))
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().expect("test addresses parse"))
+    }
+
+    #[test]
+    fn the_client_is_the_entry_added_by_the_farthest_trusted_proxy() {
+        let peer = ip("10.0.0.1");
+        assert_eq!(
+            client_ip("6.6.6.6, 198.51.100.7", 1, peer),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            client_ip("6.6.6.6, 198.51.100.7, 10.0.0.9", 2, peer),
+            ip("198.51.100.7")
+        );
+        // Without trust the header is ignored; a short or bad one falls back to the peer.
+        assert_eq!(client_ip("6.6.6.6", 0, peer), peer);
+        assert_eq!(client_ip("", 1, peer), peer);
+        assert_eq!(client_ip("not-an-ip", 1, peer), peer);
+        assert_eq!(client_ip("198.51.100.7", 2, peer), peer);
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_their_64() {
+        let a = client_key(ip("2001:db8:1:2:aaaa::1"));
+        let b = client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b);
+        assert_ne!(a, client_key(ip("2001:db8:1:3::1")));
+        assert_eq!(client_key(ip("::ffff:192.0.2.1")), "192.0.2.1");
+        assert_eq!(client_key(None), "unknown");
     }
 }

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod config;
 pub mod extract;
+pub mod limiter;
 pub mod models;
 pub mod password;
 pub mod repository;

@@ -33,6 +33,10 @@ pub struct RefreshTokenRow {
     pub used_at: Option<DateTime<Utc>>,
     /// When its family was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The account's token version at issue; a bump since kills the token.
+    pub token_version: i64,
+    /// When its sign-in ends, however often it rotates.
+    pub session_expires_at: DateTime<Utc>,
 }
 
 /// A refresh token to store.
@@ -49,4 +53,8 @@ pub struct NewRefreshToken {
     pub token_hash: Vec<u8>,
     /// When it stops being accepted.
     pub expires_at: DateTime<Utc>,
+    /// The account's token version at issue.
+    pub token_version: i64,
+    /// When its sign-in ends (copied on rotation).
+    pub session_expires_at: DateTime<Utc>,
 }

@@ -2,11 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use crate::auth::models::{NewCredentials, NewRefreshToken, RefreshTokenRow};
 use crate::shared::schema::{credentials, login_failures, refresh_tokens};
+
+diesel::define_sql_function! {
+    /// PostgreSQL's `lower`, as the account lookup applies it.
+    fn lower(value: Text) -> Text;
+}
 
 /// Stores or replaces a user's password hash.
 pub async fn upsert_credentials(
@@ -51,12 +57,26 @@ pub async fn insert_refresh_token(
         .map(drop)
 }
 
-/// The refresh token with this hash, locked for the rest of the transaction
-/// so that two concurrent exchanges of one token cannot both succeed.
-pub async fn lock_refresh_token(
+/// The refresh token with this hash, after taking its family's lock and then
+/// the row's, both held to the end of the transaction (always in that order,
+/// so exchanges and revocations of one family queue instead of deadlocking).
+pub async fn lock_token_and_family(
     conn: &mut AsyncPgConnection,
     hash: &[u8],
 ) -> QueryResult<Option<RefreshTokenRow>> {
+    let family: Option<Uuid> = refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(hash))
+        .select(refresh_tokens::family_id)
+        .first(conn)
+        .await
+        .optional()?;
+    let Some(family) = family else {
+        return Ok(None);
+    };
+    diesel::sql_query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 1))")
+        .bind::<diesel::sql_types::Uuid, _>(family)
+        .execute(conn)
+        .await?;
     refresh_tokens::table
         .filter(refresh_tokens::token_hash.eq(hash))
         .select(RefreshTokenRow::as_select())
@@ -101,11 +121,40 @@ pub async fn revoke_all(conn: &mut AsyncPgConnection, user_id: Uuid) -> QueryRes
     .map(drop)
 }
 
-/// Records a failed login under each key.
-pub async fn record_failures(conn: &mut AsyncPgConnection, keys: &[String]) -> QueryResult<()> {
+/// Serialises every attempt on these keys until the transaction ends (taken
+/// in one sorted order, so two attempts sharing keys never deadlock).
+pub async fn lock_attempt_keys(conn: &mut AsyncPgConnection, keys: &[String]) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest($1::text[]) AS k ORDER BY k",
+    )
+    .bind::<Array<Text>, _>(keys)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// PostgreSQL's `lower()` of an email, so an unknown account's limiter key is
+/// normalised exactly as the account lookup normalises it.
+pub async fn normalise_email(conn: &mut AsyncPgConnection, email: &str) -> QueryResult<String> {
+    diesel::select(lower(email)).get_result(conn).await
+}
+
+/// Records an attempt under each key; it counts as a failure until forgotten.
+pub async fn record_attempts(
+    conn: &mut AsyncPgConnection,
+    keys: &[String],
+) -> QueryResult<Vec<i64>> {
     let rows: Vec<_> = keys.iter().map(|key| login_failures::key.eq(key)).collect();
     diesel::insert_into(login_failures::table)
         .values(&rows)
+        .returning(login_failures::id)
+        .get_results(conn)
+        .await
+}
+
+/// Forgets attempts (a password check that succeeded).
+pub async fn forget_attempts(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<()> {
+    diesel::delete(login_failures::table.filter(login_failures::id.eq_any(ids)))
         .execute(conn)
         .await
         .map(drop)
@@ -130,21 +179,24 @@ pub async fn failures_since(
         .await
 }
 
-/// Forgets failures under `key` (after a successful login) and everything
-/// older than `before` (expired counters).
-pub async fn clear_failures(
-    conn: &mut AsyncPgConnection,
-    key: &str,
-    before: DateTime<Utc>,
-) -> QueryResult<()> {
-    diesel::delete(
-        login_failures::table.filter(
-            login_failures::key
-                .eq(key)
-                .or(login_failures::failed_at.lt(before)),
-        ),
-    )
-    .execute(conn)
-    .await
-    .map(drop)
+/// Forgets every failure under `keys` (after the right password).
+pub async fn clear_failures(conn: &mut AsyncPgConnection, keys: &[String]) -> QueryResult<()> {
+    diesel::delete(login_failures::table.filter(login_failures::key.eq_any(keys)))
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// Deletes failures recorded before `before` (outside every window) and
+/// refresh tokens that expired before it; returns how many rows went.
+pub async fn prune(conn: &mut AsyncPgConnection, before: DateTime<Utc>) -> QueryResult<usize> {
+    let failures =
+        diesel::delete(login_failures::table.filter(login_failures::failed_at.lt(before)))
+            .execute(conn)
+            .await?;
+    let tokens =
+        diesel::delete(refresh_tokens::table.filter(refresh_tokens::expires_at.lt(before)))
+            .execute(conn)
+            .await?;
+    Ok(failures + tokens)
 }

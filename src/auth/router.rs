@@ -124,9 +124,10 @@ async fn change_password(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
     CurrentUser(user): CurrentUser,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<ChangePasswordRequest>,
 ) -> Result<NoStore<TokenResponse>, AppError> {
     Ok(NoStore(
-        service::change_password(&platform, &auth, &user, request).await?,
+        service::change_password(&platform, &auth, &user, request, &client).await?,
     ))
 }

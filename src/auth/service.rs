@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
 use crate::auth::config::AuthConfig;
+use crate::auth::limiter::{self, Account};
 use crate::auth::models::{NewCredentials, NewRefreshToken};
 use crate::auth::password::{
     HashError, Passwords, bounded_password, bounded_username, validate_password,
@@ -15,6 +16,7 @@ use crate::auth::password::{
 use crate::auth::repository;
 use crate::auth::schemas::{ChangePasswordRequest, TokenForm, TokenResponse};
 use crate::auth::tokens::{KeyError, TokenService, invalid_token};
+use crate::core::db::DbPool;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
 use crate::shared::validation::Validator;
@@ -102,26 +104,26 @@ pub async fn login(
     client: &str,
 ) -> Result<TokenResponse, AppError> {
     check_token_form(&form)?;
-    let config = &auth.config;
-    let account_key = format!("account:{}", form.username.trim().to_lowercase());
-    let keys = [account_key.clone(), format!("client:{client}")];
+    let username = form.username.trim();
     let (user, stored_hash) = {
         let mut conn = platform.pool.get().await?;
-        enforce_login_limit(&mut conn, config, &keys).await?;
-        let user = users::find_by_email(&mut conn, form.username.trim()).await?;
+        let user = users::find_by_email(&mut conn, username).await?;
         let stored_hash = match &user {
             Some(user) => repository::password_hash(&mut conn, user.id).await?,
             None => None,
         };
         (user, stored_hash)
     }; // The connection goes back to the pool before the slow hash.
+    let account = user
+        .as_ref()
+        .map_or(Account::Unknown(username), |user| Account::Known(user.id));
+    let reservation = limiter::reserve(&platform.pool, &auth.config, account, client).await?;
     let verification = auth
         .passwords
         .verify(&form.password, stored_hash.as_deref())
         .await?;
-    let mut conn = platform.pool.get().await?;
+    limiter::settle(&platform.pool, reservation, verification.valid).await?;
     let Some(user) = user.filter(|_| verification.valid) else {
-        repository::record_failures(&mut conn, &keys).await?;
         return Err(invalid_credentials());
     };
     if !user.is_active {
@@ -130,8 +132,7 @@ pub async fn login(
             detail: "This account is deactivated.".to_owned(),
         });
     }
-    let window_start = Utc::now() - config.failed_login_window;
-    repository::clear_failures(&mut conn, &account_key, window_start).await?;
+    let mut conn = platform.pool.get().await?;
     if verification.outdated {
         let password_hash = auth.passwords.hash(&form.password).await?;
         let credentials = NewCredentials {
@@ -140,42 +141,28 @@ pub async fn login(
         };
         repository::upsert_credentials(&mut conn, &credentials).await?;
     }
-    issue_pair(&mut conn, auth, &user, Uuid::now_v7()).await
+    let session_ends = Utc::now() + to_chrono(auth.config.session_lifetime)?;
+    issue_pair(&mut conn, auth, &user, Uuid::now_v7(), session_ends).await
 }
 
-/// 429 when the account or the client has failed too often in the window.
-async fn enforce_login_limit(
-    conn: &mut AsyncPgConnection,
-    config: &AuthConfig,
-    keys: &[String],
-) -> Result<(), AppError> {
-    let window =
-        chrono::Duration::from_std(config.failed_login_window).map_err(AppError::internal)?;
-    let now = Utc::now();
-    let counts = repository::failures_since(conn, keys, now - window).await?;
-    let blocked_until = counts
-        .iter()
-        .filter(|(_, count, _)| *count >= i64::from(config.max_failed_logins))
-        .filter_map(|(_, _, oldest)| oldest.map(|oldest| oldest + window))
-        .max();
-    match blocked_until {
-        Some(until) => Err(AppError::RateLimited {
-            detail: "Too many failed sign-ins; wait before trying again.".to_owned(),
-            retry_after: (until - now).to_std().unwrap_or_default(),
-        }),
-        None => Ok(()),
-    }
+/// A configured duration as chrono's, for timestamp arithmetic.
+fn to_chrono(duration: std::time::Duration) -> Result<chrono::Duration, AppError> {
+    chrono::Duration::from_std(duration).map_err(AppError::internal)
 }
 
-/// Issues an access token and a refresh token in `family`.
+/// Issues an access token and a refresh token in `family`, a sign-in that
+/// ends at `session_ends` however often it rotates. The refresh token records
+/// the account's token version: a later bump (logout-all, a password change,
+/// deactivation) kills it even if this issue raced the bump.
 async fn issue_pair(
     conn: &mut AsyncPgConnection,
     auth: &AuthState,
     user: &User,
     family_id: Uuid,
+    session_ends: DateTime<Utc>,
 ) -> Result<TokenResponse, AppError> {
     let refresh = TokenService::new_refresh_token()?;
-    let ttl = chrono::Duration::from_std(auth.tokens.refresh_ttl()).map_err(AppError::internal)?;
+    let expires_at = (Utc::now() + to_chrono(auth.tokens.refresh_ttl())?).min(session_ends);
     repository::insert_refresh_token(
         conn,
         &NewRefreshToken {
@@ -183,7 +170,9 @@ async fn issue_pair(
             family_id,
             user_id: user.id,
             token_hash: refresh.hash,
-            expires_at: Utc::now() + ttl,
+            expires_at,
+            token_version: user.token_version,
+            session_expires_at: session_ends,
         },
     )
     .await?;
@@ -202,6 +191,22 @@ enum Exchange {
     Refused(&'static str, &'static str),
 }
 
+impl Exchange {
+    fn invalid(detail: &'static str) -> Self {
+        Self::Refused("invalid_refresh_token", detail)
+    }
+
+    fn into_result(self) -> Result<TokenResponse, AppError> {
+        match self {
+            Self::Issued(pair) => Ok(pair),
+            Self::Refused(code, detail) => Err(AppError::Unauthorized {
+                code,
+                detail: detail.to_owned(),
+            }),
+        }
+    }
+}
+
 /// `POST /auth/refresh`: single-use rotation. Presenting a token that was
 /// already used revokes its whole family: someone else has a copy.
 pub async fn refresh(
@@ -211,40 +216,49 @@ pub async fn refresh(
 ) -> Result<TokenResponse, AppError> {
     let hash = TokenService::hash_refresh_token(token);
     let mut conn = platform.pool.get().await?;
-    let exchange = conn
-        .transaction::<_, AppError, _>(async move |conn| {
-                let Some(row) = repository::lock_refresh_token(conn, &hash).await? else {
-                    return Ok(Exchange::Refused("invalid_refresh_token", "The refresh token is not valid."));
-                };
-                if row.revoked_at.is_some() {
-                    return Ok(Exchange::Refused("invalid_refresh_token", "The refresh token has been revoked."));
-                }
-                if row.used_at.is_some() {
-                    repository::revoke_family(conn, row.family_id).await?;
-                    return Ok(Exchange::Refused(
-                        "refresh_token_reused",
-                        "The refresh token was already used; every session from that sign-in is now revoked.",
-                    ));
-                }
-                if row.expires_at <= Utc::now() {
-                    return Ok(Exchange::Refused("invalid_refresh_token", "The refresh token has expired."));
-                }
-                let user = users::find(conn, row.user_id).await?.filter(|user| user.is_active);
-                let Some(user) = user else {
-                    repository::revoke_family(conn, row.family_id).await?;
-                    return Ok(Exchange::Refused("invalid_refresh_token", "The account is no longer active."));
-                };
-                repository::mark_used(conn, row.id).await?;
-                Ok(Exchange::Issued(issue_pair(conn, auth, &user, row.family_id).await?))
-        })
-        .await?;
-    match exchange {
-        Exchange::Issued(pair) => Ok(pair),
-        Exchange::Refused(code, detail) => Err(AppError::Unauthorized {
-            code,
-            detail: detail.to_owned(),
-        }),
+    conn.transaction::<_, AppError, _>(async move |conn| exchange(conn, auth, &hash).await)
+        .await?
+        .into_result()
+}
+
+/// One exchange, under its family's lock: a revocation of the family (reuse,
+/// logout) and a rotation in it never interleave.
+async fn exchange(
+    conn: &mut AsyncPgConnection,
+    auth: &AuthState,
+    hash: &[u8],
+) -> Result<Exchange, AppError> {
+    let Some(row) = repository::lock_token_and_family(conn, hash).await? else {
+        return Ok(Exchange::invalid("The refresh token is not valid."));
+    };
+    if row.revoked_at.is_some() {
+        return Ok(Exchange::invalid("The refresh token has been revoked."));
     }
+    if row.used_at.is_some() {
+        repository::revoke_family(conn, row.family_id).await?;
+        return Ok(Exchange::Refused(
+            "refresh_token_reused",
+            "The refresh token was already used; every session from that sign-in is now revoked.",
+        ));
+    }
+    let now = Utc::now();
+    if row.expires_at <= now || row.session_expires_at <= now {
+        return Ok(Exchange::invalid("The refresh token has expired."));
+    }
+    // Deactivation, logout-all and a password change bump the version: a token
+    // from before any of them is dead, even after a reactivation.
+    let user = users::find(conn, row.user_id)
+        .await?
+        .filter(|user| user.is_active && user.token_version == row.token_version);
+    let Some(user) = user else {
+        repository::revoke_family(conn, row.family_id).await?;
+        return Ok(Exchange::invalid(
+            "The sign-in this token belongs to has ended.",
+        ));
+    };
+    repository::mark_used(conn, row.id).await?;
+    let pair = issue_pair(conn, auth, &user, row.family_id, row.session_expires_at).await?;
+    Ok(Exchange::Issued(pair))
 }
 
 /// `POST /auth/logout`: revokes the token's family. Unknown tokens are
@@ -253,7 +267,7 @@ pub async fn logout(platform: &Platform, token: &str) -> Result<(), AppError> {
     let hash = TokenService::hash_refresh_token(token);
     let mut conn = platform.pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
-        if let Some(row) = repository::lock_refresh_token(conn, &hash).await? {
+        if let Some(row) = repository::lock_token_and_family(conn, &hash).await? {
             repository::revoke_family(conn, row.family_id).await?;
         }
         Ok(())
@@ -284,6 +298,7 @@ pub async fn change_password(
     auth: &AuthState,
     user: &User,
     request: ChangePasswordRequest,
+    client: &str,
 ) -> Result<TokenResponse, AppError> {
     let mut validator = Validator::new();
     validator.check(
@@ -295,7 +310,7 @@ pub async fn change_password(
         validate_password(&request.new_password),
     );
     validator.into_result()?;
-    verify_password(platform, auth, user, &request.current_password).await?;
+    verify_password(platform, auth, user, &request.current_password, client).await?;
     let password_hash = auth.passwords.hash(&request.new_password).await?;
     let user_id = user.id;
     let mut conn = platform.pool.get().await?;
@@ -312,24 +327,30 @@ pub async fn change_password(
         let user = users::find(conn, user_id)
             .await?
             .ok_or_else(|| AppError::NotFound("The account no longer exists.".to_owned()))?;
-        issue_pair(conn, auth, &user, Uuid::now_v7()).await
+        let session_ends = Utc::now() + to_chrono(auth.config.session_lifetime)?;
+        issue_pair(conn, auth, &user, Uuid::now_v7(), session_ends).await
     })
     .await
 }
 
-/// Checks `password` against the user's own; a wrong one is a 403 (the
-/// caller is authenticated, the confirmation failed).
+/// Checks `password` against the user's own, through the same limiter as
+/// sign-in (a stolen access token is no password oracle); a wrong one is a
+/// 403 (the caller is authenticated, the confirmation failed).
 pub async fn verify_password(
     platform: &Platform,
     auth: &AuthState,
     user: &User,
     password: &str,
+    client: &str,
 ) -> Result<(), AppError> {
     let stored = {
         let mut conn = platform.pool.get().await?;
         repository::password_hash(&mut conn, user.id).await?
     };
+    let account = Account::Known(user.id);
+    let reservation = limiter::reserve(&platform.pool, &auth.config, account, client).await?;
     let verification = auth.passwords.verify(password, stored.as_deref()).await?;
+    limiter::settle(&platform.pool, reservation, verification.valid).await?;
     if verification.valid {
         Ok(())
     } else {
@@ -370,5 +391,34 @@ pub async fn authenticate(
     match users::find(&mut conn, claims.sub).await? {
         Some(user) if user.is_active && user.token_version == claims.ver => Ok(user),
         _ => Err(invalid_token("The access token has been revoked.")),
+    }
+}
+
+/// Deletes what no check will read again: failed attempts older than the
+/// window and refresh tokens past their expiry. Returns how many rows went.
+pub async fn prune(pool: &DbPool, config: &AuthConfig) -> Result<usize, AppError> {
+    let before = Utc::now() - to_chrono(config.failed_login_window)?;
+    let mut conn = pool.get().await?;
+    Ok(repository::prune(&mut conn, before).await?)
+}
+
+/// Prunes every `every` until `shutdown`, inside a span that names it; a
+/// failed run is logged and retried at the next tick.
+pub async fn prune_periodically(
+    pool: DbPool,
+    config: Arc<AuthConfig>,
+    every: std::time::Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => match prune(&pool, &config).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned old sign-in attempts and expired refresh tokens"),
+                Err(error) => tracing::warn!(%error, "pruning sign-in records failed; will try again"),
+            },
+            () = shutdown.cancelled() => return,
+        }
     }
 }

@@ -39,6 +39,8 @@ diesel::table! {
         expires_at -> Timestamptz,
         used_at -> Nullable<Timestamptz>,
         revoked_at -> Nullable<Timestamptz>,
+        token_version -> Int8,
+        session_expires_at -> Timestamptz,
     }
 }
 

@@ -8,7 +8,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::accounts;
-use crate::auth::extract::{AdminUser, CurrentUser, OptionalUser};
+use crate::auth::extract::{AdminUser, ClientAddress, CurrentUser, OptionalUser};
 use crate::auth::service::AuthState;
 use crate::core::http::conditional::{self, Versioned};
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
@@ -139,11 +139,20 @@ async fn delete_me(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
     CurrentUser(user): CurrentUser,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     ApiJson(request): ApiJson<DeleteMeRequest>,
 ) -> Result<StatusCode, AppError> {
     let revision = conditional::required_revision(&headers, user.id)?;
-    accounts::delete_own(&platform, &auth, &user, &request.password, revision).await?;
+    accounts::delete_own(
+        &platform,
+        &auth,
+        &user,
+        &request.password,
+        revision,
+        &client,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
