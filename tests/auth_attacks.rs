@@ -338,7 +338,7 @@ async fn pruning_removes_old_attempts_and_expired_tokens_only() {
     .execute(&mut conn)
     .await
     .unwrap();
-    let pruned = tessera::auth::service::prune(&app.pool, &app.auth.config)
+    let pruned = tessera::auth::sessions::prune(&app.pool, &app.auth.config)
         .await
         .unwrap();
     assert_eq!(pruned, 2, "one old attempt, one expired token");

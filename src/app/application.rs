@@ -122,7 +122,7 @@ impl Application {
             .take()
             .map(|runner| tokio::spawn(runner.run(shutdown.clone())));
         let pruner = tokio::spawn(
-            auth::service::prune_periodically(
+            auth::sessions::prune_periodically(
                 self.state.platform.pool.clone(),
                 self.state.auth.config.clone(),
                 AUTH_PRUNE_INTERVAL,

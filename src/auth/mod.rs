@@ -12,4 +12,5 @@ pub mod router;
 pub mod schemas;
 pub mod seed;
 pub mod service;
+pub mod sessions;
 pub mod tokens;

@@ -9,6 +9,7 @@ use utoipa_axum::routes;
 use crate::auth::extract::{ClientAddress, CurrentUser};
 use crate::auth::schemas::{ChangePasswordRequest, RefreshRequest, TokenForm, TokenResponse};
 use crate::auth::service::{self, AuthState};
+use crate::auth::sessions;
 use crate::core::http::extract::{ApiForm, ApiJson};
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, Problem};
@@ -79,7 +80,7 @@ async fn refresh_token(
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<NoStore<TokenResponse>, AppError> {
     Ok(NoStore(
-        service::refresh(&platform, &auth, &request.refresh_token).await?,
+        sessions::refresh(&platform, &auth, &request.refresh_token).await?,
     ))
 }
 
@@ -91,7 +92,7 @@ async fn logout(
     State(platform): State<Platform>,
     ApiJson(request): ApiJson<RefreshRequest>,
 ) -> Result<StatusCode, AppError> {
-    service::logout(&platform, &request.refresh_token).await?;
+    sessions::logout(&platform, &request.refresh_token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -106,7 +107,7 @@ async fn logout_all(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
 ) -> Result<StatusCode, AppError> {
-    service::logout_all(&platform, &user).await?;
+    sessions::logout_all(&platform, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
