@@ -350,3 +350,97 @@ async fn pruning_removes_old_attempts_and_expired_tokens_only() {
         response.text()
     );
 }
+
+#[tokio::test]
+async fn changing_the_login_email_needs_the_password_and_ends_other_sign_ins() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let mine = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let other = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let change = |password: Option<&str>| {
+        let mut body = json!({"email": "ada.lovelace@example.com"});
+        if let Some(password) = password {
+            body["current_password"] = json!(password);
+        }
+        app.patch("/api/v1/users/me")
+            .bearer(access_token(&mine))
+            .json(body)
+            .send()
+    };
+    // A 15-minute access token alone can no longer take the login.
+    let body = change(None)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "current_password"])
+    );
+    change(Some("not my password"))
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "wrong_password");
+    let changed = change(Some(DEFAULT_PASSWORD)).await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    assert_eq!(changed.json()["email"], "ada.lovelace@example.com");
+    // The other sign-in is over, at once; this one goes on.
+    assert_eq!(
+        app.get("/api/v1/users/me")
+            .bearer(access_token(&other))
+            .send()
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    refresh(&app, refresh_token(&other))
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_refresh_token");
+    assert_eq!(
+        app.get("/api/v1/users/me")
+            .bearer(access_token(&mine))
+            .send()
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        refresh(&app, refresh_token(&mine)).await.status,
+        StatusCode::OK
+    );
+    // A name change needs no password.
+    let renamed = app
+        .patch("/api/v1/users/me")
+        .bearer(access_token(&mine))
+        .json(json!({"full_name": "Ada King"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.text());
+}
+
+#[tokio::test]
+async fn logout_ends_the_access_token_of_that_sign_in_at_once() {
+    let app = TestApp::spawn().await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let leaving = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let staying = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let logout = app
+        .post("/api/v1/auth/logout")
+        .json(json!({"refresh_token": refresh_token(&leaving)}))
+        .send()
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    app.get("/api/v1/users/me")
+        .bearer(access_token(&leaving))
+        .send()
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    assert_eq!(
+        app.get("/api/v1/users/me")
+            .bearer(access_token(&staying))
+            .send()
+            .await
+            .status,
+        StatusCode::OK,
+        "the other sign-in is untouched"
+    );
+}

@@ -310,14 +310,14 @@ async fn users_cannot_change_their_own_role_or_take_an_email() {
     let taken = app
         .patch("/api/v1/users/me")
         .bearer(&token)
-        .json(json!({"email": "TAKEN@example.com"}))
+        .json(json!({"email": "TAKEN@example.com", "current_password": DEFAULT_PASSWORD}))
         .send()
         .await;
     taken.assert_problem(StatusCode::CONFLICT, "email_taken");
     let invalid = app
         .patch("/api/v1/users/me")
         .bearer(&token)
-        .json(json!({"email": "nope", "full_name": ""}))
+        .json(json!({"email": "nope", "full_name": "", "current_password": DEFAULT_PASSWORD}))
         .send()
         .await;
     let problem = invalid.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");

@@ -4,16 +4,18 @@
 //! password and writes profile and credentials in one transaction.
 
 use diesel_async::AsyncConnection;
+use uuid::Uuid;
 
 use crate::auth::password::{bounded_password, validate_password};
 use crate::auth::service::{self, AuthState};
+use crate::auth::sessions;
 use crate::core::db::DbPool;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
 use crate::shared::validation::invalid_fields;
 use crate::users::models::{Email, FullName, Role, User};
 use crate::users::schemas::CreateUserRequest;
-use crate::users::service::{self as users, NewProfile};
+use crate::users::service::{self as users, NewProfile, RequestedChanges};
 
 /// Creates an account (sign-up, or an admin creating one). Validates every
 /// field at once; the account and its password hash are written together.
@@ -92,4 +94,50 @@ pub async fn delete_own(
         .map_err(|invalid| invalid_fields([(FieldError::body("password"), Some(invalid))]))?;
     service::verify_password(platform, auth, user, password, client).await?;
     users::delete(platform, user.id, expected_revision).await
+}
+
+/// Changes the caller's own profile. Changing the email — the login, and so
+/// the account — needs the current password (checked through the limiter)
+/// and ends every other sign-in; a name change needs neither.
+pub async fn update_own_profile(
+    platform: &Platform,
+    auth: &AuthState,
+    caller: &Caller<'_>,
+    expected_revision: Option<i64>,
+    changes: RequestedChanges,
+    current_password: Option<&str>,
+) -> Result<User, AppError> {
+    let user = caller.user;
+    let email_changes = changes
+        .email
+        .as_deref()
+        .is_some_and(|email| email.trim() != user.email);
+    if email_changes {
+        let Some(password) = current_password else {
+            return Err(AppError::Validation(vec![
+                FieldError::body("current_password")
+                    .because("is required to change the email")
+                    .kind("missing"),
+            ]));
+        };
+        bounded_password(password).map_err(|invalid| {
+            invalid_fields([(FieldError::body("current_password"), Some(invalid))])
+        })?;
+        service::verify_password(platform, auth, user, password, caller.client).await?;
+    }
+    let updated = users::update(platform, user.id, expected_revision, changes).await?;
+    if email_changes {
+        sessions::end_other_sessions(platform, user.id, caller.session).await?;
+    }
+    Ok(updated)
+}
+
+/// Who is making a change to their own account, from where, in which sign-in.
+pub struct Caller<'a> {
+    /// The signed-in account.
+    pub user: &'a User,
+    /// Their sign-in, kept when the others are ended.
+    pub session: Option<Uuid>,
+    /// Their client, for the password-check limiter.
+    pub client: &'a str,
 }

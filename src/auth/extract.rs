@@ -64,13 +64,16 @@ where
         match bearer_token(parts)? {
             None => Ok(Self(None)),
             Some(token) => {
-                let user = service::authenticate(
+                let authenticated = service::authenticate(
                     &Platform::from_ref(state),
                     &AuthState::from_ref(state),
                     token,
                 )
                 .await?;
-                Ok(Self(Some(user)))
+                // Kept for `CurrentSession`, so a handler that needs the sign-in
+                // does not decode the token twice.
+                parts.extensions.insert(SessionOf(authenticated.session));
+                Ok(Self(Some(authenticated.user)))
             }
         }
     }
@@ -90,6 +93,37 @@ where
             code: "not_authenticated",
             detail: "Sign in and send `Authorization: Bearer <access token>`.".to_owned(),
         })
+    }
+}
+
+/// The signed-in caller and the sign-in their token belongs to (to end every
+/// other sign-in after a sensitive change).
+pub struct CurrentSession {
+    /// The caller.
+    pub user: User,
+    /// Their sign-in; `None` for a token issued before sessions were tracked.
+    pub session: Option<uuid::Uuid>,
+}
+
+/// The sign-in of the request's token, left by the authenticating extractor.
+#[derive(Clone, Copy)]
+struct SessionOf(Option<uuid::Uuid>);
+
+impl<S> FromRequestParts<S> for CurrentSession
+where
+    S: Send + Sync,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let CurrentUser(user) = CurrentUser::from_request_parts(parts, state).await?;
+        let session = parts
+            .extensions
+            .get::<SessionOf>()
+            .and_then(|SessionOf(session)| *session);
+        Ok(Self { user, session })
     }
 }
 

@@ -86,6 +86,36 @@ pub async fn lock_token_and_family(
         .optional()
 }
 
+/// Whether sign-in `family` has been ended (logout, reuse, expiry of the family
+/// by revocation). Served by the family index.
+pub async fn session_ended(conn: &mut AsyncPgConnection, family: Uuid) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        refresh_tokens::table
+            .filter(refresh_tokens::family_id.eq(family))
+            .filter(refresh_tokens::revoked_at.is_not_null()),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// Revokes every sign-in of `user_id` but `keep` (the caller's own).
+pub async fn revoke_all_but(
+    conn: &mut AsyncPgConnection,
+    user_id: Uuid,
+    keep: Uuid,
+) -> QueryResult<()> {
+    diesel::update(
+        refresh_tokens::table
+            .filter(refresh_tokens::user_id.eq(user_id))
+            .filter(refresh_tokens::revoked_at.is_null())
+            .filter(refresh_tokens::family_id.ne(keep)),
+    )
+    .set(refresh_tokens::revoked_at.eq(diesel::dsl::now))
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
 /// Marks a refresh token as exchanged.
 pub async fn mark_used(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<()> {
     diesel::update(refresh_tokens::table.find(id))

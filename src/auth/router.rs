@@ -119,6 +119,7 @@ async fn logout_all(
         (status = 200, description = "Changed; a fresh token pair for this session.", body = TokenResponse),
         (status = 401, description = "No valid token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The current password is wrong.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The new password is invalid.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn change_password(

@@ -10,9 +10,10 @@ use crate::core::config::REDACTED;
 pub struct TokenForm {
     /// `password` (the only grant supported); may be omitted.
     pub grant_type: Option<String>,
-    /// The account's email.
+    /// The account's email (at most 254 characters).
+    #[schema(max_length = 254)]
     pub username: String,
-    /// The account's password.
+    /// The account's password (at most 1024 bytes are checked).
     #[schema(format = Password)]
     pub password: String,
     /// Ignored; accepted because OAuth2 clients send it.

@@ -239,11 +239,30 @@ pub async fn authenticate(
     platform: &Platform,
     auth: &AuthState,
     token: &str,
-) -> Result<User, AppError> {
+) -> Result<Authenticated, AppError> {
     let claims = auth.tokens.decode_access(token)?;
     let mut conn = platform.pool.get().await?;
-    match users::find(&mut conn, claims.sub).await? {
-        Some(user) if user.is_active && user.token_version == claims.ver => Ok(user),
-        _ => Err(invalid_token("The access token has been revoked.")),
+    let user = match users::find(&mut conn, claims.sub).await? {
+        Some(user) if user.is_active && user.token_version == claims.ver => user,
+        _ => return Err(invalid_token("The access token has been revoked.")),
+    };
+    if let Some(session) = claims.sid
+        && repository::session_ended(&mut conn, session).await?
+    {
+        return Err(invalid_token(
+            "The sign-in this token belongs to has ended.",
+        ));
     }
+    Ok(Authenticated {
+        user,
+        session: claims.sid,
+    })
+}
+
+/// Who a valid access token speaks for, and in which sign-in.
+pub struct Authenticated {
+    /// The account, as it is now.
+    pub user: User,
+    /// The sign-in (refresh-token family) of the token.
+    pub session: Option<Uuid>,
 }

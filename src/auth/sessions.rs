@@ -54,7 +54,7 @@ pub(crate) async fn issue_pair(
     )
     .await?;
     Ok(TokenResponse {
-        access_token: auth.tokens.issue_access(user)?,
+        access_token: auth.tokens.issue_access(user, family_id)?,
         token_type: "bearer".to_owned(),
         expires_in: auth.tokens.access_ttl().as_secs(),
         refresh_token: refresh.value,
@@ -196,6 +196,25 @@ pub async fn prune_periodically(
                 Err(error) => tracing::warn!(%error, "pruning sign-in records failed; will try again"),
             },
             () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Ends every sign-in of `user_id` but `keep` (the caller's); without one
+/// (an old token), every sign-in, the caller's included.
+pub async fn end_other_sessions(
+    platform: &Platform,
+    user_id: Uuid,
+    keep: Option<Uuid>,
+) -> Result<(), AppError> {
+    let mut conn = platform.pool.get().await?;
+    match keep {
+        Some(keep) => Ok(repository::revoke_all_but(&mut conn, user_id, keep).await?),
+        None => {
+            conn.transaction::<_, AppError, _>(async move |conn| {
+                revoke_sessions(conn, user_id).await
+            })
+            .await
         }
     }
 }

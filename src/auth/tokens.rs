@@ -42,6 +42,11 @@ pub struct AccessClaims {
     pub jti: Uuid,
     /// The user's token version when issued; a bump revokes the token.
     pub ver: i64,
+    /// The sign-in (refresh-token family) it belongs to: logging that sign-in
+    /// out ends this token at once. Absent only on tokens issued before sessions
+    /// were tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<Uuid>,
 }
 
 /// Signs and checks tokens.
@@ -122,8 +127,8 @@ impl TokenService {
         self.refresh_ttl
     }
 
-    /// Signs an access token for `user`.
-    pub fn issue_access(&self, user: &User) -> Result<String, AppError> {
+    /// Signs an access token for `user` in sign-in `session`.
+    pub fn issue_access(&self, user: &User, session: Uuid) -> Result<String, AppError> {
         let now = Utc::now().timestamp();
         let claims = AccessClaims {
             sub: user.id,
@@ -135,6 +140,7 @@ impl TokenService {
             aud: self.audience.clone(),
             jti: Uuid::now_v7(),
             ver: user.token_version,
+            sid: Some(session),
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.encoding)
             .map_err(AppError::internal)

@@ -8,7 +8,8 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::accounts;
-use crate::auth::extract::{AdminUser, ClientAddress, CurrentUser, OptionalUser};
+use crate::auth::accounts::Caller;
+use crate::auth::extract::{AdminUser, ClientAddress, CurrentSession, CurrentUser, OptionalUser};
 use crate::auth::service::AuthState;
 use crate::core::http::conditional::{self, Versioned};
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
@@ -104,13 +105,17 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),
+        (status = 403, description = "`current_password` is wrong (an email change needs it).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn update_me(
     State(platform): State<Platform>,
-    CurrentUser(user): CurrentUser,
+    State(auth): State<AuthState>,
+    CurrentSession { user, session }: CurrentSession,
+    ClientAddress(client): ClientAddress,
     headers: HeaderMap,
     ApiJson(request): ApiJson<UpdateMeRequest>,
 ) -> Result<Versioned<UserResponse>, AppError> {
@@ -121,7 +126,15 @@ async fn update_me(
         role: None,
         is_active: None,
     };
-    let updated = service::update(&platform, user.id, revision, changes).await?;
+    let caller = Caller {
+        user: &user,
+        session,
+        client: &client,
+    };
+    let password = request.current_password.as_deref();
+    let updated =
+        accounts::update_own_profile(&platform, &auth, &caller, revision, changes, password)
+            .await?;
     Ok(versioned(StatusCode::OK, updated))
 }
 
@@ -132,6 +145,7 @@ async fn update_me(
     responses(
         (status = 204, description = "Deleted."),
         (status = 403, description = "Wrong password.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The last active admin cannot be deleted.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
     ))]

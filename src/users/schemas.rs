@@ -59,13 +59,30 @@ pub struct CreateUserRequest {
 }
 
 /// Changes to one's own profile.
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
-    /// A new email address.
+    /// A new email address (the login): needs `current_password`, and ends
+    /// every other sign-in.
     pub email: Option<String>,
     /// A new name.
     pub full_name: Option<String>,
+    /// The password now (at most 1024 bytes); required when `email` changes.
+    #[schema(format = Password)]
+    pub current_password: Option<String>,
+}
+
+impl std::fmt::Debug for UpdateMeRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpdateMeRequest")
+            .field("email", &self.email)
+            .field("full_name", &self.full_name)
+            .field(
+                "current_password",
+                &self.current_password.as_ref().map(|_| REDACTED),
+            )
+            .finish()
+    }
 }
 
 /// Changes an admin makes to any account.
