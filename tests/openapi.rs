@@ -217,3 +217,22 @@ async fn redoc_without_its_script_says_how_to_install_it() {
             .contains("task setup")
     );
 }
+
+#[tokio::test]
+async fn swagger_ui_keeps_its_token_across_reloads_only_in_development() {
+    ensure_redoc_bundle();
+    let persisted = |app: TestApp| async move {
+        let script = app.get("/docs/swagger-initializer.js").send().await.text();
+        let compact: String = script.split_whitespace().collect();
+        assert!(compact.contains("persistAuthorization"), "{script}");
+        compact.contains("\"persistAuthorization\":true")
+    };
+    assert!(
+        !persisted(TestApp::spawn().await).await,
+        "outside development"
+    );
+    assert!(
+        persisted(TestApp::spawn_with(&[("APP_ENV", "development")]).await).await,
+        "in development"
+    );
+}
