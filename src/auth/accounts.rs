@@ -6,7 +6,7 @@
 use diesel_async::AsyncConnection;
 use uuid::Uuid;
 
-use crate::auth::password::{bounded_password, validate_password};
+use crate::auth::password::validate_password;
 use crate::auth::service::{self, AuthState};
 use crate::auth::sessions;
 use crate::core::db::DbPool;
@@ -90,9 +90,8 @@ pub async fn delete_own(
     expected_revision: Option<i64>,
     client: &str,
 ) -> Result<(), AppError> {
-    bounded_password(password)
-        .map_err(|invalid| invalid_fields([(FieldError::body("password"), Some(invalid))]))?;
-    service::verify_password(platform, auth, user, password, client).await?;
+    let presented = service::Presented::at("password", password);
+    service::verify_password(platform, auth, user, presented, client).await?;
     users::delete(platform, user.id, expected_revision).await
 }
 
@@ -120,10 +119,8 @@ pub async fn update_own_profile(
                     .kind("missing"),
             ]));
         };
-        bounded_password(password).map_err(|invalid| {
-            invalid_fields([(FieldError::body("current_password"), Some(invalid))])
-        })?;
-        service::verify_password(platform, auth, user, password, caller.client).await?;
+        let presented = service::Presented::at("current_password", password);
+        service::verify_password(platform, auth, user, presented, caller.client).await?;
     }
     let updated = users::update(platform, user.id, expected_revision, changes).await?;
     if email_changes {

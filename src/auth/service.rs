@@ -19,7 +19,7 @@ use crate::auth::sessions;
 use crate::auth::tokens::{KeyError, TokenService, invalid_token};
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
-use crate::shared::validation::Validator;
+use crate::shared::validation::{Validator, invalid_fields};
 use crate::users::models::User;
 use crate::users::service as users;
 
@@ -156,15 +156,12 @@ pub async fn change_password(
 ) -> Result<TokenResponse, AppError> {
     let mut validator = Validator::new();
     validator.check(
-        FieldError::body("current_password"),
-        bounded_password(&request.current_password),
-    );
-    validator.check(
         FieldError::body("new_password"),
         validate_password(&request.new_password),
     );
     validator.into_result()?;
-    verify_password(platform, auth, user, &request.current_password, client).await?;
+    let presented = Presented::at("current_password", &request.current_password);
+    verify_password(platform, auth, user, presented, client).await?;
     let password_hash = auth.passwords.hash(&request.new_password).await?;
     let user_id = user.id;
     let mut conn = platform.pool.get().await?;
@@ -187,6 +184,20 @@ pub async fn change_password(
     .await
 }
 
+/// A password a signed-in caller sent to confirm a change, and the body
+/// field it came in (where a 422 points).
+pub struct Presented<'a> {
+    field: &'static str,
+    password: &'a str,
+}
+
+impl<'a> Presented<'a> {
+    /// `password`, as sent in body field `field`.
+    pub fn at(field: &'static str, password: &'a str) -> Self {
+        Self { field, password }
+    }
+}
+
 /// Checks `password` against the user's own, through the same limiter as
 /// sign-in (a stolen access token is no password oracle); a wrong one is a
 /// 403 (the caller is authenticated, the confirmation failed).
@@ -194,9 +205,12 @@ pub async fn verify_password(
     platform: &Platform,
     auth: &AuthState,
     user: &User,
-    password: &str,
+    presented: Presented<'_>,
     client: &str,
 ) -> Result<(), AppError> {
+    bounded_password(presented.password)
+        .map_err(|invalid| invalid_fields([(FieldError::body(presented.field), Some(invalid))]))?;
+    let password = presented.password;
     let stored = {
         let mut conn = platform.pool.get().await?;
         repository::password_hash(&mut conn, user.id).await?
