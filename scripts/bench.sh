@@ -27,7 +27,7 @@ trap 'kill -TERM "${SERVER_PID:-0}" 2>/dev/null || true; wait "${SERVER_PID:-0}"
 export APP_ENV=development LOCAL_POSTGRES_DIR=.data/bench-postgres HOST=127.0.0.1 PORT RUST_LOG=warn
 export JWT_SECRET=bench-only-secret-0123456789abcdef0123456789
 export FIRST_ADMIN_EMAIL=bench-admin@example.com FIRST_ADMIN_PASSWORD=bench-admin-password
-export MAX_FAILED_LOGINS=1000000000 PASSWORD_HASH_QUEUE=100000 MAX_IN_FLIGHT_REQUESTS=100000 DATABASE_POOL_SIZE=16
+export MAX_FAILED_LOGINS=1000000000 MAX_FAILED_LOGINS_PER_CLIENT=1000000000 MAX_FAILED_LOGINS_PER_ACCOUNT=1000000000 PASSWORD_HASH_QUEUE=100000 MAX_IN_FLIGHT_REQUESTS=100000 DATABASE_POOL_SIZE=16
 # The HTTP figures are for the API alone; the execution benchmark runs its own workers.
 export WORKER_CONCURRENCY=0
 # The inference figures measure batching, not the per-user limit.
