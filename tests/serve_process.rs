@@ -199,6 +199,10 @@ async fn development_serve_runs_its_own_postgres_and_stops_only_what_it_started(
     let (code, logs) = server.terminate(Duration::from_secs(20));
     assert_eq!(code, 0, "{logs}");
     assert!(!cluster.is_running(), "serve stops the cluster it started");
+    assert!(
+        !logs.contains("lost its connection"),
+        "the listener closes its connection before the cluster stops: {logs}"
+    );
 
     // Already running: serve reuses it and leaves it running.
     cluster.start(&[]).unwrap();

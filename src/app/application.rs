@@ -145,7 +145,7 @@ impl Application {
         }
         // Idempotent deletes: stopping one mid-run loses nothing.
         pruner.abort();
-        self.close();
+        self.close().await;
         served
     }
 
@@ -156,13 +156,13 @@ impl Application {
             return false;
         };
         runner.run(shutdown).await;
-        self.close();
+        self.close().await;
         true
     }
 
     /// Stops the notification listener and closes the pool.
-    fn close(self) {
-        self.state.executions.hub.stop();
+    async fn close(self) {
+        self.state.executions.hub.stop().await;
         self.state.platform.pool.close();
     }
 }

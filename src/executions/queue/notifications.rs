@@ -28,6 +28,8 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// waiter in the process, instead of one `LISTEN` connection each.
 pub struct NotificationHub {
     stop: CancellationToken,
+    /// The listening task, awaited by [`NotificationHub::stop`].
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     changed: broadcast::Sender<Uuid>,
     queued: broadcast::Sender<String>,
     cancel: broadcast::Sender<Uuid>,
@@ -39,21 +41,31 @@ impl NotificationHub {
     pub fn start(database_url: String) -> Arc<Self> {
         let hub = Arc::new(Self {
             stop: CancellationToken::new(),
+            task: std::sync::Mutex::new(None),
             changed: broadcast::channel(CHANNEL_CAPACITY).0,
             queued: broadcast::channel(CHANNEL_CAPACITY).0,
             cancel: broadcast::channel(CHANNEL_CAPACITY).0,
         });
         let listener = hub.clone();
-        tokio::spawn(
+        let task = tokio::spawn(
             async move { listener.listen_forever(&database_url).await }
                 .instrument(tracing::info_span!("execution_listener")),
         );
+        if let Ok(mut slot) = hub.task.lock() {
+            *slot = Some(task);
+        }
         hub
     }
 
-    /// Stops listening (at shutdown, before the database goes away).
-    pub fn stop(&self) {
+    /// Stops listening and waits until the connection is closed, so a database
+    /// stopped right after (the local cluster at shutdown) cuts no live
+    /// connection and logs no reconnect.
+    pub async fn stop(&self) {
         self.stop.cancel();
+        let task = self.task.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 
     /// Ids of executions that changed: event streams wake on them instead of polling.
@@ -78,9 +90,12 @@ impl NotificationHub {
         loop {
             // A panic here would silently leave every worker on slow polling;
             // catch it, log it and listen again instead.
-            let outcome = AssertUnwindSafe(self.listen_once(database_url))
-                .catch_unwind()
-                .await;
+            let listening = AssertUnwindSafe(self.listen_once(database_url)).catch_unwind();
+            let outcome = tokio::select! {
+                outcome = listening => outcome,
+                // Dropping the connection here closes it before the database goes.
+                () = self.stop.cancelled() => return,
+            };
             match outcome {
                 Ok(Ok(())) => backoff = Duration::from_millis(250),
                 Ok(Err(error)) => {
@@ -88,7 +103,10 @@ impl NotificationHub {
                 }
                 Err(_) => tracing::error!("notification listener panicked; restarting it"),
             }
-            tokio::time::sleep(backoff).await;
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = self.stop.cancelled() => return,
+            }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
