@@ -716,3 +716,44 @@ async fn the_real_model_answers_like_sentence_transformers_through_the_api() {
         sentence["input_ids"].as_array().unwrap().len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_invalid_elements_gets_a_small_answer() {
+    let inference = InferenceApp::start("flood", &[]).await;
+    // 1 MB of token ids, every one out of the vocabulary.
+    let ids: Vec<i64> = vec![-1; 120_000];
+    let response = inference.embed(json!(ids)).await;
+    assert!(
+        response.body.len() < 64 * 1024,
+        "a 422 of {} bytes",
+        response.body.len()
+    );
+    let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 20, "{body}");
+    assert_eq!(body["errors_not_listed"], 120_000 - 20);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "input", 0]));
+    // The service still answers.
+    assert_eq!(
+        inference.embed(json!("still here")).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_empty_similarity_targets_gets_a_small_answer() {
+    let inference = InferenceApp::start("flood_targets", &[]).await;
+    let targets = vec![""; 200_000];
+    let response = inference
+        .post(
+            "/api/v1/inference/similarity",
+            json!({"source": "a sentence", "targets": targets, "model": inference.model}),
+        )
+        .await;
+    assert!(
+        response.body.len() < 64 * 1024,
+        "a {}-byte answer",
+        response.body.len()
+    );
+    let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 20, "{body}");
+}

@@ -45,10 +45,20 @@ pub struct Problem {
     /// The `x-request-id` of the request, to quote when reporting a problem.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// On `422`: every field that failed, not just the first.
+    /// On `422`: the fields that failed, not just the first — at most
+    /// [`MAX_LISTED_FIELD_ERRORS`] of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 20)]
     pub errors: Vec<FieldError>,
+    /// On `422`, when more fields failed than are listed: how many more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub errors_not_listed: Option<usize>,
 }
+
+/// Most field errors one 422 lists: a hostile request with a million bad
+/// elements gets a small answer, and the count of the rest.
+pub const MAX_LISTED_FIELD_ERRORS: usize = 20;
 
 impl Problem {
     /// Builds a problem for `status` with a stable `code` and a human `detail`.
@@ -61,6 +71,7 @@ impl Problem {
             code: code.to_owned(),
             request_id: None,
             errors: Vec::new(),
+            errors_not_listed: None,
         }
     }
 
@@ -309,15 +320,7 @@ impl AppError {
                 "payload_too_large",
                 "The request body is larger than this server accepts.",
             ),
-            Self::Validation(errors) => {
-                let mut problem = Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "validation_failed",
-                    format!("The request has {} invalid field(s).", errors.len()),
-                );
-                problem.errors.clone_from(errors);
-                problem
-            }
+            Self::Validation(errors) => validation_problem(errors),
             Self::NotFound(detail) => Problem::new(StatusCode::NOT_FOUND, "not_found", detail),
             Self::Unauthorized { code, detail } => {
                 Problem::new(StatusCode::UNAUTHORIZED, code, detail)
@@ -362,6 +365,34 @@ impl AppError {
             _ => None,
         }
     }
+}
+
+/// A 422 listing the first [`MAX_LISTED_FIELD_ERRORS`] field errors and
+/// counting the rest.
+fn validation_problem(errors: &[FieldError]) -> Problem {
+    let detail = if errors.len() > MAX_LISTED_FIELD_ERRORS {
+        format!(
+            "The request has {} invalid field(s); the first {MAX_LISTED_FIELD_ERRORS} are listed.",
+            errors.len()
+        )
+    } else {
+        format!("The request has {} invalid field(s).", errors.len())
+    };
+    let mut problem = Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+        detail,
+    );
+    problem.errors = errors
+        .iter()
+        .take(MAX_LISTED_FIELD_ERRORS)
+        .cloned()
+        .collect();
+    problem.errors_not_listed = errors
+        .len()
+        .checked_sub(MAX_LISTED_FIELD_ERRORS)
+        .filter(|n| *n > 0);
+    problem
 }
 
 /// Whether a query failed because the server went away rather than because of the query.
@@ -425,4 +456,43 @@ pub fn problem_response(problem: Problem) -> Response {
     let mut response = problem.status_code().into_response();
     response.extensions_mut().insert(problem);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(count: usize) -> Vec<FieldError> {
+        (0..count)
+            .map(|index| FieldError::body("items").at(index).because("is wrong"))
+            .collect()
+    }
+
+    #[test]
+    fn a_422_lists_at_most_twenty_field_errors_and_counts_the_rest() {
+        let exactly = AppError::Validation(errors(MAX_LISTED_FIELD_ERRORS)).to_problem();
+        assert_eq!(exactly.errors.len(), MAX_LISTED_FIELD_ERRORS);
+        assert_eq!(exactly.errors_not_listed, None);
+        assert_eq!(exactly.detail, "The request has 20 invalid field(s).");
+
+        let flood = AppError::Validation(errors(100_000)).to_problem();
+        assert_eq!(flood.errors.len(), MAX_LISTED_FIELD_ERRORS);
+        assert_eq!(
+            flood.errors_not_listed,
+            Some(100_000 - MAX_LISTED_FIELD_ERRORS)
+        );
+        assert_eq!(
+            flood.detail,
+            "The request has 100000 invalid field(s); the first 20 are listed."
+        );
+        let first = &flood.errors[0].loc;
+        assert_eq!(
+            first,
+            &vec![
+                LocSegment::from("body"),
+                LocSegment::from("items"),
+                LocSegment::Index(0)
+            ]
+        );
+    }
 }
