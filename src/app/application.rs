@@ -135,6 +135,10 @@ impl Application {
             listener,
             self.router.clone(),
             platform.lifecycle.clone(),
+            server::ConnectionLimits {
+                header_read_timeout: platform.config.http.header_read_timeout,
+                max_connections: platform.config.http.max_connections,
+            },
             platform.config.http.shutdown_grace,
             shutdown,
         )

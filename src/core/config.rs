@@ -98,6 +98,11 @@ pub struct HttpConfig {
     pub cors_allowed_origins: Vec<String>,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How long a client has to send a request's headers, and most a
+    /// keep-alive connection may sit idle (a slow-loris client is cut off).
+    pub header_read_timeout: Duration,
+    /// Most connections open at once; more are closed as they arrive.
+    pub max_connections: usize,
 }
 
 /// What `Debug` prints in place of a secret (a password, a token, a key), so
@@ -213,6 +218,8 @@ impl HttpConfig {
             max_in_flight: vars.positive("MAX_IN_FLIGHT_REQUESTS", 512)?,
             cors_allowed_origins: vars.origins("CORS_ALLOWED_ORIGINS", !is_production)?,
             shutdown_grace: vars.millis("SHUTDOWN_GRACE_MS", 10_000)?,
+            header_read_timeout: vars.millis("HEADER_READ_TIMEOUT_MS", 10_000)?,
+            max_connections: vars.positive("MAX_CONNECTIONS", 1024)?,
         })
     }
 }

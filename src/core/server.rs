@@ -9,8 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::core::platform::Lifecycle;
 
@@ -32,32 +39,75 @@ pub fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// What one connection may hold: how long its client has to send a request's
+/// headers (also the idle time between keep-alive requests) and how many
+/// connections may be open at once; past the cap, new ones are closed at once.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// `HEADER_READ_TIMEOUT_MS`.
+    pub header_read_timeout: Duration,
+    /// `MAX_CONNECTIONS`.
+    pub max_connections: usize,
+}
+
 /// Serves `router` on `listener` until `shutdown`, then drains for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     lifecycle: Arc<Lifecycle>,
+    limits: ConnectionLimits,
     grace: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let stop_accepting = shutdown.clone();
-    // Connection info gives handlers the client's address (login rate limits).
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        stop_accepting.cancelled().await;
-        lifecycle.begin_draining();
-        tracing::info!(grace_ms = grace.as_millis(), "draining HTTP requests");
-    });
-    tokio::select! {
-        result = server.into_future() => result,
-        () = async move {
-            shutdown.cancelled().await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("grace period over; closing the connections still open");
-            Ok(())
-        }
+    let connections = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors and the like: keep serving the others.
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("http_connections_refused_total").increment(1);
+            drop(stream);
+            continue;
+        };
+        // Handlers read the peer address as axum's `ConnectInfo` (the limiter's client).
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = connections.watch(connection.into_owned());
+        tokio::spawn(async move {
+            // A client that stalls its headers, or vanishes, ends here.
+            let _ = connection.await;
+            drop(slot);
+        });
     }
+    lifecycle.begin_draining();
+    tracing::info!(grace_ms = grace.as_millis(), "draining HTTP requests");
+    if tokio::time::timeout(grace, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; closing the connections still open");
+    }
+    Ok(())
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).
