@@ -127,3 +127,32 @@ async fn metrics_count_requests_by_route_template_and_report_the_pool() {
     // Raw paths never become labels (that would grow without bound).
     assert!(!text.contains("7f3a"));
 }
+
+#[tokio::test]
+async fn metrics_need_the_configured_token() {
+    let token = "scrape-7c1e9a40b2d54f8e";
+    let app = TestApp::spawn_with(&[("METRICS_TOKEN", token)]).await;
+    for presented in [None, Some("Bearer wrong-token-0000000000"), Some(token)] {
+        let mut request = app.get("/metrics");
+        if let Some(value) = presented {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await;
+        response.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+        assert_eq!(response.header("www-authenticate"), Some("Bearer"));
+    }
+    let response = app
+        .get("/metrics")
+        .header("authorization", &format!("Bearer {token}"))
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    assert!(response.text().contains("http_requests_total"));
+}
+
+#[tokio::test]
+async fn production_serves_no_metrics_without_a_token() {
+    let app = TestApp::spawn_with(&[("APP_ENV", "production")]).await;
+    let response = app.get("/metrics").send().await;
+    response.assert_problem(StatusCode::FORBIDDEN, "metrics_token_required");
+}

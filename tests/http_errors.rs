@@ -179,11 +179,19 @@ async fn oversized_bodies_are_413_problems() {
 
 #[tokio::test]
 async fn panics_are_500_problems_that_leak_nothing() {
-    let router = probe_router(&[], Arc::new(Notify::new()));
-    let response = get_from(&router, "/probe/panic").send().await;
+    let origin = "https://app.example.com";
+    let router = probe_router(&[("CORS_ALLOWED_ORIGINS", origin)], Arc::new(Notify::new()));
+    let response = get_from(&router, "/probe/panic")
+        .header("origin", origin)
+        .send()
+        .await;
     response.assert_problem(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
     assert!(!response.text().contains("secret"));
     assert!(!response.text().contains("/etc/passwd"));
+    // A panic's answer is dressed like any other: a browser app can read it,
+    // and it carries the security headers.
+    assert_eq!(response.header("access-control-allow-origin"), Some(origin));
+    assert_eq!(response.header("x-content-type-options"), Some("nosniff"));
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! execution kind's schemas and the one error shape on every operation.
 
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::security::{Flow, OAuth2, Password, Scopes, SecurityScheme};
+use utoipa::openapi::security::{
+    Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
+};
 use utoipa::openapi::{self, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
@@ -11,7 +13,8 @@ use crate::executions::kinds::KindRegistry;
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
 
 /// Declares the `bearer` scheme as OAuth2's password flow, so Swagger UI's
-/// Authorize button signs in through `POST /api/v1/auth/token`.
+/// Authorize button signs in through `POST /api/v1/auth/token`, and the
+/// `metrics_token` scheme of `/metrics` scrapers.
 struct BearerScheme;
 
 impl Modify for BearerScheme {
@@ -26,6 +29,15 @@ impl Modify for BearerScheme {
                 ))],
                 "An access token from `POST /api/v1/auth/token`, sent as `Authorization: Bearer …`.",
             )),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The `METRICS_TOKEN` of the deployment."))
+                    .build(),
+            ),
         );
     }
 }

@@ -168,6 +168,22 @@ mod tests {
     }
 
     #[test]
+    fn a_metrics_token_must_be_long_enough_to_not_be_guessed() {
+        assert_eq!(variable_of(&[("METRICS_TOKEN", "short")]), "METRICS_TOKEN");
+        assert_eq!(
+            variable_of(&[("METRICS_TOKEN", "sixteen chars ok")]),
+            "METRICS_TOKEN",
+            "no spaces"
+        );
+        let settings = settings(&[("METRICS_TOKEN", "0123456789abcdef")]).expect("valid");
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("0123456789abcdef"),
+            "the token is redacted"
+        );
+    }
+
+    #[test]
     fn host_and_port_follow_the_platform_convention() {
         let settings =
             settings(&[("HOST", "0.0.0.0"), ("PORT", "8080")]).expect("HOST and PORT are valid");

@@ -150,7 +150,15 @@ pub struct PlatformConfig {
     pub seed_on_startup: bool,
     /// Where the ReDoc script is read from (it is served, never loaded from a CDN).
     pub redoc_bundle_path: PathBuf,
+    /// The bearer token `/metrics` requires (`METRICS_TOKEN`). Without one,
+    /// `/metrics` is open outside production and refused in production, where
+    /// its numbers (pool use, queue depths, traffic) would map the service for
+    /// an attacker.
+    pub metrics_token: Option<Secret>,
 }
+
+/// The shortest accepted `METRICS_TOKEN`: long enough not to be guessed.
+const MIN_METRICS_TOKEN_LEN: usize = 16;
 
 impl PlatformConfig {
     /// Reads the platform's variables; `APP_ENV` picks the defaults.
@@ -179,6 +187,7 @@ impl PlatformConfig {
                 "REDOC_BUNDLE_PATH",
                 PathBuf::from(".data/redoc/redoc.standalone.js"),
             )?,
+            metrics_token: metrics_token(vars)?,
         };
         config.check_database()?;
         Ok(config)
@@ -200,6 +209,23 @@ impl PlatformConfig {
     pub fn is_development(&self) -> bool {
         self.env == AppEnv::Development
     }
+}
+
+/// `METRICS_TOKEN`, if set: at least [`MIN_METRICS_TOKEN_LEN`] visible characters.
+fn metrics_token(vars: &Vars<'_>) -> Result<Option<Secret>, ConfigError> {
+    let Some(token) = vars.optional("METRICS_TOKEN") else {
+        return Ok(None);
+    };
+    let visible = token.bytes().all(|byte| byte.is_ascii_graphic());
+    if token.len() < MIN_METRICS_TOKEN_LEN || !visible {
+        return Err(ConfigError {
+            variable: "METRICS_TOKEN",
+            problem: format!(
+                "must be at least {MIN_METRICS_TOKEN_LEN} visible ASCII characters (no spaces)"
+            ),
+        });
+    }
+    Ok(Some(Secret::new(token)))
 }
 
 impl HttpConfig {

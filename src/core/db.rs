@@ -18,6 +18,7 @@ use futures_util::FutureExt;
 
 use crate::core::config::DatabaseConfig;
 use crate::shared::error::BoxedError;
+use crate::shared::outage;
 
 /// Every migration under `migrations/`, embedded at compile time.
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
@@ -69,6 +70,7 @@ pub fn build_pool(url: &str, config: &DatabaseConfig) -> Result<DbPool, DbError>
             .execute(&mut conn)
             .await
             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            outage::database_up();
             Ok(conn)
         }
         .boxed()

@@ -3,13 +3,15 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::core::config::{AppEnv, PlatformConfig};
 use crate::core::db;
 use crate::core::metrics;
 use crate::core::platform::Platform;
@@ -98,16 +100,60 @@ fn not_ready(reason: &str) -> AppError {
 }
 
 /// `GET /metrics`: every metric in the Prometheus text format.
+///
+/// With `METRICS_TOKEN` set the scraper sends it as a bearer token; production
+/// without one refuses every scrape.
 #[utoipa::path(get, path = "/metrics", tag = TAG,
-    responses((status = 200, description = "Prometheus text exposition format.",
-        body = String, content_type = "text/plain; version=0.0.4")))]
-async fn metrics_text(State(platform): State<Platform>) -> impl IntoResponse {
-    (
+    security((), ("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition format.",
+            body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`METRICS_TOKEN` is set and the request does not carry it.",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Production without `METRICS_TOKEN`: metrics are not served.",
+            body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn metrics_text(
+    State(platform): State<Platform>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, AppError> {
+    authorize_scrape(&platform.config, &headers)?;
+    Ok((
         StatusCode::OK,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
         metrics::render(&platform.pool),
-    )
+    ))
+}
+
+/// Whether this request may read the metrics: it carries `METRICS_TOKEN` as
+/// its bearer token, or none is configured outside production.
+fn authorize_scrape(config: &PlatformConfig, headers: &HeaderMap) -> Result<(), AppError> {
+    let Some(expected) = &config.metrics_token else {
+        return if config.env == AppEnv::Production {
+            Err(AppError::Forbidden {
+                code: "metrics_token_required",
+                detail: "Metrics are not served in production until METRICS_TOKEN is set."
+                    .to_owned(),
+            })
+        } else {
+            Ok(())
+        };
+    };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    // Digests compared, so the comparison's time says nothing about the token.
+    let digest = |token: &str| Sha256::digest(token.as_bytes());
+    if presented.is_some_and(|token| digest(token) == digest(expected.expose())) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized {
+            code: "invalid_token",
+            detail: "/metrics needs the bearer token configured in METRICS_TOKEN.".to_owned(),
+        })
+    }
 }

@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::shared::outage;
+
 /// The media type of every error body.
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
@@ -295,12 +297,14 @@ impl AppError {
         Self::Internal(source.into())
     }
 
-    /// The database is unreachable; clients may retry shortly.
-    pub fn database_unavailable(detail: impl Into<String>) -> Self {
-        Self::Unavailable {
-            code: "database_unavailable",
-            detail: detail.into(),
-            retry_after: Some(Duration::from_secs(1)),
+    /// Whether this is the database being unreachable (no connection, or one
+    /// lost mid-query) rather than a failure of the request itself: answered
+    /// 503 with `Retry-After`, and logged as an outage, not per request.
+    pub fn is_database_outage(&self) -> bool {
+        match self {
+            Self::Pool(_) => true,
+            Self::Database(error) => is_connection_lost(error),
+            _ => false,
         }
     }
 
@@ -338,17 +342,13 @@ impl AppError {
             Self::Unavailable { code, detail, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
             }
-            Self::Pool(_) => Problem::new(
+            Self::Pool(_) | Self::Database(_) if self.is_database_outage() => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "database_unavailable",
-                "The database is not reachable right now; try again shortly.",
+                "The database is not reachable right now; a write may or may not have been \
+                 applied. Try again shortly (with the same Idempotency-Key, where it takes one).",
             ),
-            Self::Database(error) if is_connection_lost(error) => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "database_unavailable",
-                "The database connection was lost; try again shortly.",
-            ),
-            Self::Database(_) | Self::Internal(_) => Problem::new(
+            Self::Pool(_) | Self::Database(_) | Self::Internal(_) => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
                 "An unexpected error occurred; it has been logged.",
@@ -360,8 +360,9 @@ impl AppError {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
-            Self::Pool(_) => Some(Duration::from_secs(1)),
-            Self::Database(error) if is_connection_lost(error) => Some(Duration::from_secs(1)),
+            Self::Pool(_) | Self::Database(_) if self.is_database_outage() => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -399,7 +400,13 @@ fn validation_problem(errors: &[FieldError]) -> Problem {
 fn is_connection_lost(error: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
-        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _,
+        ) => true,
+        // A commit or rollback that failed with the connection.
+        Error::RollbackErrorOnCommit { commit_error, .. } => is_connection_lost(commit_error),
+        Error::BrokenTransactionManager => true,
         Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
             let message = info.message();
             message.contains("connection closed")
@@ -414,7 +421,9 @@ fn is_connection_lost(error: &diesel::result::Error) -> bool {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let problem = self.to_problem();
-        if problem.status >= 500 {
+        if self.is_database_outage() {
+            outage::database_down(&self);
+        } else if problem.status >= 500 {
             tracing::error!(error = %ErrorChain(&self), code = %problem.code, "request failed");
         }
         let mut response = problem_response(problem);

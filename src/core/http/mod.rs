@@ -1,8 +1,9 @@
 //! The HTTP middleware every route runs behind, assembled in one place.
 //!
 //! Order matters; from the outside in:
-//! request id → trace span → compression → problem bodies → metrics → panic
-//! catcher → security headers → CORS → load shedding → timeout → body limit → route.
+//! request id → trace span → compression → problem bodies → metrics →
+//! security headers → CORS → panic catcher → load shedding → timeout → body
+//! limit → route.
 //! Anything that fails inside the problem layer, including a panic, reaches the
 //! client in the one problem-details shape.
 
@@ -47,11 +48,12 @@ pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Rou
         .layer(middleware::from_fn(move |request, next| {
             guards::shed_load(shedder.clone(), request, next)
         }))
+        // Inside CORS and the security headers, so a panic's 500 carries them too.
+        .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(cors_layer(&config.cors_allowed_origins))
         .layer(middleware::from_fn(move |request, next| {
             security_headers::add(env, request, next)
         }))
-        .layer(CatchPanicLayer::custom(problem::panic_response))
         .layer(middleware::from_fn(metrics::track_http))
         .layer(middleware::from_fn(problem::write_problem_bodies))
         .layer(CompressionLayer::new())
