@@ -1,6 +1,8 @@
 //! Workers: exactly-once under concurrency, retries with backoff, timeouts,
-//! panics, cancellation (in-process and across processes), crash rescue with
-//! fencing, and graceful shutdown.
+//! panics, cancellation (in-process, across processes, and durable through
+//! rescues, hand-backs and retries), crash rescue with fencing on the claim's
+//! token, jobs dropped when their lease is lost, bounded error histories, and
+//! graceful shutdown.
 
 // Test code: a failed step should stop with its message, which is what `expect` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,12 +18,16 @@ use common::executions::{
 };
 use common::{DEFAULT_PASSWORD, TestApp};
 use diesel_async::{AsyncConnection, RunQueryDsl};
+use futures_util::FutureExt;
 use serde_json::json;
+use tessera::executions::context::{JobContext, JobError, StopSignal};
 use tessera::executions::kinds::{ExecutionKind, KindRegistry, Sleep};
 use tessera::executions::models::Status;
 use tessera::executions::repository::{self, Claim, Outcome};
 use tessera::executions::service;
+use tessera::inference::repository::{StoredEmbedding, insert_chunk};
 use tessera::users::models::Role;
+use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -250,12 +256,19 @@ async fn timeouts_and_panics_fail_only_their_attempt() {
     let timed_out = wait_for(&app, slow.id, Status::Failed, PATIENCE).await;
     assert_eq!(timed_out.errors[0]["message"], "timed out after 1 s");
     let panicked = wait_for(&app, panicking.id, Status::Failed, PATIENCE).await;
-    assert!(
-        panicked.errors[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("panicked: a job panicked on purpose")
-    );
+    // The panic's text (and any path in it) goes to the log, never to clients.
+    assert_eq!(panicked.errors[0]["message"], "The job panicked.");
+    let mut conn = app.conn().await;
+    let events = repository::events_after(&mut conn, panicking.id, 0)
+        .await
+        .unwrap();
+    let failure = events
+        .iter()
+        .find(|event| event.data["status"] == "failed")
+        .expect("the failure has its event");
+    assert_eq!(failure.data["error"], "The job panicked.");
+    let stored = format!("{:?} {events:?}", panicked.errors);
+    assert!(!stored.contains("on purpose"), "{stored}");
     wait_for(&app, after.id, Status::Succeeded, PATIENCE).await;
     shutdown.cancel();
     handle
@@ -436,6 +449,7 @@ async fn a_killed_workers_job_is_rescued_and_its_late_write_is_fenced_off() {
     .await;
     let running = wait_running_elsewhere(&app, job.id).await;
     let dead_worker = running.worker_id.unwrap();
+    let dead_token = claim_token(&app, job.id).await.unwrap();
     child.kill().unwrap(); // SIGKILL: no chance to hand anything back.
     child.wait().unwrap();
 
@@ -455,8 +469,8 @@ async fn a_killed_workers_job_is_rescued_and_its_late_write_is_fenced_off() {
     // The dead worker's late write (as if it had only been paused) changes nothing.
     let stale = Claim {
         execution_id: job.id,
-        worker_id: dead_worker,
         attempt: 1,
+        token: dead_token,
     };
     let mut conn = app.conn().await;
     let late = repository::finish(
@@ -469,7 +483,7 @@ async fn a_killed_workers_job_is_rescued_and_its_late_write_is_fenced_off() {
     )
     .await
     .unwrap();
-    assert!(!late, "the fence rejects the old claim");
+    assert!(late.is_none(), "the fence rejects the old claim");
     assert!(
         !repository::report_progress(&mut conn, &stale, 5, "late")
             .await
@@ -531,4 +545,537 @@ async fn finished_executions_past_retention_are_pruned() {
             .is_some(),
         "queued work is never pruned"
     );
+}
+
+/// Sleeps for an hour and never looks at its stop signal: shows that a job is
+/// dropped (not asked) once its worker lost the claim.
+struct Stubborn;
+
+impl ExecutionKind for Stubborn {
+    const NAME: &'static str = "stubborn";
+    type Input = serde_json::Value;
+    type Output = serde_json::Value;
+
+    fn validate(&self, _input: &serde_json::Value) -> Vec<tessera::shared::error::FieldError> {
+        Vec::new()
+    }
+
+    fn describe(&self, _input: &serde_json::Value) -> String {
+        "stubborn".to_owned()
+    }
+
+    async fn run(
+        &self,
+        _input: serde_json::Value,
+        _context: JobContext,
+    ) -> Result<serde_json::Value, JobError> {
+        tokio::time::sleep(Duration::from_secs(3_600)).await;
+        Ok(json!({}))
+    }
+}
+
+/// The token of the execution's current claim (`None` unless it runs).
+async fn claim_token(app: &TestApp, id: Uuid) -> Option<Uuid> {
+    #[derive(diesel::QueryableByName)]
+    struct Token {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Uuid>)]
+        claim_token: Option<Uuid>,
+    }
+    let mut conn = app.conn().await;
+    let token: Token = diesel::sql_query("SELECT claim_token FROM executions WHERE id = $1")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    token.claim_token
+}
+
+/// Claims the one due `sleep` execution as `worker`, as a claim loop does.
+async fn claim_as(app: &TestApp, worker: Uuid) -> Claim {
+    let mut conn = app.conn().await;
+    let claimed = repository::claim(
+        &mut conn,
+        "default",
+        &["sleep"],
+        worker,
+        Duration::from_secs(60),
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!(claimed.len(), 1, "one execution was due");
+    claimed[0].claim()
+}
+
+/// Makes the lease of `id` lapse and runs the rescuer, as if its worker had died.
+async fn lapse_and_rescue(app: &TestApp, id: Uuid) {
+    let mut conn = app.conn().await;
+    diesel::sql_query(
+        "UPDATE executions SET lease_expires_at = now() - interval '1 second' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let rescued = repository::rescue_expired(&mut conn).await.unwrap();
+    assert_eq!(rescued, vec![id]);
+}
+
+/// A `sleep` execution claimed by a fresh worker, whose cancellation was then requested.
+async fn running_with_cancel_requested(app: &TestApp) -> Claim {
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let execution = submit(
+        app,
+        &test_kinds(),
+        &owner,
+        "sleep",
+        json!({"duration_ms": 60_000}),
+        json!({"max_attempts": 3}),
+    )
+    .await;
+    let claim = claim_as(app, Uuid::now_v7()).await;
+    assert_eq!(claim.execution_id, execution.id);
+    let mut conn = app.conn().await;
+    let signalled = repository::request_cancel(&mut conn, execution.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(signalled.cancel_requested);
+    claim
+}
+
+/// Asserts that the execution ended `cancelled` for good: finished, no longer
+/// claimed, no error recorded for the attempt the cancellation ended.
+async fn assert_cancelled_for_good(app: &TestApp, id: Uuid) {
+    let execution = load(app, id).await;
+    assert_eq!(execution.status, Status::Cancelled, "{execution:?}");
+    assert!(execution.finished_at.is_some());
+    assert!(execution.worker_id.is_none() && !execution.cancel_requested);
+    assert_eq!(claim_token(app, id).await, None);
+    assert!(execution.errors.as_array().unwrap().is_empty());
+    let mut conn = app.conn().await;
+    let events = repository::events_after(&mut conn, id, 0).await.unwrap();
+    assert_eq!(events.last().unwrap().data["status"], "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_execution_whose_worker_is_killed_ends_cancelled() {
+    let app = TestApp::spawn().await;
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let registry = KindRegistry::new().register(Sleep);
+    let lease = [
+        ("EXECUTION_LEASE_MS", "1000"),
+        ("EXECUTION_HEARTBEAT_MS", "250"),
+    ];
+    let mut child = worker_process(&app, &lease);
+    let job = submit(
+        &app,
+        &registry,
+        &owner,
+        "sleep",
+        json!({"duration_ms": 60_000, "steps": 100}),
+        json!({"max_attempts": 3}),
+    )
+    .await;
+    wait_running_elsewhere(&app, job.id).await;
+    // Frozen, the worker hears nothing; then killed, it never acts on the request.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut conn = app.conn().await;
+    repository::request_cancel(&mut conn, job.id).await.unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Another worker's rescuer takes the execution back once the lease lapses:
+    // it ends cancelled rather than running again.
+    let (shutdown, handle, _) = start_runner(&app, test_kinds(), worker_settings(&lease));
+    wait_for(&app, job.id, Status::Cancelled, PATIENCE).await;
+    assert_cancelled_for_good(&app, job.id).await;
+    assert_eq!(load(&app, job.id).await.attempt, 1, "it never ran again");
+    shutdown.cancel();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rescue_of_a_cancel_requested_execution_ends_it_cancelled() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    lapse_and_rescue(&app, claim.execution_id).await;
+    assert_cancelled_for_good(&app, claim.execution_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hand_back_at_shutdown_of_a_cancel_requested_execution_ends_it_cancelled() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    let mut conn = app.conn().await;
+    let recorded = repository::finish(&mut conn, &claim, &Outcome::HandedBack)
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(Status::Cancelled));
+    assert_cancelled_for_good(&app, claim.execution_id).await;
+    assert_eq!(load(&app, claim.execution_id).await.attempt, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_attempt_of_a_cancel_requested_execution_does_not_retry() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    let mut conn = app.conn().await;
+    let failed = Outcome::Failed {
+        message: "boom".to_owned(),
+        retry_at: Some(chrono::Utc::now()),
+    };
+    let recorded = repository::finish(&mut conn, &claim, &failed)
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(Status::Cancelled), "not queued for a retry");
+    assert_cancelled_for_good(&app, claim.execution_id).await;
+    // Nothing is left for a worker to claim.
+    let claimable = repository::claim(
+        &mut conn,
+        "default",
+        &["sleep"],
+        Uuid::now_v7(),
+        Duration::from_secs(60),
+        10,
+    )
+    .await
+    .unwrap();
+    assert!(claimable.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_last_failing_attempt_of_a_cancel_requested_execution_ends_cancelled() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    let mut conn = app.conn().await;
+    let failed = Outcome::Failed {
+        message: "boom".to_owned(),
+        retry_at: None,
+    };
+    let recorded = repository::finish(&mut conn, &claim, &failed)
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(Status::Cancelled));
+    assert_cancelled_for_good(&app, claim.execution_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_success_that_races_a_cancellation_still_counts() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    let mut conn = app.conn().await;
+    let done = json!({"slept_ms": 60_000, "attempt": 1});
+    let held = repository::finish_succeeded_batch(&mut conn, &[(claim, done.clone())])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![claim.execution_id]);
+    let execution = load(&app, claim.execution_id).await;
+    assert_eq!(execution.status, Status::Succeeded);
+    assert_eq!(execution.result, Some(done));
+    assert!(!execution.cancel_requested);
+    assert_eq!(claim_token(&app, claim.execution_id).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retry_by_the_user_clears_an_old_cancellation_request() {
+    let app = TestApp::spawn().await;
+    let claim = running_with_cancel_requested(&app).await;
+    lapse_and_rescue(&app, claim.execution_id).await;
+    let mut conn = app.conn().await;
+    let queued = repository::retry(&mut conn, claim.execution_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!queued.cancel_requested);
+    // The new run fails and retries like any other: the old request is spent.
+    let rerun = claim_as(&app, Uuid::now_v7()).await;
+    let failed = Outcome::Failed {
+        message: "boom".to_owned(),
+        retry_at: Some(chrono::Utc::now()),
+    };
+    let recorded = repository::finish(&mut conn, &rerun, &failed)
+        .await
+        .unwrap();
+    assert_eq!(recorded, Some(Status::Queued));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_old_claims_writes_are_refused_after_rescue_fail_retry_and_reclaim_by_the_same_worker() {
+    let app = TestApp::spawn().await;
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let job = submit(
+        &app,
+        &test_kinds(),
+        &owner,
+        "sleep",
+        json!({"duration_ms": 60_000}),
+        json!({"max_attempts": 1}),
+    )
+    .await;
+    let worker = Uuid::now_v7();
+    let old = claim_as(&app, worker).await;
+    // The worker stalls past its lease: the rescuer fails the execution (its
+    // only attempt is spent), its owner retries it, and the same worker claims
+    // it again — the same worker id and the same attempt number as before.
+    lapse_and_rescue(&app, job.id).await;
+    assert_eq!(load(&app, job.id).await.status, Status::Failed);
+    let mut conn = app.conn().await;
+    repository::retry(&mut conn, job.id).await.unwrap().unwrap();
+    let new = claim_as(&app, worker).await;
+    assert_eq!(
+        (new.execution_id, new.attempt),
+        (old.execution_id, old.attempt)
+    );
+    assert_ne!(new.token, old.token);
+
+    // Every write of the old claim is refused …
+    let lease = Duration::from_secs(60);
+    assert_eq!(
+        repository::heartbeat(&mut conn, &old, lease).await.unwrap(),
+        None
+    );
+    assert!(
+        !repository::report_progress(&mut conn, &old, 50, "late")
+            .await
+            .unwrap()
+    );
+    let late = Outcome::Succeeded(json!({"late": true}));
+    assert_eq!(
+        repository::finish(&mut conn, &old, &late).await.unwrap(),
+        None
+    );
+    let batched = repository::finish_succeeded_batch(&mut conn, &[(old, json!({"late": true}))])
+        .await
+        .unwrap();
+    assert!(batched.is_empty());
+    let chunk = |position| StoredEmbedding {
+        execution_id: job.id,
+        position,
+        tokens: 3,
+        embedding: vec![0.6, 0.8],
+    };
+    let stale = JobContext::new(old, app.pool.clone(), StopSignal::default());
+    let rows = vec![chunk(0), chunk(1)];
+    let refused = stale
+        .fenced_transaction(move |conn| async move { insert_chunk(conn, &rows).await }.boxed())
+        .await;
+    assert_eq!(refused, Err(JobError::LeaseLost));
+    assert_eq!(stored_embeddings(&app, job.id).await, 0);
+    let running = load(&app, job.id).await;
+    assert_eq!(running.status, Status::Running);
+    assert_eq!((running.progress, running.result), (0, None));
+
+    // … while the new claim's go through.
+    assert_eq!(
+        repository::heartbeat(&mut conn, &new, lease).await.unwrap(),
+        Some(false)
+    );
+    let current = JobContext::new(new, app.pool.clone(), StopSignal::default());
+    let rows = vec![chunk(0)];
+    let stored = current
+        .fenced_transaction(move |conn| async move { insert_chunk(conn, &rows).await }.boxed())
+        .await;
+    assert_eq!(stored, Ok(1));
+    assert_eq!(stored_embeddings(&app, job.id).await, 1);
+    let done = Outcome::Succeeded(json!({"slept_ms": 60_000, "attempt": 1}));
+    assert_eq!(
+        repository::finish(&mut conn, &new, &done).await.unwrap(),
+        Some(Status::Succeeded)
+    );
+}
+
+/// How many vectors are stored for the execution.
+async fn stored_embeddings(app: &TestApp, id: Uuid) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Stored {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        count: i64,
+    }
+    let mut conn = app.conn().await;
+    let stored: Stored = diesel::sql_query(
+        "SELECT count(*) AS count FROM inference_embeddings WHERE execution_id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .get_result(&mut conn)
+    .await
+    .unwrap();
+    stored.count
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_errors_history_keeps_the_last_ten_attempts() {
+    let app = TestApp::spawn().await;
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let job = submit(
+        &app,
+        &test_kinds(),
+        &owner,
+        "sleep",
+        json!({"duration_ms": 60_000}),
+        json!({"max_attempts": 25}),
+    )
+    .await;
+    let mut conn = app.conn().await;
+    // Attempts 1 to 24 fail and retry at once; the 25th worker dies.
+    for attempt in 1..25 {
+        let claim = claim_as(&app, Uuid::now_v7()).await;
+        assert_eq!(claim.attempt, attempt);
+        let failed = Outcome::Failed {
+            message: format!("failure {attempt}"),
+            retry_at: Some(chrono::Utc::now()),
+        };
+        let recorded = repository::finish(&mut conn, &claim, &failed)
+            .await
+            .unwrap();
+        assert_eq!(recorded, Some(Status::Queued));
+    }
+    claim_as(&app, Uuid::now_v7()).await;
+    lapse_and_rescue(&app, job.id).await;
+
+    let failed = load(&app, job.id).await;
+    assert_eq!((failed.status, failed.attempt), (Status::Failed, 25));
+    let errors = failed.errors.as_array().unwrap();
+    let attempts: Vec<i64> = errors
+        .iter()
+        .map(|error| error["attempt"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        attempts,
+        (16..=25).collect::<Vec<_>>(),
+        "the last ten, oldest first"
+    );
+    assert_eq!(errors[0]["message"], "failure 16");
+    assert!(errors[9]["message"].as_str().unwrap().contains("lease"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_claim_was_taken_is_dropped_and_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let registry = test_kinds().register(Stubborn);
+    // A job ignoring its stop signal would hold its slot for the whole grace
+    // period (an hour here) if it were asked rather than dropped.
+    let settings = worker_settings(&[
+        ("WORKER_CONCURRENCY", "1"),
+        ("EXECUTION_LEASE_MS", "1000"),
+        ("EXECUTION_HEARTBEAT_MS", "100"),
+        ("WORKER_SHUTDOWN_GRACE_MS", "3600000"),
+    ]);
+    let (shutdown, handle, _) = start_runner(&app, test_kinds().register(Stubborn), settings);
+    let stubborn = submit(&app, &registry, &owner, "stubborn", json!({}), json!({})).await;
+    wait_for(&app, stubborn.id, Status::Running, PATIENCE).await;
+    let next = submit(
+        &app,
+        &registry,
+        &owner,
+        "sleep",
+        json!({"duration_ms": 0}),
+        json!({}),
+    )
+    .await;
+    // Another worker takes the execution over (as after a rescue and a re-claim).
+    let thief = Uuid::now_v7();
+    let mut conn = app.conn().await;
+    diesel::sql_query(
+        "UPDATE executions SET worker_id = $2, claim_token = gen_random_uuid(),
+             lease_expires_at = now() + interval '1 hour' WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(stubborn.id)
+    .bind::<diesel::sql_types::Uuid, _>(thief)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let taken_over = load(&app, stubborn.id).await;
+
+    // The next heartbeat finds the claim gone: the job is dropped, its slot
+    // freed for the next execution, and nothing of it is written.
+    wait_for(&app, next.id, Status::Succeeded, PATIENCE).await;
+    let after = load(&app, stubborn.id).await;
+    assert_eq!(after.status, Status::Running);
+    assert_eq!(after.worker_id, Some(thief));
+    assert_eq!(
+        after.updated_at, taken_over.updated_at,
+        "the row is untouched"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, handle)
+        .await
+        .expect("no job is left to drain")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_heartbeats_hang_is_dropped_when_its_lease_lapses() {
+    let app = TestApp::spawn().await;
+    let owner = app
+        .create_user("owner@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let registry = test_kinds().register(Stubborn);
+    let settings = worker_settings(&[
+        ("WORKER_CONCURRENCY", "1"),
+        ("EXECUTION_LEASE_MS", "1000"),
+        ("EXECUTION_HEARTBEAT_MS", "100"),
+        ("WORKER_SHUTDOWN_GRACE_MS", "3600000"),
+    ]);
+    let (shutdown, handle, _) = start_runner(&app, test_kinds().register(Stubborn), settings);
+    let stubborn = submit(
+        &app,
+        &registry,
+        &owner,
+        "stubborn",
+        json!({}),
+        json!({"max_attempts": 1}),
+    )
+    .await;
+    wait_for(&app, stubborn.id, Status::Running, PATIENCE).await;
+    let next = submit(
+        &app,
+        &registry,
+        &owner,
+        "sleep",
+        json!({"duration_ms": 0}),
+        json!({}),
+    )
+    .await;
+    // Holding the row's lock makes every heartbeat hang, as on a database that
+    // stopped answering: the worker cannot know whether its lease still holds.
+    let mut conn = app.conn().await;
+    let app_ref = &app;
+    conn.transaction(async |conn| {
+        diesel::sql_query("SELECT id FROM executions WHERE id = $1 FOR UPDATE")
+            .bind::<diesel::sql_types::Uuid, _>(stubborn.id)
+            .execute(conn)
+            .await?;
+        // Once the lease lapses by the worker's own count, the job is dropped
+        // and its slot runs the next execution.
+        wait_for(app_ref, next.id, Status::Succeeded, PATIENCE).await;
+        shutdown.cancel();
+        tokio::time::timeout(PATIENCE, handle)
+            .await
+            .expect("no job is left to drain")
+            .unwrap();
+        Ok::<_, diesel::result::Error>(())
+    })
+    .await
+    .unwrap();
 }

@@ -1,26 +1,74 @@
-//! What a running job sees: its identity, progress reporting, cancellation.
+//! What a running job sees: its identity, progress reporting, cancellation,
+//! and writes fenced on its claim.
 
+use std::fmt::Display;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::core::db::DbPool;
 use crate::executions::repository::{self, Claim};
 
+/// What a client sees of an attempt that failed because the database did.
+pub const DATABASE_UNAVAILABLE: &str = "The database was unavailable.";
+
 /// How a job ended other than by returning its output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
-    /// The work failed; the attempt may be retried.
+    /// The work failed, with a message meant for the client (stored in the
+    /// execution's errors); the attempt may be retried.
     #[error("{0}")]
     Failed(String),
+    /// The work failed for an internal reason: the client sees only the stable
+    /// `message`; the `cause` (a database error, panic text, a path) goes to the
+    /// log with the execution's id. The attempt may be retried.
+    #[error("{message}")]
+    Internal {
+        /// The stable message stored for clients.
+        message: &'static str,
+        /// What actually went wrong, for the log only.
+        cause: String,
+    },
     /// The job stopped because it was asked to (cancellation or shutdown).
     #[error("stopped on request")]
     Cancelled,
     /// Another worker owns the execution now; nothing this one writes counts.
     #[error("the lease was lost")]
     LeaseLost,
+}
+
+impl JobError {
+    /// An internal failure: clients see `message`, the log sees `cause`.
+    pub fn internal(message: &'static str, cause: impl Display) -> Self {
+        Self::Internal {
+            message,
+            cause: cause.to_string(),
+        }
+    }
+
+    /// A failure of the database (no connection, a query refused): clients
+    /// see [`DATABASE_UNAVAILABLE`].
+    pub fn database(cause: impl Display) -> Self {
+        Self::internal(DATABASE_UNAVAILABLE, cause)
+    }
+}
+
+/// Why a fenced transaction did not commit.
+enum Unfenced {
+    /// The claim no longer holds.
+    Lost,
+    /// A query failed.
+    Query(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for Unfenced {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Query(error)
+    }
 }
 
 /// Why a running job was asked to stop.
@@ -119,18 +167,41 @@ impl JobContext {
         if self.is_cancelled() {
             return Err(JobError::Cancelled);
         }
-        let mut conn = self
-            .pool
-            .get()
-            .await
-            .map_err(|error| JobError::Failed(format!("no database connection: {error}")))?;
+        let mut conn = self.pool.get().await.map_err(JobError::database)?;
         let owned = repository::report_progress(&mut conn, &self.claim, percent.min(100), message)
             .await
-            .map_err(|error| JobError::Failed(format!("cannot record progress: {error}")))?;
+            .map_err(JobError::database)?;
         if owned {
             Ok(())
         } else {
             Err(JobError::LeaseLost)
         }
+    }
+
+    /// Runs `work` in a transaction that commits only while this attempt
+    /// still holds its claim: the claim is checked first and stays locked
+    /// until the commit, so a worker whose lease was lost (and whose execution
+    /// another worker may run now) writes nothing. Fails with `LeaseLost` then;
+    /// database failures are [`JobError::database`].
+    pub async fn fenced_transaction<T, F>(&self, work: F) -> Result<T, JobError>
+    where
+        T: Send,
+        F: for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, diesel::QueryResult<T>>
+            + Send,
+    {
+        let mut conn = self.pool.get().await.map_err(JobError::database)?;
+        let claim = self.claim;
+        let written = conn
+            .transaction(async move |conn| {
+                if !repository::hold_claim(conn, &claim).await? {
+                    return Err(Unfenced::Lost);
+                }
+                Ok(work(conn).await?)
+            })
+            .await;
+        written.map_err(|unfenced| match unfenced {
+            Unfenced::Lost => JobError::LeaseLost,
+            Unfenced::Query(error) => JobError::database(error),
+        })
     }
 }

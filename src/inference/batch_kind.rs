@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -154,9 +156,10 @@ fn ready_runtime(inference: &InferenceState) -> Result<Arc<LoadedEngine>, JobErr
         EngineStatus::Loading => Err(JobError::Failed(
             "the embedding model is still loading on this worker".into(),
         )),
-        EngineStatus::Unavailable(reason) => Err(JobError::Failed(format!(
-            "inference is unavailable: {reason}"
-        ))),
+        EngineStatus::Unavailable(reason) => Err(JobError::internal(
+            "Inference is unavailable on this worker.",
+            reason,
+        )),
     }
 }
 
@@ -189,15 +192,16 @@ async fn embed_remaining(
 /// Texts already stored by earlier attempts and the tokens they read: where a
 /// retried attempt resumes.
 async fn resume_point(context: &JobContext) -> Result<(usize, i64), JobError> {
-    let mut conn = context.pool().get().await.map_err(failed)?;
+    let mut conn = context.pool().get().await.map_err(JobError::database)?;
     let (stored, tokens) = repository::progress(&mut conn, context.execution_id())
         .await
-        .map_err(failed)?;
+        .map_err(JobError::database)?;
     Ok((usize::try_from(stored).unwrap_or(0), tokens))
 }
 
 /// Embeds one chunk (`texts`, starting at index `first`) and stores its
-/// vectors in one statement; returns the tokens it read.
+/// vectors in one statement, only while this attempt holds its claim;
+/// returns the tokens it read.
 async fn store_chunk(
     runtime: &Arc<LoadedEngine>,
     context: &JobContext,
@@ -207,10 +211,12 @@ async fn store_chunk(
 ) -> Result<i64, JobError> {
     let rows = embed_chunk(runtime, context.execution_id(), texts, first, truncate).await?;
     let tokens = rows.iter().map(|row| i64::from(row.tokens)).sum();
-    let mut conn = context.pool().get().await.map_err(failed)?;
-    repository::insert_chunk(&mut conn, &rows)
-        .await
-        .map_err(failed)?;
+    // Fenced: a worker that lost its claim stores nothing beside the new attempt.
+    context
+        .fenced_transaction(move |conn| {
+            async move { repository::insert_chunk(conn, &rows).await }.boxed()
+        })
+        .await?;
     Ok(tokens)
 }
 
@@ -324,6 +330,7 @@ fn describe(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+/// An embedding failure: clients see a stable message, the log the cause.
 fn failed(error: impl std::fmt::Display) -> JobError {
-    JobError::Failed(error.to_string())
+    JobError::internal("The texts could not be embedded.", error)
 }

@@ -81,6 +81,7 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        claim_token -> Nullable<Uuid>,
     }
 }
 

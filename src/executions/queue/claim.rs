@@ -10,14 +10,14 @@ use chrono::Utc;
 use tokio::sync::Semaphore;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::executions::config::WorkerConfig;
-use crate::executions::models::Execution;
 use crate::executions::queue::QueueError;
 use crate::executions::queue::executor::Executor;
-use crate::executions::repository;
+use crate::executions::repository::{self, Claimed};
 
 /// The running jobs of every queue, joined by the drain at shutdown.
 pub(super) type Jobs = Arc<Mutex<JoinSet<()>>>;
@@ -75,6 +75,9 @@ impl ClaimLoop {
             if free == 0 {
                 continue;
             }
+            // The first lease is counted from before the claim was sent: the
+            // database's lease never ends sooner than the worker thinks.
+            let claimed_at = Instant::now();
             let claimed = match self.claim(free).await {
                 Ok(claimed) => claimed,
                 Err(error) => {
@@ -84,7 +87,7 @@ impl ClaimLoop {
             };
             // A full claim means more is probably waiting: claim again at once.
             busy = claimed.len() == free.min(self.settings.claim_batch);
-            self.spawn(claimed);
+            self.spawn(claimed, claimed_at);
             if busy {
                 continue;
             }
@@ -118,7 +121,7 @@ impl ClaimLoop {
     }
 
     /// Claims up to `limit` due executions (at most a claim batch) for this worker.
-    async fn claim(&self, limit: usize) -> Result<Vec<Execution>, QueueError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, QueueError> {
         let mut conn = self.executor.pool().get().await?;
         let limit = i64::try_from(limit.min(self.settings.claim_batch)).unwrap_or(1);
         let claimed = repository::claim(
@@ -131,7 +134,7 @@ impl ClaimLoop {
         )
         .await?;
         let now = Utc::now();
-        for execution in &claimed {
+        for Claimed { execution, .. } in &claimed {
             let due = execution.run_at.max(execution.created_at);
             let waited = (now - due).to_std().unwrap_or_default();
             metrics::histogram!("execution_claim_latency_seconds", "queue" => self.queue)
@@ -143,15 +146,20 @@ impl ClaimLoop {
     }
 
     /// Starts a job for each claimed execution, each holding one slot.
-    fn spawn(&self, claimed: Vec<Execution>) {
-        for execution in claimed {
+    fn spawn(&self, claimed: Vec<Claimed>, claimed_at: Instant) {
+        for claimed in claimed {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 break;
             };
             let executor = self.executor.clone();
+            let execution = &claimed.execution;
             let span = tracing::info_span!("execution", id = %execution.id, kind = %execution.kind, attempt = execution.attempt);
             if let Ok(mut jobs) = self.jobs.lock() {
-                jobs.spawn(executor.run_one(execution, permit).instrument(span));
+                jobs.spawn(
+                    executor
+                        .run_one(claimed, claimed_at, permit)
+                        .instrument(span),
+                );
                 // Reap finished jobs so the set does not grow for the life of the process.
                 while jobs.try_join_next().is_some() {}
             }

@@ -9,6 +9,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::db::DbPool;
+use crate::executions::models::Status;
 use crate::executions::queue::QueueError;
 use crate::executions::queue::executor::outcome_label;
 use crate::executions::repository::{self, Claim, Outcome};
@@ -59,11 +60,18 @@ impl Recorder {
                 _ => self.write(claim, outcome).await,
             };
             match result {
-                Ok(true) => {
-                    metrics::counter!("executions_finished_total", "outcome" => outcome_label(outcome)).increment(1);
+                Ok(Some(recorded)) => {
+                    // The database turns any end but a success of an execution
+                    // whose cancellation was requested into `cancelled`.
+                    let label = if recorded == Status::Cancelled {
+                        "cancelled"
+                    } else {
+                        outcome_label(outcome)
+                    };
+                    metrics::counter!("executions_finished_total", "outcome" => label).increment(1);
                     return;
                 }
-                Ok(false) => {
+                Ok(None) => {
                     tracing::warn!("the outcome was not recorded: the lease was lost meanwhile");
                     return;
                 }
@@ -76,14 +84,20 @@ impl Recorder {
         tracing::error!("gave up recording an outcome; the rescuer will retry the execution");
     }
 
-    /// Writes one outcome on its own; `false` if the claim no longer held.
-    async fn write(&self, claim: &Claim, outcome: &Outcome) -> Result<bool, QueueError> {
+    /// Writes one outcome on its own: the status recorded, `None` if the claim
+    /// no longer held.
+    async fn write(&self, claim: &Claim, outcome: &Outcome) -> Result<Option<Status>, QueueError> {
         let mut conn = self.pool.get().await?;
         Ok(repository::finish(&mut conn, claim, outcome).await?)
     }
 
-    /// Hands a success to the batcher and waits for its batch to be written.
-    async fn record_batched(&self, claim: &Claim, value: &Value) -> Result<bool, QueueError> {
+    /// Hands a success to the batcher and waits for its batch to be written:
+    /// `Succeeded`, or `None` if the claim no longer held.
+    async fn record_batched(
+        &self,
+        claim: &Claim,
+        value: &Value,
+    ) -> Result<Option<Status>, QueueError> {
         let (reply, answer) = oneshot::channel();
         let completion = Completion {
             claim: *claim,
@@ -95,7 +109,9 @@ impl Recorder {
             .await
             .map_err(|_| QueueError::BatcherStopped)?;
         match answer.await {
-            Ok(written) => written.map_err(QueueError::Batch),
+            Ok(written) => written
+                .map(|held| held.then_some(Status::Succeeded))
+                .map_err(QueueError::Batch),
             Err(_) => Err(QueueError::BatcherStopped),
         }
     }

@@ -1,15 +1,21 @@
 //! Running one claimed attempt (River's `jobexecutor`): the kind's work under
 //! its timeout with panics caught, a heartbeat alongside, and the result
-//! mapped — by the pure [`outcome`] — to what is recorded.
+//! mapped — by the pure [`outcome`] — to what is recorded. A job whose lease
+//! is lost is dropped at once, and nothing of it is recorded.
+//!
+//! What clients read of a failure is stable: a kind's own message, "timed out
+//! after N s", or for internal failures (a panic, a database error) a fixed
+//! sentence; the cause goes to the log with the execution's id.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -22,7 +28,7 @@ use crate::executions::queue::cancellation::RunningJobs;
 use crate::executions::queue::completions::Recorder;
 use crate::executions::queue::heartbeat::{self, Lease};
 use crate::executions::queue::retry::{self, RetryPolicy};
-use crate::executions::repository::{Claim, Outcome};
+use crate::executions::repository::{Claimed, Outcome};
 
 /// Runs claimed attempts for one worker; shared by every job it runs.
 pub(super) struct Executor {
@@ -66,7 +72,8 @@ impl Executor {
         &self.pool
     }
 
-    /// The worker recorded on every claim, which fences off other workers' writes.
+    /// The worker recorded on every claim (which worker ran what; the claim's
+    /// token is what fences writes).
     pub(super) fn worker_id(&self) -> Uuid {
         self.worker_id
     }
@@ -77,26 +84,40 @@ impl Executor {
     }
 
     /// Runs one claimed attempt to its end and records the outcome; the slot
-    /// is held until the outcome is written.
+    /// is held until the outcome is written. `claimed_at` is when the claim
+    /// was sent, from which the first lease is counted. If the lease is lost
+    /// the job is dropped where it stands and nothing is recorded.
     pub(super) async fn run_one(
         self: Arc<Self>,
-        execution: Execution,
+        claimed: Claimed,
+        claimed_at: Instant,
         _slot: OwnedSemaphorePermit,
     ) {
-        let claim = Claim {
-            execution_id: execution.id,
-            worker_id: self.worker_id,
-            attempt: execution.attempt,
-        };
+        let claim = claimed.claim();
+        let execution = claimed.execution;
         let stop = StopSignal::default();
         self.running.track(claim.execution_id, stop.clone());
-        let beating = heartbeat::keep_alive(self.pool.clone(), claim, stop.clone(), self.lease);
-        let heartbeat = tokio::spawn(beating.instrument(tracing::info_span!("heartbeat")));
-        let started = Instant::now();
+        let beating = heartbeat::keep_alive(
+            self.pool.clone(),
+            claim,
+            stop.clone(),
+            self.lease,
+            claimed_at,
+        );
+        let mut heartbeat = tokio::spawn(beating.instrument(tracing::info_span!("heartbeat")));
+        let started = std::time::Instant::now();
         let context = JobContext::new(claim, self.pool.clone(), stop.clone());
-        let result = self.execute(&execution, context, &stop).await;
+        let result = tokio::select! {
+            result = self.execute(&execution, context, &stop) => result,
+            // The heartbeat ends only when the lease is lost: another worker may
+            // run this execution now, so the job must not go on.
+            _ = &mut heartbeat => Err(JobError::LeaseLost),
+        };
         heartbeat.abort();
         self.running.untrack(claim.execution_id);
+        if let Err(JobError::Internal { message, cause }) = &result {
+            tracing::error!(execution_id = %claim.execution_id, attempt = claim.attempt, %cause, "the attempt failed: {message}");
+        }
         let retry = RetryInputs {
             policy: self.retry,
             now: Utc::now(),
@@ -145,10 +166,10 @@ impl Executor {
                 "timed out after {} s",
                 timeout.as_secs()
             ))),
-            Ok(Err(panic)) => Err(JobError::Failed(format!(
-                "panicked: {}",
-                panic_message(panic.as_ref())
-            ))),
+            Ok(Err(panic)) => Err(JobError::internal(
+                "The job panicked.",
+                panic_message(panic.as_ref()),
+            )),
             Ok(Ok(result)) => result,
         }
     }
@@ -168,8 +189,12 @@ pub(super) struct RetryInputs {
 
 /// What to record for a result, given why (if at all) the job was asked to
 /// stop, and `(attempt, max_attempts)`. `None`: the lease was lost, so nothing
-/// may be written. A shutdown hands any unfinished attempt back uncounted; a
-/// failure is retried while attempts remain.
+/// may be written. A success counts even if a stop was asked for (the work is
+/// done). Otherwise a cancellation wins: a failure of a job asked to cancel
+/// ends `cancelled`, not retried. A shutdown hands any unfinished attempt back
+/// uncounted; a failure is retried while attempts remain. (The database
+/// applies the cancellation rule again when it records the outcome, for a
+/// request this worker has not heard of yet.)
 pub(super) fn outcome(
     result: Result<Value, JobError>,
     reason: StopReason,
@@ -179,13 +204,17 @@ pub(super) fn outcome(
     match (result, reason) {
         (_, StopReason::LeaseLost) | (Err(JobError::LeaseLost), _) => None,
         (Ok(value), _) => Some(Outcome::Succeeded(value)),
-        (Err(_), StopReason::Shutdown) => Some(Outcome::HandedBack),
-        (Err(JobError::Cancelled), _) => Some(Outcome::Cancelled),
-        (Err(JobError::Failed(message)), _) => {
-            let retry_at = (attempt < max_attempts)
-                .then(|| retry::next_retry_at(&retry.policy, retry.now, attempt, retry.draw));
-            Some(Outcome::Failed { message, retry_at })
+        (Err(_), StopReason::Cancelled) | (Err(JobError::Cancelled), StopReason::None) => {
+            Some(Outcome::Cancelled)
         }
+        (Err(_), StopReason::Shutdown) => Some(Outcome::HandedBack),
+        // What a failure displays is what clients may read (an internal
+        // failure displays its stable message, not its cause).
+        (Err(failure), StopReason::None) => Some(Outcome::Failed {
+            message: failure.to_string(),
+            retry_at: (attempt < max_attempts)
+                .then(|| retry::next_retry_at(&retry.policy, retry.now, attempt, retry.draw)),
+        }),
     }
 }
 
@@ -270,27 +299,46 @@ mod tests {
         let fail = || Err(JobError::Failed("boom".to_owned()));
         let stopped = || Err(JobError::Cancelled);
         let lost = || Err(JobError::LeaseLost);
+        let internal = || {
+            Err(JobError::internal(
+                "The job panicked.",
+                "at src/secret.rs:7",
+            ))
+        };
         let done = Some(Outcome::Succeeded(json!({"done": true})));
         let (cancelled, handed_back) = (Some(Outcome::Cancelled), Some(Outcome::HandedBack));
+        let internal_failed = |retry_after_ms: Option<i64>| {
+            Some(Outcome::Failed {
+                message: "The job panicked.".to_owned(),
+                retry_at: retry_after_ms
+                    .map(|ms| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms)),
+            })
+        };
         // Attempt 2 of 3 fails: 10 s·2 = 20 s, jittered by the draw 0.5 to 15 s.
         let (left, exhausted) = ((2, 3), (3, 3));
         vec![
-            // Success counts unless the lease was lost.
+            // Success counts unless the lease was lost, even if a stop was asked.
             (ok(), NotAsked, left, done.clone()),
             (ok(), Cancelled, left, done.clone()),
             (ok(), Shutdown, left, done),
             (ok(), LeaseLost, left, None),
-            // A failure retries while attempts remain, even if a cancellation
-            // was asked for (the job did not act on it) …
+            // A failure retries while attempts remain …
             (fail(), NotAsked, left, failed(Some(15_000))),
-            (fail(), Cancelled, left, failed(Some(15_000))),
             (fail(), NotAsked, exhausted, failed(None)),
-            (fail(), Cancelled, exhausted, failed(None)),
-            // … but a shutdown hands the attempt back uncounted.
+            // … unless a cancellation was asked for: then it ends cancelled.
+            (fail(), Cancelled, left, cancelled.clone()),
+            (fail(), Cancelled, exhausted, cancelled.clone()),
+            // A shutdown hands the attempt back uncounted.
             (fail(), Shutdown, left, handed_back.clone()),
             (fail(), Shutdown, exhausted, handed_back.clone()),
             (fail(), LeaseLost, left, None),
             (fail(), LeaseLost, exhausted, None),
+            // An internal failure is recorded by its stable message, never its cause.
+            (internal(), NotAsked, left, internal_failed(Some(15_000))),
+            (internal(), NotAsked, exhausted, internal_failed(None)),
+            (internal(), Cancelled, left, cancelled.clone()),
+            (internal(), Shutdown, left, handed_back.clone()),
+            (internal(), LeaseLost, left, None),
             // A job that stopped on request ends cancelled, or handed back at shutdown.
             (stopped(), NotAsked, left, cancelled.clone()),
             (stopped(), Cancelled, left, cancelled.clone()),
@@ -308,7 +356,7 @@ mod tests {
     #[test]
     fn every_result_and_stop_reason_maps_to_its_outcome() {
         let table = table();
-        assert_eq!(table.len(), 21);
+        assert_eq!(table.len(), 26);
         for (result, reason, attempts, expected) in table {
             let case = format!("{result:?} stopped {reason:?} at attempt {attempts:?}");
             let actual = outcome(result, reason, attempts, &inputs());

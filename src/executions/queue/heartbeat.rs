@@ -1,8 +1,16 @@
 //! Keeping a claim: while a job runs, its lease is extended every heartbeat,
 //! and the heartbeat's answer relays what the database knows — a cancellation
 //! request (in case its notification was missed) or the loss of the lease.
+//!
+//! The worker also keeps its own account of when the lease lapses: each
+//! successful beat pushes that moment to a lease from when the beat was sent
+//! (never later than the database's), so a worker that cannot reach the
+//! database, or whose beats hang, knows when someone else may have claimed the
+//! execution — and stops the job then, without waiting for the database.
 
 use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::core::db::DbPool;
 use crate::executions::context::{StopReason, StopSignal};
@@ -18,25 +26,49 @@ pub(super) struct Lease {
     pub(super) length: Duration,
 }
 
-/// Extends the lease every heartbeat until aborted (when the job ends) or the
-/// lease is lost; stops the job when it is cancelled or the lease is lost.
-pub(super) async fn keep_alive(pool: DbPool, claim: Claim, stop: StopSignal, lease: Lease) {
+/// Extends the lease every heartbeat; returns only once the lease is lost —
+/// the database says the claim is gone, or the lease lapsed (counted from
+/// `claimed_at`, then from the last successful beat) — having told the job
+/// with [`StopReason::LeaseLost`]. The caller then drops the job. Stops the
+/// job with [`StopReason::Cancelled`] when cancellation was requested.
+pub(super) async fn keep_alive(
+    pool: DbPool,
+    claim: Claim,
+    stop: StopSignal,
+    lease: Lease,
+    claimed_at: Instant,
+) {
+    let mut lapses_at = claimed_at + lease.length;
     let mut ticker = tokio::time::interval(lease.heartbeat);
+    // A slow beat is followed by one beat, not a burst of the missed ones.
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
-        match beat(&pool, &claim, lease.length).await {
-            Ok(Some(false)) => {}
-            Ok(Some(true)) => stop.stop(StopReason::Cancelled),
-            Ok(None) => {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(lapses_at) => break,
+        }
+        let sent = Instant::now();
+        match tokio::time::timeout_at(lapses_at, beat(&pool, &claim, lease.length)).await {
+            Ok(Ok(Some(cancel_requested))) => {
+                lapses_at = sent + lease.length;
+                if cancel_requested {
+                    stop.stop(StopReason::Cancelled);
+                }
+            }
+            Ok(Ok(None)) => {
+                tracing::warn!("the claim is gone (the execution was rescued); stopping the job");
                 stop.stop(StopReason::LeaseLost);
                 return;
             }
-            Err(error) => {
-                tracing::warn!(%error, "heartbeat failed; the lease runs on until it expires");
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "heartbeat failed; the job stops if the lease lapses first");
             }
+            Err(_) => break,
         }
     }
+    tracing::warn!("the lease lapsed without a successful heartbeat; stopping the job");
+    stop.stop(StopReason::LeaseLost);
 }
 
 /// One beat: `Some(cancel_requested)` while the claim holds, `None` once lost.

@@ -1,7 +1,15 @@
 //! The queries a worker makes on an attempt it holds: claim, heartbeat,
 //! progress, the outcome (one at a time or a batch of successes), and the
 //! maintenance queries (rescue, prune, counts). Every write is fenced on the
-//! claim (worker id, attempt), so a worker that lost its lease changes nothing.
+//! claim's token, minted at random by each claim and cleared when the
+//! execution leaves `running`, so a worker that lost its lease changes nothing
+//! even when a later claim repeats its worker id and attempt number.
+//!
+//! Cancellation is durable: once requested for a running execution, any end
+//! of that attempt other than a success is `cancelled` — a failure that would
+//! retry, a failure for good, a hand-back at shutdown and a rescue after the
+//! lease lapsed. A success that races the request still counts: the work is
+//! done, and its result is worth more than the request to stop it.
 
 use std::time::Duration;
 
@@ -14,19 +22,48 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{EVENTS_CHANNEL, QUEUED_CHANNEL, notify};
+use super::{EVENTS_CHANNEL, QUEUED_CHANNEL};
 use crate::executions::models::{Execution, Status};
 use crate::shared::schema::executions;
 
-/// One claimed attempt: who runs which execution, which attempt.
+/// Most errors an execution's history keeps (the last ones): a 25-attempt
+/// execution's row stays small. The migration that added the bound cut older
+/// histories to the same length.
+const ERRORS_KEPT: i32 = 10;
+
+/// One claimed attempt: which execution, which attempt, and the token that
+/// fences every write made for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claim {
     /// The execution.
     pub execution_id: Uuid,
-    /// The worker holding the lease.
-    pub worker_id: Uuid,
-    /// The attempt it runs.
+    /// The attempt it runs, from 1 (for the job and the logs; the token is the fence).
     pub attempt: i32,
+    /// The random token the claim minted; a write without it changes nothing.
+    pub token: Uuid,
+}
+
+/// An execution a worker just claimed, with the token of its claim (kept out
+/// of [`Execution`], which clients see).
+#[derive(Debug, Clone, QueryableByName)]
+pub struct Claimed {
+    /// The execution, as the claim left it (`running`, its attempt counted).
+    #[diesel(embed)]
+    pub execution: Execution,
+    /// The claim's token.
+    #[diesel(sql_type = SqlUuid)]
+    pub claim_token: Uuid,
+}
+
+impl Claimed {
+    /// The claim this worker writes under.
+    pub fn claim(&self) -> Claim {
+        Claim {
+            execution_id: self.execution.id,
+            attempt: self.execution.attempt,
+            token: self.claim_token,
+        }
+    }
 }
 
 /// How an attempt ended, as the worker records it.
@@ -49,8 +86,8 @@ pub enum Outcome {
 
 /// Claims up to `limit` due executions of `kinds` on `queue` for `worker_id`,
 /// in one short statement (`FOR UPDATE SKIP LOCKED`: concurrent workers never
-/// wait for or take each other's rows). No transaction stays open while the
-/// work runs; the lease is what holds the claim.
+/// wait for or take each other's rows), minting each claim's token. No
+/// transaction stays open while the work runs; the lease is what holds the claim.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     queue: &str,
@@ -58,7 +95,7 @@ pub async fn claim(
     worker_id: Uuid,
     lease: Duration,
     limit: i64,
-) -> QueryResult<Vec<Execution>> {
+) -> QueryResult<Vec<Claimed>> {
     let kinds: Vec<String> = kinds.iter().map(|kind| (*kind).to_owned()).collect();
     diesel::sql_query(
         "WITH picked AS (
@@ -71,7 +108,7 @@ pub async fn claim(
              UPDATE executions e
              SET status = 'running', attempt = e.attempt + 1, worker_id = $4,
                  lease_expires_at = now() + $5 * interval '1 millisecond',
-                 started_at = coalesce(e.started_at, now()), cancel_requested = false
+                 started_at = coalesce(e.started_at, now()), claim_token = gen_random_uuid()
              FROM picked WHERE e.id = picked.id
              RETURNING e.*
          ), logged AS (
@@ -108,13 +145,12 @@ pub async fn heartbeat(
     lease: Duration,
 ) -> QueryResult<Option<bool>> {
     let row: Option<CancelFlag> = diesel::sql_query(
-        "UPDATE executions SET lease_expires_at = now() + $4 * interval '1 millisecond'
-         WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+        "UPDATE executions SET lease_expires_at = now() + $3 * interval '1 millisecond'
+         WHERE id = $1 AND claim_token = $2 AND status = 'running'
          RETURNING cancel_requested",
     )
     .bind::<SqlUuid, _>(claim.execution_id)
-    .bind::<SqlUuid, _>(claim.worker_id)
-    .bind::<Int4, _>(claim.attempt)
+    .bind::<SqlUuid, _>(claim.token)
     .bind::<BigInt, _>(millis(lease))
     .get_result(conn)
     .await
@@ -131,18 +167,17 @@ pub async fn report_progress(
 ) -> QueryResult<bool> {
     let updated = diesel::sql_query(
         "WITH updated AS (
-             UPDATE executions SET progress = $4, progress_message = $5
-             WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
+             UPDATE executions SET progress = $3, progress_message = $4
+             WHERE id = $1 AND claim_token = $2 AND status = 'running'
              RETURNING id
          ), logged AS (
              INSERT INTO execution_events (execution_id, event, data)
-             SELECT id, 'progress', jsonb_build_object('progress', $4, 'message', $5) FROM updated
+             SELECT id, 'progress', jsonb_build_object('progress', $3, 'message', $4) FROM updated
          )
-         SELECT pg_notify($6, id::text) FROM updated",
+         SELECT pg_notify($5, id::text) FROM updated",
     )
     .bind::<SqlUuid, _>(claim.execution_id)
-    .bind::<SqlUuid, _>(claim.worker_id)
-    .bind::<Int4, _>(claim.attempt)
+    .bind::<SqlUuid, _>(claim.token)
     .bind::<Int2, _>(i16::from(percent))
     .bind::<Text, _>(message)
     .bind::<Text, _>(EVENTS_CHANNEL)
@@ -194,13 +229,22 @@ impl OutcomeColumns {
     }
 }
 
-/// Records how an attempt ended, fenced. Returns whether the claim still held
-/// (a worker that lost its lease gets `false` and changes nothing).
+#[derive(QueryableByName)]
+struct Recorded {
+    #[diesel(sql_type = Text)]
+    status: Status,
+}
+
+/// Records how an attempt ended, fenced. Returns the status recorded — which
+/// is `cancelled` for any end but a success once cancellation was requested —
+/// or `None` if the claim no longer held (a worker that lost its lease
+/// changes nothing). Failures append their error to the history, which keeps
+/// the last [`ERRORS_KEPT`].
 pub async fn finish(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
     outcome: &Outcome,
-) -> QueryResult<bool> {
+) -> QueryResult<Option<Status>> {
     let OutcomeColumns {
         status,
         result,
@@ -208,46 +252,66 @@ pub async fn finish(
         retry_at,
         uncount,
     } = OutcomeColumns::of(outcome);
-    let updated = diesel::sql_query(
-        "WITH updated AS (
-             UPDATE executions SET
-                 status = $4,
-                 result = coalesce($5, result),
-                 progress = CASE WHEN $4 = 'succeeded' THEN 100 ELSE progress END,
-                 errors = CASE WHEN $6::text IS NULL THEN errors
-                          ELSE errors || jsonb_build_array(jsonb_build_object('attempt', attempt, 'at', now(), 'message', $6::text)) END,
-                 run_at = coalesce($7, run_at),
-                 attempt = CASE WHEN $8 THEN attempt - 1 ELSE attempt END,
-                 finished_at = CASE WHEN $4 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE NULL END,
-                 worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
-             WHERE id = $1 AND worker_id = $2 AND attempt = $3 AND status = 'running'
-             RETURNING id, status, attempt, errors
+    // `held` locks the row and reads the latest `cancel_requested`, so a
+    // request committed while this statement waited is not lost.
+    let recorded: Option<Recorded> = diesel::sql_query(
+        "WITH held AS (
+             SELECT id, CASE WHEN cancel_requested AND $3 <> 'succeeded' THEN 'cancelled' ELSE $3 END AS status
+             FROM executions WHERE id = $1 AND claim_token = $2 AND status = 'running'
+             FOR UPDATE
+         ), updated AS (
+             UPDATE executions e SET
+                 status = held.status,
+                 result = coalesce($4, e.result),
+                 progress = CASE WHEN held.status = 'succeeded' THEN 100 ELSE e.progress END,
+                 errors = CASE WHEN $5::text IS NULL OR held.status = 'cancelled' THEN e.errors
+                          ELSE tessera_last_errors(e.errors || jsonb_build_array(jsonb_build_object(
+                              'attempt', e.attempt, 'at', now(), 'message', $5::text)), $8) END,
+                 run_at = CASE WHEN held.status = 'queued' THEN coalesce($6, e.run_at) ELSE e.run_at END,
+                 attempt = CASE WHEN $7 AND held.status = 'queued' THEN e.attempt - 1 ELSE e.attempt END,
+                 finished_at = CASE WHEN held.status = 'queued' THEN NULL ELSE now() END,
+                 worker_id = NULL, lease_expires_at = NULL, claim_token = NULL, cancel_requested = false
+             FROM held WHERE e.id = held.id
+             RETURNING e.id, e.status, e.attempt, e.queue
          ), logged AS (
              INSERT INTO execution_events (execution_id, event, data)
-             SELECT id, 'status', jsonb_strip_nulls(jsonb_build_object('status', status, 'attempt', attempt, 'error', $6::text)) FROM updated
+             SELECT id, 'status', jsonb_strip_nulls(jsonb_build_object('status', status, 'attempt', attempt,
+                 'error', CASE WHEN status = 'cancelled' THEN NULL ELSE $5::text END)) FROM updated
          )
-         SELECT pg_notify($9, id::text) FROM updated",
+         SELECT updated.status FROM updated, LATERAL (SELECT pg_notify($9, updated.id::text),
+             CASE WHEN updated.status = 'queued' THEN pg_notify($10, updated.queue) END) AS notified",
     )
     .bind::<SqlUuid, _>(claim.execution_id)
-    .bind::<SqlUuid, _>(claim.worker_id)
-    .bind::<Int4, _>(claim.attempt)
+    .bind::<SqlUuid, _>(claim.token)
     .bind::<Text, _>(status.as_str())
     .bind::<Nullable<Jsonb>, _>(result)
     .bind::<Nullable<Text>, _>(error)
     .bind::<Nullable<Timestamptz>, _>(retry_at)
     .bind::<diesel::sql_types::Bool, _>(uncount)
+    .bind::<Int4, _>(ERRORS_KEPT)
     .bind::<Text, _>(EVENTS_CHANNEL)
-    .execute(conn)
-    .await?;
-    if updated == 1 && status == Status::Queued {
-        let queue: String = executions::table
-            .find(claim.execution_id)
-            .select(executions::queue)
-            .first(conn)
-            .await?;
-        notify(conn, QUEUED_CHANNEL, &queue).await?;
-    }
-    Ok(updated == 1)
+    .bind::<Text, _>(QUEUED_CHANNEL)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(recorded.map(|row| row.status))
+}
+
+/// Whether `claim` still holds, checked inside the caller's transaction and
+/// kept true until it ends: the row is locked (`FOR SHARE`) so no rescue,
+/// claim or outcome can change it meanwhile. Work a job writes in the same
+/// transaction is thereby fenced like the worker's own writes.
+pub async fn hold_claim(conn: &mut AsyncPgConnection, claim: &Claim) -> QueryResult<bool> {
+    let held: Option<Uuid> = executions::table
+        .filter(executions::id.eq(claim.execution_id))
+        .filter(executions::claim_token.eq(claim.token))
+        .filter(executions::status.eq(Status::Running.as_str()))
+        .select(executions::id)
+        .for_share()
+        .first(conn)
+        .await
+        .optional()?;
+    Ok(held.is_some())
 }
 
 #[derive(QueryableByName)]
@@ -257,8 +321,8 @@ struct Rescued {
 }
 
 /// Takes back executions whose lease expired (their worker died or lost the
-/// database): queued again while attempts remain, failed otherwise. Returns
-/// the ids rescued.
+/// database): queued again while attempts remain, failed otherwise, and
+/// cancelled if cancellation was requested. Returns the ids rescued.
 pub async fn rescue_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uuid>> {
     let rows: Vec<Rescued> = diesel::sql_query(
         "WITH expired AS (
@@ -267,23 +331,27 @@ pub async fn rescue_expired(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Uui
              FOR UPDATE SKIP LOCKED
          ), rescued AS (
              UPDATE executions e SET
-                 status = CASE WHEN e.attempt < e.max_attempts THEN 'queued' ELSE 'failed' END,
-                 finished_at = CASE WHEN e.attempt < e.max_attempts THEN NULL ELSE now() END,
-                 errors = e.errors || jsonb_build_array(jsonb_build_object(
-                     'attempt', e.attempt, 'at', now(),
-                     'message', 'the worker stopped renewing its lease (it crashed or lost the database)')),
-                 run_at = now(), worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
+                 status = CASE WHEN e.cancel_requested THEN 'cancelled'
+                               WHEN e.attempt < e.max_attempts THEN 'queued' ELSE 'failed' END,
+                 finished_at = CASE WHEN e.attempt < e.max_attempts AND NOT e.cancel_requested THEN NULL ELSE now() END,
+                 errors = CASE WHEN e.cancel_requested THEN e.errors
+                          ELSE tessera_last_errors(e.errors || jsonb_build_array(jsonb_build_object(
+                              'attempt', e.attempt, 'at', now(),
+                              'message', 'the worker stopped renewing its lease (it crashed or lost the database)')), $3) END,
+                 run_at = now(), worker_id = NULL, lease_expires_at = NULL, claim_token = NULL,
+                 cancel_requested = false
              FROM expired WHERE e.id = expired.id
              RETURNING e.id, e.status, e.attempt, e.queue
          ), logged AS (
              INSERT INTO execution_events (execution_id, event, data)
              SELECT id, 'status', jsonb_build_object('status', status, 'attempt', attempt, 'rescued', true) FROM rescued
          )
-         SELECT rescued.id AS execution_id FROM rescued,
-             LATERAL (SELECT pg_notify($1, rescued.id::text), pg_notify($2, rescued.queue)) AS notified",
+         SELECT rescued.id AS execution_id FROM rescued, LATERAL (SELECT pg_notify($1, rescued.id::text),
+             CASE WHEN rescued.status = 'queued' THEN pg_notify($2, rescued.queue) END) AS notified",
     )
     .bind::<Text, _>(EVENTS_CHANNEL)
     .bind::<Text, _>(QUEUED_CHANNEL)
+    .bind::<Int4, _>(ERRORS_KEPT)
     .load(conn)
     .await?;
     Ok(rows.into_iter().map(|row| row.execution_id).collect())
@@ -332,35 +400,34 @@ struct Finished {
 }
 
 /// Records many successful attempts in one statement, each fenced on its own
-/// claim. Returns the ids whose claim still held. This is the hot path of a
-/// busy queue: one round trip and one commit for a whole batch.
+/// claim (a success counts even if cancellation was requested meanwhile).
+/// Returns the ids whose claim still held. This is the hot path of a busy
+/// queue: one round trip and one commit for a whole batch.
 pub async fn finish_succeeded_batch(
     conn: &mut AsyncPgConnection,
     batch: &[(Claim, Value)],
 ) -> QueryResult<Vec<Uuid>> {
     let ids: Vec<Uuid> = batch.iter().map(|(claim, _)| claim.execution_id).collect();
-    let workers: Vec<Uuid> = batch.iter().map(|(claim, _)| claim.worker_id).collect();
-    let attempts: Vec<i32> = batch.iter().map(|(claim, _)| claim.attempt).collect();
+    let tokens: Vec<Uuid> = batch.iter().map(|(claim, _)| claim.token).collect();
     let results: Vec<Value> = batch.iter().map(|(_, result)| result.clone()).collect();
     let rows: Vec<Finished> = diesel::sql_query(
         "WITH input AS (
-             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int4[], $4::jsonb[]) AS t(id, worker_id, attempt, result)
+             SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::jsonb[]) AS t(id, token, result)
          ), updated AS (
              UPDATE executions e SET status = 'succeeded', result = input.result, progress = 100,
-                 finished_at = now(), worker_id = NULL, lease_expires_at = NULL, cancel_requested = false
+                 finished_at = now(), worker_id = NULL, lease_expires_at = NULL, claim_token = NULL,
+                 cancel_requested = false
              FROM input
-             WHERE e.id = input.id AND e.worker_id = input.worker_id AND e.attempt = input.attempt
-               AND e.status = 'running'
+             WHERE e.id = input.id AND e.claim_token = input.token AND e.status = 'running'
              RETURNING e.id, e.attempt
          ), logged AS (
              INSERT INTO execution_events (execution_id, event, data)
              SELECT id, 'status', jsonb_build_object('status', 'succeeded', 'attempt', attempt) FROM updated
          )
-         SELECT updated.id FROM updated, LATERAL (SELECT pg_notify($5, updated.id::text)) AS notified",
+         SELECT updated.id FROM updated, LATERAL (SELECT pg_notify($4, updated.id::text)) AS notified",
     )
     .bind::<Array<SqlUuid>, _>(ids)
-    .bind::<Array<SqlUuid>, _>(workers)
-    .bind::<Array<Int4>, _>(attempts)
+    .bind::<Array<SqlUuid>, _>(tokens)
     .bind::<Array<Jsonb>, _>(results)
     .bind::<Text, _>(EVENTS_CHANNEL)
     .load(conn)

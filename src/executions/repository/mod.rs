@@ -2,7 +2,7 @@
 //!
 //! Every state change writes its event and a `NOTIFY` in the same statement,
 //! so the event log, the row and the wake-ups can never disagree. Every write
-//! a worker makes is fenced on (worker id, attempt): a worker that lost its
+//! a worker makes is fenced on its claim's token: a worker that lost its
 //! lease changes nothing.
 
 use diesel::prelude::*;
@@ -17,8 +17,8 @@ use crate::shared::schema::{execution_events, executions};
 mod attempts;
 
 pub use attempts::{
-    Claim, Outcome, claim, count_by_status, finish, finish_succeeded_batch, heartbeat,
-    prune_finished, report_progress, rescue_expired,
+    Claim, Claimed, Outcome, claim, count_by_status, finish, finish_succeeded_batch, heartbeat,
+    hold_claim, prune_finished, report_progress, rescue_expired,
 };
 
 /// The channel carrying "execution X changed" (payload: its id).
