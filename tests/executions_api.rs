@@ -32,7 +32,7 @@ async fn submitting_answers_202_with_location_and_the_normalised_input() {
     let response = submit(
         &app,
         &token,
-        json!({"kind": "sleep", "input": {"duration_ms": 1500}, "priority": 5}),
+        json!({"kind": "sleep", "input": {"duration_ms": 1500}, "priority": -5}),
     )
     .await;
     assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
@@ -543,6 +543,430 @@ async fn the_event_stream_replays_follows_and_resumes() {
     handle
         .await
         .expect("the runner stops cleanly once cancelled");
+}
+
+/// The model name the test apps serve (their model directory's name; no model is loaded).
+const TEST_MODEL: &str = "no-model-in-tests";
+
+fn embed_texts(texts: &[String]) -> Value {
+    json!({"kind": "embed_texts", "input": {"texts": texts, "model": TEST_MODEL}})
+}
+
+fn texts(count: usize, bytes_each: usize) -> Vec<String> {
+    (0..count)
+        .map(|index| format!("{index:06} {}", "x".repeat(bytes_each.saturating_sub(7))))
+        .collect()
+}
+
+fn id_of(response: &TestResponse) -> String {
+    assert!(response.status.is_success(), "{}", response.text());
+    response.json()["id"]
+        .as_str()
+        .expect("the answer has an id")
+        .to_owned()
+}
+
+fn items(response: &TestResponse) -> Vec<Value> {
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    response.json()["items"]
+        .as_array()
+        .expect("a list answer has an items array")
+        .clone()
+}
+
+async fn cancel(app: &TestApp, token: &str, id: &str) {
+    let response = app
+        .post(&format!("{PATH}/{id}/cancel"))
+        .bearer(token)
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+}
+
+async fn retry(app: &TestApp, token: &str, id: &str) -> TestResponse {
+    app.post(&format!("{PATH}/{id}/retry"))
+        .bearer(token)
+        .send()
+        .await
+}
+
+fn retry_after_seconds(response: &TestResponse) -> u64 {
+    response
+        .header("retry-after")
+        .expect("a 429 says when to try again")
+        .parse()
+        .expect("Retry-After is a number of seconds")
+}
+
+#[tokio::test]
+async fn list_items_are_summaries_so_large_inputs_do_not_make_large_lists() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    // 21 inputs of ~0.5 MB each: the list once carried all of them (8.4 MB).
+    let large = texts(1_000, 500);
+    let mut ids = Vec::new();
+    for _ in 0..21 {
+        ids.push(id_of(&submit(&app, &token, embed_texts(&large)).await));
+    }
+    let list = app
+        .get(&format!("{PATH}?limit=100"))
+        .bearer(&token)
+        .send()
+        .await;
+    let listed = items(&list);
+    assert_eq!(listed.len(), 21);
+    assert!(
+        list.body.len() < 32 * 1024,
+        "a list of 21 summaries is {} bytes",
+        list.body.len()
+    );
+    for item in &listed {
+        for large_field in ["input", "result", "errors"] {
+            assert!(item.get(large_field).is_none(), "{large_field} in {item}");
+        }
+        assert_eq!(item["kind"], "embed_texts");
+        assert_eq!(item["status"], "queued");
+        assert_eq!(item["reruns"], 0);
+    }
+    // The execution itself still has everything.
+    let one = app
+        .get(&format!("{PATH}/{}", ids[0]))
+        .bearer(&token)
+        .send()
+        .await
+        .json();
+    assert_eq!(one["input"]["texts"].as_array().map(Vec::len), Some(1_000));
+    assert!(one.get("result").is_some() && one.get("errors").is_some());
+}
+
+#[tokio::test]
+async fn oversized_inputs_are_refused_before_their_elements_are_checked() {
+    let app = TestApp::spawn_with(&[("REQUEST_BODY_LIMIT_BYTES", "16777216")]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    // A sleep input past 64 KiB: one error at `input`, not the unknown field.
+    let padded = json!({"kind": "sleep", "input": {"duration_ms": 1, "pad": "x".repeat(70_000)}});
+    let problem = submit(&app, &token, padded)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        problem["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{problem}"
+    );
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "input"]));
+    assert_eq!(problem["errors"][0]["type"], "too_large");
+    // Just under the limit, the same input is judged on its fields.
+    let under = json!({"kind": "sleep", "input": {"duration_ms": 1, "pad": "x".repeat(60_000)}});
+    let problem = submit(&app, &token, under)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["type"], "extra_forbidden");
+
+    // embed_texts may take far more than 64 KiB…
+    let two_mb = submit(&app, &token, embed_texts(&texts(2_000, 1_000))).await;
+    assert_eq!(two_mb.status, StatusCode::ACCEPTED, "{}", two_mb.text());
+    // …but not more than 8 MiB, and 9 MB of texts (empty ones among them)
+    // get one small answer, not one error per empty text.
+    let mut huge = texts(9_000, 1_000);
+    huge.extend(std::iter::repeat_n(String::new(), 5_000));
+    let refused = submit(&app, &token, embed_texts(&huge)).await;
+    let problem = refused.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(
+        problem["errors"].as_array().map(Vec::len),
+        Some(1),
+        "{problem}"
+    );
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "input"]));
+    assert!(
+        refused.body.len() < 4 * 1024,
+        "{} bytes",
+        refused.body.len()
+    );
+    assert_eq!(
+        items(&app.get(PATH).bearer(&token).send().await).len(),
+        1,
+        "nothing refused was stored"
+    );
+}
+
+#[tokio::test]
+async fn unfinished_executions_are_capped_per_user_but_not_for_admins() {
+    let app = TestApp::spawn_with(&[("MAX_UNFINISHED_EXECUTIONS_PER_USER", "3")]).await;
+    let (_, ada) = app.signed_in("ada@example.com", Role::User).await;
+    let keyed = app
+        .post(PATH)
+        .bearer(&ada)
+        .header("idempotency-key", "first")
+        .json(sleep(10))
+        .send()
+        .await;
+    let first = id_of(&keyed);
+    let second = id_of(&submit(&app, &ada, sleep(10)).await);
+    id_of(&submit(&app, &ada, sleep(10)).await);
+    let refused = submit(&app, &ada, sleep(10)).await;
+    let problem = refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_executions");
+    assert!(
+        problem["detail"].as_str().unwrap().contains('3'),
+        "{problem}"
+    );
+    assert!(retry_after_seconds(&refused) >= 1);
+
+    // A replay of a key already used is an answer about existing work, not new work.
+    let replayed = app
+        .post(PATH)
+        .bearer(&ada)
+        .header("idempotency-key", "first")
+        .json(sleep(10))
+        .send()
+        .await;
+    assert_eq!(replayed.status, StatusCode::OK, "{}", replayed.text());
+    assert_eq!(id_of(&replayed), first);
+
+    // Finishing one makes room for one; re-running a finished one needs room too.
+    cancel(&app, &ada, &second).await;
+    id_of(&submit(&app, &ada, sleep(10)).await);
+    retry(&app, &ada, &second)
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "too_many_executions");
+    cancel(&app, &ada, &first).await;
+    assert_eq!(
+        retry(&app, &ada, &second).await.status,
+        StatusCode::ACCEPTED
+    );
+
+    // The cap is per user, and admins have none.
+    let (_, bob) = app.signed_in("bob@example.com", Role::User).await;
+    id_of(&submit(&app, &bob, sleep(10)).await);
+    let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
+    for _ in 0..5 {
+        id_of(&submit(&app, &admin, sleep(10)).await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submissions_cannot_overshoot_the_unfinished_cap() {
+    let app = Arc::new(
+        TestApp::spawn_with(&[
+            ("MAX_UNFINISHED_EXECUTIONS_PER_USER", "5"),
+            ("DATABASE_POOL_SIZE", "12"),
+        ])
+        .await,
+    );
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    for _ in 0..4 {
+        id_of(&submit(&app, &token, sleep(10)).await);
+    }
+    let handles: Vec<_> = (0..20)
+        .map(|_| {
+            let (app, token) = (app.clone(), token.clone());
+            tokio::spawn(async move { submit(&app, &token, sleep(10)).await.status })
+        })
+        .collect();
+    let mut accepted = 0;
+    for handle in handles {
+        let status = handle
+            .await
+            .expect("a submission task ends without panicking");
+        match status {
+            StatusCode::ACCEPTED => accepted += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("a submission at the cap answered {other}"),
+        }
+    }
+    assert_eq!(accepted, 1, "one room left, one accepted");
+    let queued = app
+        .get(&format!("{PATH}?status=queued&limit=100"))
+        .bearer(&token)
+        .send()
+        .await;
+    assert_eq!(items(&queued).len(), 5);
+}
+
+#[tokio::test]
+async fn embedded_texts_have_a_daily_allowance_that_deleting_does_not_refill() {
+    let app = TestApp::spawn_with(&[("MAX_EMBED_TEXTS_PER_DAY", "10")]).await;
+    let (_, ada) = app.signed_in("ada@example.com", Role::User).await;
+    let six = id_of(&submit(&app, &ada, embed_texts(&texts(6, 10))).await);
+    let refused = submit(&app, &ada, embed_texts(&texts(5, 10))).await;
+    let problem = refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "daily_allowance_exceeded");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("10 texts") && detail.contains("used 6"),
+        "{detail}"
+    );
+    let wait = retry_after_seconds(&refused);
+    assert!((86_000..=86_400).contains(&wait), "Retry-After {wait}");
+    id_of(&submit(&app, &ada, embed_texts(&texts(4, 10))).await);
+
+    // Deleting the work does not give the texts back.
+    cancel(&app, &ada, &six).await;
+    let deleted = app
+        .delete(&format!("{PATH}/{six}"))
+        .bearer(&ada)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    submit(&app, &ada, embed_texts(&texts(1, 10)))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "daily_allowance_exceeded");
+    // Other kinds are not metered.
+    id_of(&submit(&app, &ada, sleep(1)).await);
+
+    // More than a whole day's allowance at once can never pass: a 422, not a wait.
+    let (_, bob) = app.signed_in("bob@example.com", Role::User).await;
+    let problem = submit(&app, &bob, embed_texts(&texts(11, 10)))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"][0]["loc"], json!(["body", "input"]));
+    // Each user has their own allowance; admins have none.
+    let bobs = id_of(&submit(&app, &bob, embed_texts(&texts(10, 10))).await);
+    // A re-run embeds the texts again, so it spends them again.
+    cancel(&app, &bob, &bobs).await;
+    retry(&app, &bob, &bobs)
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "daily_allowance_exceeded");
+    let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
+    for _ in 0..3 {
+        id_of(&submit(&app, &admin, embed_texts(&texts(10, 10))).await);
+    }
+    assert_eq!(
+        retry(&app, &admin, &bobs).await.status,
+        StatusCode::ACCEPTED
+    );
+}
+
+#[tokio::test]
+async fn high_priority_and_long_sleeps_are_for_admins() {
+    let app = TestApp::spawn().await;
+    let (_, user) = app.signed_in("ada@example.com", Role::User).await;
+    let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
+    let urgent = json!({"kind": "sleep", "input": {"duration_ms": 10}, "priority": 1});
+    let problem = submit(&app, &user, urgent.clone())
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin_required");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("body.priority"),
+        "{problem}"
+    );
+    let long = json!({"kind": "sleep", "input": {"duration_ms": 60_001}});
+    let problem = submit(&app, &user, long.clone())
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin_required");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("body.input.duration_ms"), "{detail}");
+    assert!(!detail.contains("priority"), "{detail}");
+    // Both at once: both named.
+    let both = json!({"kind": "sleep", "input": {"duration_ms": 86_400_000}, "priority": 100, "max_attempts": 25});
+    let problem = submit(&app, &user, both.clone())
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin_required");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("body.priority") && detail.contains("body.input.duration_ms"),
+        "{detail}"
+    );
+    assert!(
+        items(&app.get(PATH).bearer(&user).send().await).is_empty(),
+        "nothing refused was stored"
+    );
+    // Up to a minute, and priority 0 or below, is anyone's.
+    for allowed in [
+        json!({"kind": "sleep", "input": {"duration_ms": 60_000}, "priority": 0}),
+        json!({"kind": "sleep", "input": {"duration_ms": 10}, "priority": -100}),
+    ] {
+        let response = submit(&app, &user, allowed).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    }
+    for body in [urgent, long, both] {
+        let response = submit(&app, &admin, body).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+    }
+}
+
+#[tokio::test]
+async fn one_execution_is_re_run_a_bounded_number_of_times() {
+    let app = TestApp::spawn_with(&[("MAX_EXECUTION_RERUNS", "2")]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let id = id_of(&submit(&app, &token, sleep(10)).await);
+    for rerun in 1..=2 {
+        cancel(&app, &token, &id).await;
+        let retried = retry(&app, &token, &id).await;
+        assert_eq!(retried.status, StatusCode::ACCEPTED, "{}", retried.text());
+        assert_eq!(retried.json()["reruns"], rerun);
+    }
+    cancel(&app, &token, &id).await;
+    let problem = retry(&app, &token, &id)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "rerun_limit_reached");
+    assert!(
+        problem["detail"].as_str().unwrap().contains('2'),
+        "{problem}"
+    );
+    // Admins are held to it too: submitting anew is the way.
+    let (_, admin) = app.signed_in("admin@example.com", Role::Admin).await;
+    retry(&app, &admin, &id)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "rerun_limit_reached");
+    let one = app
+        .get(&format!("{PATH}/{id}"))
+        .bearer(&token)
+        .send()
+        .await
+        .json();
+    assert_eq!(
+        (one["status"].clone(), one["reruns"].clone()),
+        (json!("cancelled"), json!(2))
+    );
+    // A queued execution is still refused as a transition, whatever its count.
+    let fresh = id_of(&submit(&app, &token, sleep(10)).await);
+    retry(&app, &token, &fresh)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "invalid_transition");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_one_execution_re_run_it_once() {
+    let app = Arc::new(TestApp::spawn_with(&[("DATABASE_POOL_SIZE", "12")]).await);
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let id = id_of(&submit(&app, &token, sleep(10)).await);
+    cancel(&app, &token, &id).await;
+    let handles: Vec<_> = (0..10)
+        .map(|_| {
+            let (app, token, id) = (app.clone(), token.clone(), id.clone());
+            tokio::spawn(async move { retry(&app, &token, &id).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for handle in handles {
+        let response = handle.await.expect("a retry task ends without panicking");
+        if response.status == StatusCode::ACCEPTED {
+            accepted += 1;
+        } else {
+            response.assert_problem(StatusCode::CONFLICT, "invalid_transition");
+        }
+    }
+    assert_eq!(accepted, 1);
+    let one = app
+        .get(&format!("{PATH}/{id}"))
+        .bearer(&token)
+        .send()
+        .await
+        .json();
+    assert_eq!(one["reruns"], 1);
+}
+
+#[tokio::test]
+async fn no_re_run_at_all_when_the_bound_is_zero() {
+    let app = TestApp::spawn_with(&[("MAX_EXECUTION_RERUNS", "0")]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let id = id_of(&submit(&app, &token, sleep(10)).await);
+    cancel(&app, &token, &id).await;
+    retry(&app, &token, &id)
+        .await
+        .assert_problem(StatusCode::CONFLICT, "rerun_limit_reached");
 }
 
 #[test]

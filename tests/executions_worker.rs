@@ -796,7 +796,7 @@ async fn a_retry_by_the_user_clears_an_old_cancellation_request() {
     let claim = running_with_cancel_requested(&app).await;
     lapse_and_rescue(&app, claim.execution_id).await;
     let mut conn = app.conn().await;
-    let queued = repository::retry(&mut conn, claim.execution_id)
+    let queued = repository::retry(&mut conn, claim.execution_id, 10)
         .await
         .unwrap()
         .unwrap();
@@ -836,7 +836,10 @@ async fn an_old_claims_writes_are_refused_after_rescue_fail_retry_and_reclaim_by
     lapse_and_rescue(&app, job.id).await;
     assert_eq!(load(&app, job.id).await.status, Status::Failed);
     let mut conn = app.conn().await;
-    repository::retry(&mut conn, job.id).await.unwrap().unwrap();
+    repository::retry(&mut conn, job.id, 10)
+        .await
+        .unwrap()
+        .unwrap();
     let new = claim_as(&app, worker).await;
     assert_eq!(
         (new.execution_id, new.attempt),

@@ -66,6 +66,7 @@ impl Application {
         let executions = ExecutionsState {
             registry: Arc::new(kinds(&inference)),
             hub: NotificationHub::start(database_url.to_owned()),
+            quotas: Arc::new(settings.quotas.clone()),
         };
         let workers = settings.workers.has_workers().then(|| {
             Runner::new(

@@ -1,5 +1,6 @@
 //! The executions domain's settings: worker concurrency per queue, leases and
-//! heartbeats, claiming, retry backoff, shutdown grace and retention.
+//! heartbeats, claiming, retry backoff, shutdown grace and retention; and the
+//! quotas that keep one user from filling the queues.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -99,4 +100,53 @@ fn queue_concurrency(vars: &Vars<'_>) -> Result<BTreeMap<String, usize>, ConfigE
                 })
         })
         .collect()
+}
+
+/// The name of the kind `MAX_EMBED_TEXTS_PER_DAY` meters. The kind lives in
+/// the inference domain; its name is the API's contract, so it can be named here.
+const EMBED_TEXTS: &str = "embed_texts";
+
+/// What one user may ask of the queues. Admins are exempt from the unfinished
+/// cap and the daily allowances; the re-run bound holds for everyone.
+#[derive(Debug, Clone)]
+pub struct QuotaConfig {
+    /// Queued or running executions one user may have at once
+    /// (`MAX_UNFINISHED_EXECUTIONS_PER_USER`).
+    pub max_unfinished_per_user: u32,
+    /// The metered kinds' allowances, by kind name.
+    pub daily_allowances: BTreeMap<String, DailyAllowance>,
+    /// How often one execution may be re-run with `POST /executions/{id}/retry`
+    /// (`MAX_EXECUTION_RERUNS`; 0 refuses every re-run).
+    pub max_reruns: u32,
+}
+
+impl QuotaConfig {
+    /// Reads the quota variables.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_unfinished_per_user: vars.positive("MAX_UNFINISHED_EXECUTIONS_PER_USER", 100)?,
+            daily_allowances: BTreeMap::from([(
+                EMBED_TEXTS.to_owned(),
+                DailyAllowance {
+                    units: vars.positive("MAX_EMBED_TEXTS_PER_DAY", 100_000)?,
+                    unit: "texts",
+                },
+            )]),
+            max_reruns: vars.parse("MAX_EXECUTION_RERUNS", 10)?,
+        })
+    }
+
+    /// What of `kind` one user may spend in 24 hours; `None` when the kind is not metered.
+    pub fn daily_allowance(&self, kind: &str) -> Option<DailyAllowance> {
+        self.daily_allowances.get(kind).copied()
+    }
+}
+
+/// How much metered work of one kind a user may ask for in any 24 hours.
+#[derive(Debug, Clone, Copy)]
+pub struct DailyAllowance {
+    /// Units of [`ExecutionKind::cost`](crate::executions::kinds::ExecutionKind::cost).
+    pub units: u64,
+    /// What a unit is, for messages (`texts`).
+    pub unit: &'static str,
 }

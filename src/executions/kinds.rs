@@ -26,6 +26,11 @@ use crate::shared::error::{FieldError, LocSegment};
 /// The queue kinds run on unless they name another.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The most bytes a kind's input may take as compact JSON unless the kind
+/// says otherwise: plenty for parameters, too little to make a stored row
+/// (and every read of it) a burden.
+pub const DEFAULT_MAX_INPUT_BYTES: usize = 64 * 1024;
+
 /// One kind of background work.
 pub trait ExecutionKind: Send + Sync + 'static {
     /// The name clients submit (`"sleep"`).
@@ -36,9 +41,28 @@ pub trait ExecutionKind: Send + Sync + 'static {
     type Input: DeserializeOwned + Serialize + ToSchema + Send + 'static;
     /// What a successful run returns.
     type Output: Serialize + ToSchema + Send + 'static;
+    /// The most bytes the input may take as compact JSON. Checked before the
+    /// input is parsed, so an oversized one costs no per-element work and is
+    /// never stored.
+    const MAX_INPUT_BYTES: usize = DEFAULT_MAX_INPUT_BYTES;
 
     /// Rules beyond the input's shape; each error's `loc` is relative to `input`.
     fn validate(&self, input: &Self::Input) -> Vec<FieldError>;
+
+    /// The units of metered work this input asks for (`embed_texts`: one per
+    /// text), spent from its owner's daily allowance for the kind when the
+    /// deployment sets one; 0 for work nobody meters.
+    fn cost(&self, _input: &Self::Input) -> u64 {
+        0
+    }
+
+    /// What in this input only admins may ask for (a `sleep` over a minute),
+    /// located relative to `input`; empty when anyone may submit it. Kept
+    /// apart from [`validate`](Self::validate): the same input is valid for an
+    /// admin.
+    fn reserved_for_admins(&self, _input: &Self::Input) -> Vec<FieldError> {
+        Vec::new()
+    }
 
     /// A short description of this input, for generated names (`"Sleep 1.5 s"`).
     fn describe(&self, input: &Self::Input) -> String;
@@ -51,10 +75,22 @@ pub trait ExecutionKind: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Self::Output, JobError>> + Send;
 }
 
+/// An input that passed its kind's checks, with what the quotas need to know of it.
+#[derive(Debug, Clone)]
+pub struct CheckedInput {
+    /// The input normalised (defaults filled in), as it is stored.
+    pub value: Value,
+    /// Its units of metered work ([`ExecutionKind::cost`]).
+    pub cost: u64,
+    /// What in it only admins may ask for, located from the request body.
+    pub reserved_for_admins: Vec<FieldError>,
+}
+
 /// A kind with its types erased, as the registry holds it.
 trait ErasedKind: Send + Sync {
     fn queue(&self) -> &'static str;
-    fn parse(&self, input: &Value) -> Result<Value, Vec<FieldError>>;
+    fn check(&self, input: &Value) -> Result<CheckedInput, Vec<FieldError>>;
+    fn cost(&self, input: &Value) -> u64;
     fn describe(&self, input: &Value) -> String;
     fn run(&self, input: Value, context: JobContext)
     -> BoxFuture<'static, Result<Value, JobError>>;
@@ -68,20 +104,37 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
         K::QUEUE
     }
 
-    fn parse(&self, input: &Value) -> Result<Value, Vec<FieldError>> {
+    fn check(&self, input: &Value) -> Result<CheckedInput, Vec<FieldError>> {
+        if !fits_in(input, K::MAX_INPUT_BYTES) {
+            return Err(vec![
+                FieldError::body("input")
+                    .because(format!(
+                        "is larger than the {} bytes (as compact JSON) a {} input may take",
+                        K::MAX_INPUT_BYTES,
+                        K::NAME
+                    ))
+                    .kind("too_large"),
+            ]);
+        }
         let typed: K::Input = parse_nested_json(input, &["body", "input"])?;
-        let mut errors = self.0.validate(&typed);
+        let errors = self.0.validate(&typed);
         if !errors.is_empty() {
-            for error in &mut errors {
-                error
-                    .loc
-                    .splice(0..0, [LocSegment::from("body"), LocSegment::from("input")]);
-            }
-            return Err(errors);
+            return Err(located_in_input(errors));
         }
         // Stored normalised (defaults filled in), so a worker reads exactly what was checked.
-        serde_json::to_value(&typed)
-            .map_err(|error| vec![FieldError::body("input").because(error.to_string())])
+        let value = serde_json::to_value(&typed)
+            .map_err(|error| vec![FieldError::body("input").because(error.to_string())])?;
+        Ok(CheckedInput {
+            value,
+            cost: self.0.cost(&typed),
+            reserved_for_admins: located_in_input(self.0.reserved_for_admins(&typed)),
+        })
+    }
+
+    fn cost(&self, input: &Value) -> u64 {
+        // A stored input was checked when it was submitted; one that no longer
+        // parses fails its run without doing any metered work.
+        serde_json::from_value::<K::Input>(input.clone()).map_or(0, |typed| self.0.cost(&typed))
     }
 
     fn describe(&self, input: &Value) -> String {
@@ -113,6 +166,42 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
             (K::Input::name().into_owned(), K::Input::schema()),
             (K::Output::name().into_owned(), K::Output::schema()),
         ]
+    }
+}
+
+/// Prefixes errors located relative to an input with where the input sits.
+fn located_in_input(mut errors: Vec<FieldError>) -> Vec<FieldError> {
+    for error in &mut errors {
+        error
+            .loc
+            .splice(0..0, [LocSegment::from("body"), LocSegment::from("input")]);
+    }
+    errors
+}
+
+/// Whether `value` takes at most `max_bytes` as compact JSON. Serialises into
+/// a counter that gives up at the limit, so nothing is copied and an oversized
+/// value is not even serialised whole.
+fn fits_in(value: &Value, max_bytes: usize) -> bool {
+    serde_json::to_writer(ByteBudget { left: max_bytes }, value).is_ok()
+}
+
+/// A writer that only counts, and fails once more than its budget was written.
+struct ByteBudget {
+    left: usize,
+}
+
+impl std::io::Write for ByteBudget {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.left = self
+            .left
+            .checked_sub(buf.len())
+            .ok_or_else(|| std::io::Error::other("over the byte budget"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -162,10 +251,11 @@ impl KindRegistry {
         self.kinds.get(kind).map(|kind| kind.queue())
     }
 
-    /// Checks `input` against `kind`'s schema and rules; returns it normalised.
-    pub fn parse_input(&self, kind: &str, input: &Value) -> Result<Value, Vec<FieldError>> {
+    /// Checks `input` against `kind`'s size limit, schema and rules; returns
+    /// it normalised, with its cost and what in it is reserved for admins.
+    pub fn check_input(&self, kind: &str, input: &Value) -> Result<CheckedInput, Vec<FieldError>> {
         match self.kinds.get(kind) {
-            Some(erased) => erased.parse(input),
+            Some(erased) => erased.check(input),
             None => Err(vec![
                 FieldError::body("kind")
                     .because(format!(
@@ -175,6 +265,12 @@ impl KindRegistry {
                     .kind("enum"),
             ]),
         }
+    }
+
+    /// The units of metered work a stored `input` of `kind` asks for (0 for
+    /// an unknown kind, which never runs).
+    pub fn cost(&self, kind: &str, input: &Value) -> u64 {
+        self.kinds.get(kind).map_or(0, |erased| erased.cost(input))
     }
 
     /// A short description of `input` for `kind`.
@@ -206,14 +302,19 @@ impl KindRegistry {
 }
 
 /// Waits, reporting progress; can fail its first attempts on purpose. For
-/// tests, demos and benchmarks.
+/// tests, demos and benchmarks. It does no useful work but holds a worker for
+/// as long as asked, so sleeps over [`SLEEP_ANYONE_MAY_ASK_MS`] are for admins.
 pub struct Sleep;
+
+/// The longest sleep a normal user may submit (a minute): enough to watch
+/// progress and cancellation, too short to hold a queue.
+pub const SLEEP_ANYONE_MAY_ASK_MS: u64 = 60_000;
 
 /// Input of `sleep`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SleepInput {
-    /// How long to wait, in milliseconds (at most one day).
+    /// How long to wait, in milliseconds (at most one day; over a minute is for admins).
     #[schema(maximum = 86_400_000, example = 1500)]
     pub duration_ms: u64,
     /// How many progress reports to make along the way (1 to 100, default 10).
@@ -256,6 +357,17 @@ impl ExecutionKind for Sleep {
         errors
     }
 
+    fn reserved_for_admins(&self, input: &SleepInput) -> Vec<FieldError> {
+        if input.duration_ms > SLEEP_ANYONE_MAY_ASK_MS {
+            vec![
+                FieldError::field("duration_ms")
+                    .because(format!("over {SLEEP_ANYONE_MAY_ASK_MS} ms (a minute)")),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn describe(&self, input: &SleepInput) -> String {
         format!("Sleep {:.1} s", input.duration_ms as f64 / 1000.0)
     }
@@ -285,5 +397,48 @@ impl ExecutionKind for Sleep {
             slept_ms: input.duration_ms,
             attempt: context.attempt(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn the_size_check_counts_compact_json_bytes_exactly() {
+        let value = json!({"texts": ["é", "a\"b"], "n": 12});
+        let bytes = serde_json::to_vec(&value)
+            .map(|json| json.len())
+            .unwrap_or(0);
+        assert!(bytes > 0);
+        assert!(fits_in(&value, bytes));
+        assert!(!fits_in(&value, bytes - 1));
+        assert!(!fits_in(
+            &json!("x".repeat(100_000)),
+            DEFAULT_MAX_INPUT_BYTES
+        ));
+    }
+
+    #[test]
+    fn a_minute_of_sleep_is_anyones_and_more_is_for_admins() {
+        let registry = KindRegistry::new().register(Sleep);
+        let reserved = |duration_ms: u64| {
+            registry
+                .check_input("sleep", &json!({"duration_ms": duration_ms}))
+                .map(|checked| checked.reserved_for_admins)
+                .unwrap_or_default()
+        };
+        assert!(reserved(SLEEP_ANYONE_MAY_ASK_MS).is_empty());
+        let over = reserved(SLEEP_ANYONE_MAY_ASK_MS + 1);
+        assert_eq!(over.len(), 1);
+        assert_eq!(
+            over[0].loc,
+            ["body", "input", "duration_ms"]
+                .map(LocSegment::from)
+                .to_vec()
+        );
+        assert_eq!(registry.cost("sleep", &json!({"duration_ms": 1})), 0);
     }
 }

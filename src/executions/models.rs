@@ -85,6 +85,52 @@ pub struct Execution {
     pub finished_at: Option<DateTime<Utc>>,
     /// Last changed at.
     pub updated_at: DateTime<Utc>,
+    /// How often it was re-run (`POST /executions/{id}/retry`).
+    pub reruns: i32,
+}
+
+/// The columns of an execution a list shows: everything small, never the
+/// input, the result or the error history, so a page costs the same whatever
+/// the work was.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = executions, check_for_backend(Pg))]
+pub struct ExecutionSummaryRow {
+    /// Its id (UUIDv7).
+    pub id: Uuid,
+    /// Whose it is.
+    pub owner_id: Uuid,
+    /// Which kind of work.
+    pub kind: String,
+    /// A short human name.
+    pub name: String,
+    /// Where it is in its life.
+    pub status: Status,
+    /// Higher runs first.
+    pub priority: i16,
+    /// Not before this time.
+    pub run_at: DateTime<Utc>,
+    /// The current (or last) attempt, from 1.
+    pub attempt: i32,
+    /// Attempts allowed before it fails for good.
+    pub max_attempts: i32,
+    /// Per-attempt time limit.
+    pub timeout_s: Option<i32>,
+    /// 0 to 100.
+    pub progress: i16,
+    /// What the work says it is doing.
+    pub progress_message: Option<String>,
+    /// Cancellation asked while running.
+    pub cancel_requested: bool,
+    /// How often it was re-run.
+    pub reruns: i32,
+    /// Submitted at.
+    pub created_at: DateTime<Utc>,
+    /// First claimed at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finished at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Last changed at.
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A new execution row.

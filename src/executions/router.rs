@@ -18,8 +18,8 @@ use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::executions::events;
 use crate::executions::schemas::{
-    CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, GenerateNameRequest,
-    GeneratedName,
+    CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, ExecutionSummary,
+    GenerateNameRequest, GeneratedName,
 };
 use crate::executions::service::{self, ExecutionsState};
 use crate::shared::error::{AppError, FieldError, Problem};
@@ -50,6 +50,12 @@ fn execution_location(id: Uuid) -> String {
 }
 
 /// `POST /api/v1/executions`: submit work (`202`); an `Idempotency-Key` makes retries safe.
+///
+/// Bounded per user (admins are exempt): at most `MAX_UNFINISHED_EXECUTIONS_PER_USER`
+/// queued or running executions, and for metered kinds a daily allowance
+/// (`embed_texts`: `MAX_EMBED_TEXTS_PER_DAY` texts in any 24 hours). A `priority`
+/// above 0 and a `sleep` over a minute are for admins. The input may take at most
+/// 64 KiB as compact JSON (`embed_texts`: 8 MiB, within `REQUEST_BODY_LIMIT_BYTES`).
 #[utoipa::path(post, path = "/executions", tag = TAG,
     request_body = CreateExecutionRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key and body return the same execution.")),
@@ -57,8 +63,10 @@ fn execution_location(id: Uuid) -> String {
     responses(
         (status = 202, description = "Accepted; `Location` names the execution.", body = ExecutionResponse, headers(("Location" = String))),
         (status = 200, description = "A retry with the same Idempotency-Key and body: the original execution.", body = ExecutionResponse),
+        (status = 403, description = "`admin_required`: a `priority` above 0, or an input only admins may submit (a `sleep` over a minute); the detail names the field.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The Idempotency-Key was used for a different request.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Unknown kind, or the input does not fit the kind's schema.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown kind, an input over its kind's size limit (`too_large`, checked first), an input that does not fit the kind's schema, or more metered work than one day allows.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_executions`: as many unfinished executions as one user may have; `daily_allowance_exceeded`: the kind's daily allowance is spent. `Retry-After` says when to try again.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ))]
 async fn create_execution(
     State(platform): State<Platform>,
@@ -68,14 +76,8 @@ async fn create_execution(
     ApiJson(request): ApiJson<CreateExecutionRequest>,
 ) -> Result<Response, AppError> {
     let key = idempotency_key(&headers)?;
-    let (execution, created) = service::submit(
-        &platform,
-        &executions.registry,
-        &user,
-        &request,
-        key.as_deref(),
-    )
-    .await?;
+    let (execution, created) =
+        service::submit(&platform, &executions, &user, &request, key.as_deref()).await?;
     let location = execution_location(execution.id);
     let status = if created {
         StatusCode::ACCEPTED
@@ -106,11 +108,14 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 }
 
 /// `GET /api/v1/executions`: the caller's executions (everyone's for admins with `all=true`), newest first.
+///
+/// Items are summaries, without `input`, `result` and `errors` (`GET
+/// /executions/{id}` has them), so a page is small whatever the work was.
 #[utoipa::path(get, path = "/executions", tag = TAG,
     params(ExecutionListQuery),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "One page of executions.", body = Page<ExecutionResponse>),
+        (status = 200, description = "One page of execution summaries (no `input`, `result` or `errors`).", body = Page<ExecutionSummary>),
         (status = 403, description = "`all=true` from a non-admin.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid filters.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -118,7 +123,7 @@ async fn list_executions(
     State(platform): State<Platform>,
     CurrentUser(user): CurrentUser,
     ApiQuery(query): ApiQuery<ExecutionListQuery>,
-) -> Result<axum::Json<Page<ExecutionResponse>>, AppError> {
+) -> Result<axum::Json<Page<ExecutionSummary>>, AppError> {
     Ok(axum::Json(service::list(&platform, &user, query).await?))
 }
 
@@ -135,12 +140,12 @@ async fn generate_name(
     CurrentUser(_user): CurrentUser,
     ApiJson(request): ApiJson<GenerateNameRequest>,
 ) -> Result<axum::Json<GeneratedName>, AppError> {
-    let input = executions
+    let checked = executions
         .registry
-        .parse_input(&request.kind, &request.input)
+        .check_input(&request.kind, &request.input)
         .map_err(AppError::Validation)?;
     Ok(axum::Json(GeneratedName {
-        name: service::generated_name(&executions.registry, &request.kind, &input),
+        name: service::generated_name(&executions.registry, &request.kind, &checked.value),
     }))
 }
 
@@ -197,20 +202,25 @@ async fn cancel_execution(
 }
 
 /// `POST /api/v1/executions/{id}/retry`: queue a failed or cancelled execution again.
+///
+/// One execution may be re-run at most `MAX_EXECUTION_RERUNS` times (`reruns`
+/// counts them); a re-run passes the same per-user quotas as a submission.
 #[utoipa::path(post, path = "/executions/{id}/retry", tag = TAG,
     params(("id" = Uuid, Path, description = "The execution's id.")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Queued again, with a fresh set of attempts.", body = ExecutionResponse),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not failed or cancelled.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`invalid_transition`: not failed or cancelled; `rerun_limit_reached`: re-run `MAX_EXECUTION_RERUNS` times already.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_executions` or `daily_allowance_exceeded`, as for a submission.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait."))),
     ))]
 async fn retry_execution(
     State(platform): State<Platform>,
+    State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
-    let execution = service::retry(&platform, &user, id).await?;
+    let execution = service::retry(&platform, &executions, &user, id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
 }
 

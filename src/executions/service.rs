@@ -1,7 +1,11 @@
 //! Execution rules: validation against the kind's schema, idempotency keys,
-//! who may see what, and which transitions a client may ask for.
+//! who may see what, which transitions a client may ask for, and the quotas
+//! that keep one user from filling the queues (admins are exempt from them):
+//! a cap on unfinished executions, daily allowances of metered work, and what
+//! only admins may ask for (priority above 0, a kind's reserved inputs).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
@@ -9,18 +13,26 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::core::platform::Platform;
+use crate::executions::config::QuotaConfig;
 use crate::executions::kinds::KindRegistry;
-use crate::executions::models::{Execution, ExecutionEvent, NewExecution};
+use crate::executions::models::{Execution, ExecutionEvent, NewExecution, Status};
 use crate::executions::queue::NotificationHub;
 use crate::executions::repository::{self, ExecutionFilter};
-use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionResponse};
-use crate::shared::error::{AppError, FieldError};
+use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionSummary};
+use crate::shared::error::{AppError, FieldError, LocSegment};
 use crate::shared::pagination::{Page, checked_limit, fetch_limit};
 use crate::shared::validation::{Invalid, Validator};
 use crate::users::models::{Role, User};
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// When a user at the unfinished cap is told to try again: work of the
+/// default kinds finishes in seconds to minutes, and nothing says which.
+const UNFINISHED_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// The window of the daily allowances.
+const ALLOWANCE_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
 /// What the executions domain keeps for the life of the process.
 #[derive(Clone)]
@@ -29,11 +41,17 @@ pub struct ExecutionsState {
     pub registry: Arc<KindRegistry>,
     /// Notifications from other processes (and this one).
     pub hub: Arc<NotificationHub>,
+    /// What one user may ask of the queues.
+    pub quotas: Arc<QuotaConfig>,
 }
 
 /// A validated submission.
 pub struct Submission {
     new: NewExecution,
+    /// Its units of metered work.
+    cost: u64,
+    /// What in it only admins may ask for.
+    reserved_for_admins: Vec<FieldError>,
 }
 
 /// Checks a submission against the kind's schema and the API's bounds; every
@@ -45,8 +63,8 @@ pub fn validate(
     idempotency_key: Option<&str>,
 ) -> Result<Submission, AppError> {
     let mut errors = bounds(request, idempotency_key);
-    let input = match registry.parse_input(&request.kind, &request.input) {
-        Ok(input) => Some(input),
+    let checked = match registry.check_input(&request.kind, &request.input) {
+        Ok(checked) => Some(checked),
         Err(kind_errors) => {
             errors.splice(0..0, kind_errors);
             None
@@ -55,9 +73,14 @@ pub fn validate(
     if !errors.is_empty() {
         return Err(AppError::Validation(errors));
     }
-    let (Some(input), Some(queue)) = (input, registry.queue_of(&request.kind)) else {
+    let (Some(checked), Some(queue)) = (checked, registry.queue_of(&request.kind)) else {
         return Err(AppError::internal("a validated kind has no queue"));
     };
+    let input = checked.value;
+    let mut reserved_for_admins = checked.reserved_for_admins;
+    if request.priority.is_some_and(|priority| priority > 0) {
+        reserved_for_admins.insert(0, FieldError::body("priority").because("above 0"));
+    }
     let name = match &request.name {
         Some(name) => name.trim().to_owned(),
         None => generated_name(registry, &request.kind, &input),
@@ -77,6 +100,8 @@ pub fn validate(
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: idempotency_key.map(|_| request_hash(request)),
         },
+        cost: checked.cost,
+        reserved_for_admins,
     })
 }
 
@@ -165,12 +190,28 @@ pub async fn enqueue(
     }
     // The key was used before (or concurrently: the unique index made us wait
     // for that insert to commit).
-    let key = new.idempotency_key.as_deref().unwrap_or_default();
-    let existing = repository::find_by_idempotency_key(conn, new.owner_id, key)
+    let existing = earlier_use_of_key(conn, &new)
         .await?
         .ok_or_else(|| AppError::internal("an idempotency conflict without a row"))?;
+    replay(existing, &new).map(|existing| (existing, false))
+}
+
+/// The execution the owner submitted earlier with this submission's key, if any.
+async fn earlier_use_of_key(
+    conn: &mut AsyncPgConnection,
+    new: &NewExecution,
+) -> Result<Option<Execution>, AppError> {
+    let Some(key) = new.idempotency_key.as_deref() else {
+        return Ok(None);
+    };
+    Ok(repository::find_by_idempotency_key(conn, new.owner_id, key).await?)
+}
+
+/// The earlier execution, if `new` repeats its request; a conflict if the key
+/// was used for a different one.
+fn replay(existing: Execution, new: &NewExecution) -> Result<Execution, AppError> {
     if existing.request_hash == new.request_hash {
-        Ok((existing, false))
+        Ok(existing)
     } else {
         Err(AppError::Conflict {
             code: "idempotency_key_reused",
@@ -179,18 +220,146 @@ pub async fn enqueue(
     }
 }
 
-/// `POST /executions`: validates and enqueues in one transaction.
+/// `POST /executions`: validates, applies the caller's quotas and enqueues,
+/// in one transaction. An admin is held to none of the quotas; for anyone
+/// else the quota checks run under a lock of their own, so concurrent
+/// submissions cannot all pass a count that only one of them fits under, and
+/// a replay of an idempotency key answers before any quota is counted.
 pub async fn submit(
     platform: &Platform,
-    registry: &KindRegistry,
+    executions: &ExecutionsState,
     user: &User,
     request: &CreateExecutionRequest,
     idempotency_key: Option<&str>,
 ) -> Result<(Execution, bool), AppError> {
-    let submission = validate(registry, user.id, request, idempotency_key)?;
+    let submission = validate(&executions.registry, user.id, request, idempotency_key)?;
+    if user.role == Role::Admin {
+        let mut conn = platform.pool.get().await?;
+        return conn
+            .transaction::<_, AppError, _>(async move |conn| enqueue(conn, submission).await)
+            .await;
+    }
+    refuse_reserved_for_admins(&submission.reserved_for_admins)?;
+    let quotas = executions.quotas.clone();
+    refuse_beyond_any_day(&quotas, &request.kind, submission.cost)?;
     let mut conn = platform.pool.get().await?;
-    conn.transaction::<_, AppError, _>(async move |conn| enqueue(conn, submission).await)
-        .await
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        repository::lock_quotas_of(conn, submission.new.owner_id).await?;
+        if let Some(existing) = earlier_use_of_key(conn, &submission.new).await? {
+            return replay(existing, &submission.new).map(|existing| (existing, false));
+        }
+        let (owner, kind, cost) = (
+            submission.new.owner_id,
+            submission.new.kind.clone(),
+            submission.cost,
+        );
+        refuse_past_unfinished_cap(conn, &quotas, owner).await?;
+        spend_allowance(conn, &quotas, owner, &kind, cost).await?;
+        enqueue(conn, submission).await
+    })
+    .await
+}
+
+/// 403 when the submission asks for what only admins may, naming each field.
+fn refuse_reserved_for_admins(reserved: &[FieldError]) -> Result<(), AppError> {
+    if reserved.is_empty() {
+        return Ok(());
+    }
+    let what: Vec<String> = reserved
+        .iter()
+        .map(|error| format!("{} {}", dotted(&error.loc), error.msg))
+        .collect();
+    Err(AppError::Forbidden {
+        code: "admin_required",
+        detail: format!("Only admins may submit {}.", what.join("; ")),
+    })
+}
+
+/// `body.input.duration_ms`, for a message.
+fn dotted(loc: &[LocSegment]) -> String {
+    let parts: Vec<String> = loc
+        .iter()
+        .map(|segment| match segment {
+            LocSegment::Key(key) => key.clone(),
+            LocSegment::Index(index) => index.to_string(),
+        })
+        .collect();
+    parts.join(".")
+}
+
+/// 422 for an input that asks for more metered work than one day allows:
+/// it could never be accepted, so waiting is no answer.
+fn refuse_beyond_any_day(quotas: &QuotaConfig, kind: &str, cost: u64) -> Result<(), AppError> {
+    match quotas.daily_allowance(kind) {
+        Some(allowance) if cost > allowance.units => Err(AppError::Validation(vec![
+            FieldError::body("input")
+                .because(format!(
+                    "asks for {cost} {unit}; one user may ask for at most {limit} {unit} of {kind} a day",
+                    unit = allowance.unit,
+                    limit = allowance.units,
+                ))
+                .kind("too_large"),
+        ])),
+        _ => Ok(()),
+    }
+}
+
+/// 429 `too_many_executions` when the owner already has as many queued or
+/// running executions as one user may.
+async fn refuse_past_unfinished_cap(
+    conn: &mut AsyncPgConnection,
+    quotas: &QuotaConfig,
+    owner_id: Uuid,
+) -> Result<(), AppError> {
+    let unfinished = repository::count_unfinished(conn, owner_id).await?;
+    if unfinished < i64::from(quotas.max_unfinished_per_user) {
+        return Ok(());
+    }
+    Err(AppError::QuotaExceeded {
+        code: "too_many_executions",
+        detail: format!(
+            "You have {unfinished} queued or running executions, the most one user may have; \
+             submit more when some finish, or cancel some."
+        ),
+        retry_after: UNFINISHED_RETRY_AFTER,
+    })
+}
+
+/// Spends `cost` units of `kind`'s daily allowance, or answers 429
+/// `daily_allowance_exceeded` (retry when the oldest spending in the window
+/// leaves it) if the owner's last 24 hours leave too little. Unmetered kinds
+/// and costless inputs spend nothing.
+async fn spend_allowance(
+    conn: &mut AsyncPgConnection,
+    quotas: &QuotaConfig,
+    owner_id: Uuid,
+    kind: &str,
+    cost: u64,
+) -> Result<(), AppError> {
+    let Some(allowance) = quotas.daily_allowance(kind).filter(|_| cost > 0) else {
+        return Ok(());
+    };
+    let units = i64::try_from(cost).unwrap_or(i64::MAX);
+    let limit = i64::try_from(allowance.units).unwrap_or(i64::MAX);
+    let now = Utc::now();
+    let since = now - ALLOWANCE_WINDOW;
+    let spent = repository::usage_since(conn, owner_id, kind, since).await?;
+    if spent.units.saturating_add(units) > limit {
+        let frees_at = spent
+            .oldest
+            .map_or(now + ALLOWANCE_WINDOW, |oldest| oldest + ALLOWANCE_WINDOW);
+        return Err(AppError::QuotaExceeded {
+            code: "daily_allowance_exceeded",
+            detail: format!(
+                "{kind} allows {limit} {unit} per user in any 24 hours; you used {used} and this asks for {units}.",
+                unit = allowance.unit,
+                used = spent.units,
+            ),
+            retry_after: (frees_at - now).to_std().unwrap_or_default(),
+        });
+    }
+    repository::record_usage(conn, owner_id, kind, units, since).await?;
+    Ok(())
 }
 
 /// The execution if `user` may see it (its owner, or an admin); 404 otherwise,
@@ -216,7 +385,7 @@ pub async fn list(
     platform: &Platform,
     user: &User,
     query: ExecutionListQuery,
-) -> Result<Page<ExecutionResponse>, AppError> {
+) -> Result<Page<ExecutionSummary>, AppError> {
     let mut validator = Validator::new();
     let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
     let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
@@ -242,7 +411,7 @@ pub async fn list(
         rows,
         limit,
         |execution| execution.id.to_string(),
-        ExecutionResponse::from,
+        ExecutionSummary::from,
     ))
 }
 
@@ -267,13 +436,62 @@ pub async fn cancel(platform: &Platform, user: &User, id: Uuid) -> Result<Execut
     }
 }
 
-/// `POST /executions/{id}/retry`: queues a failed or cancelled execution again.
-pub async fn retry(platform: &Platform, user: &User, id: Uuid) -> Result<Execution, AppError> {
+/// `POST /executions/{id}/retry`: queues a failed or cancelled execution
+/// again, at most `MAX_EXECUTION_RERUNS` times. For anyone but an admin it
+/// passes the same quotas as a submission (a re-run is more work queued and,
+/// for metered kinds, spends the allowance again).
+pub async fn retry(
+    platform: &Platform,
+    executions: &ExecutionsState,
+    user: &User,
+    id: Uuid,
+) -> Result<Execution, AppError> {
+    let max_reruns = i32::try_from(executions.quotas.max_reruns).unwrap_or(i32::MAX);
     let mut conn = platform.pool.get().await?;
     let execution = visible(&mut conn, user, id).await?;
-    repository::retry(&mut conn, id)
-        .await?
-        .ok_or_else(|| already_finished(&execution, "retried (only failed or cancelled ones can)"))
+    if let Some(refusal) = why_not_rerunnable(&execution, max_reruns) {
+        return Err(refusal);
+    }
+    let exempt = user.role == Role::Admin;
+    let cost = executions.registry.cost(&execution.kind, &execution.input);
+    let quotas = executions.quotas.clone();
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        if !exempt {
+            repository::lock_quotas_of(conn, user.id).await?;
+            refuse_past_unfinished_cap(conn, &quotas, user.id).await?;
+            spend_allowance(conn, &quotas, user.id, &execution.kind, cost).await?;
+        }
+        if let Some(queued) = repository::retry(conn, id, max_reruns).await? {
+            return Ok(queued);
+        }
+        // It changed since it was read (another retry, a deletion): say why now.
+        let now = visible(conn, user, id).await?;
+        Err(
+            why_not_rerunnable(&now, max_reruns).unwrap_or_else(|| AppError::Conflict {
+                code: "invalid_transition",
+                detail: "The execution changed while it was being retried; try again.".to_owned(),
+            }),
+        )
+    })
+    .await
+}
+
+/// Why `execution` cannot be re-run: 409 `invalid_transition` unless it
+/// failed or was cancelled, 409 `rerun_limit_reached` past the re-run bound.
+fn why_not_rerunnable(execution: &Execution, max_reruns: i32) -> Option<AppError> {
+    if !matches!(execution.status, Status::Failed | Status::Cancelled) {
+        return Some(already_finished(
+            execution,
+            "retried (only failed or cancelled ones can)",
+        ));
+    }
+    (execution.reruns >= max_reruns).then(|| AppError::Conflict {
+        code: "rerun_limit_reached",
+        detail: format!(
+            "This execution was re-run {} times, the most one execution may be; submit it anew.",
+            execution.reruns
+        ),
+    })
 }
 
 /// `DELETE /executions/{id}`: removes a finished execution and its events.

@@ -89,6 +89,9 @@ impl ExecutionKind for EmbedTexts {
     const QUEUE: &'static str = "inference";
     type Input = EmbedTextsInput;
     type Output = EmbedTextsOutput;
+    /// Room for the largest job (`INFERENCE_BATCH_JOB_MAX_TEXTS` short texts);
+    /// past `REQUEST_BODY_LIMIT_BYTES` (1 MiB by default) the body limit answers first.
+    const MAX_INPUT_BYTES: usize = 8 * 1024 * 1024;
 
     fn validate(&self, input: &EmbedTextsInput) -> Vec<FieldError> {
         let max = self.inference.config.batch_job_max_texts;
@@ -124,6 +127,11 @@ impl ExecutionKind for EmbedTexts {
             )));
         }
         errors
+    }
+
+    /// One unit per text, against `MAX_EMBED_TEXTS_PER_DAY`.
+    fn cost(&self, input: &EmbedTextsInput) -> u64 {
+        u64::try_from(input.texts.len()).unwrap_or(u64::MAX)
     }
 
     fn describe(&self, input: &EmbedTextsInput) -> String {

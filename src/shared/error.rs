@@ -261,6 +261,17 @@ pub enum AppError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// One of the caller's quotas is used up (unfinished executions, a daily
+    /// allowance): `429` with its own code, so clients can tell it from a rate limit.
+    #[error("quota exceeded: {detail}")]
+    QuotaExceeded {
+        /// Stable code, e.g. `too_many_executions`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A dependency the request needs (the database, a queue) is unavailable now;
     /// the client may retry after the given delay.
     #[error("service unavailable: {detail}")]
@@ -339,6 +350,9 @@ impl AppError {
             Self::RateLimited { detail, .. } => {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
             }
+            Self::QuotaExceeded { code, detail, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+            }
             Self::Unavailable { code, detail, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
             }
@@ -359,7 +373,9 @@ impl AppError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::QuotaExceeded { retry_after, .. } => {
+                Some(*retry_after)
+            }
             Self::Pool(_) | Self::Database(_) if self.is_database_outage() => {
                 Some(Duration::from_secs(1))
             }

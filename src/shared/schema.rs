@@ -81,7 +81,19 @@ diesel::table! {
         started_at -> Nullable<Timestamptz>,
         finished_at -> Nullable<Timestamptz>,
         updated_at -> Timestamptz,
+        reruns -> Int4,
         claim_token -> Nullable<Uuid>,
+    }
+}
+
+diesel::table! {
+    /// Metered work spent against the daily allowances (executions domain).
+    execution_usage (id) {
+        id -> Int8,
+        owner_id -> Uuid,
+        kind -> Text,
+        units -> Int8,
+        created_at -> Timestamptz,
     }
 }
 

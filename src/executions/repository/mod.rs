@@ -5,14 +5,18 @@
 //! a worker makes is fenced on its claim's token: a worker that lost its
 //! lease changes nothing.
 
+use chrono::{DateTime, Utc};
+use diesel::dsl::count_star;
 use diesel::prelude::*;
-use diesel::sql_types::{Jsonb, Text, Uuid as SqlUuid};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::executions::models::{Execution, ExecutionEvent, NewExecution, Status};
-use crate::shared::schema::{execution_events, executions};
+use crate::executions::models::{
+    Execution, ExecutionEvent, ExecutionSummaryRow, NewExecution, Status,
+};
+use crate::shared::schema::{execution_events, execution_usage, executions};
 
 mod attempts;
 
@@ -92,15 +96,16 @@ pub struct ExecutionFilter {
     pub kind: Option<String>,
 }
 
-/// Up to `limit` executions older than `before`, newest first.
+/// Up to `limit` executions older than `before`, newest first, as summaries:
+/// the input, result and errors are not even read.
 pub async fn list(
     conn: &mut AsyncPgConnection,
     filter: &ExecutionFilter,
     before: Option<Uuid>,
     limit: i64,
-) -> QueryResult<Vec<Execution>> {
+) -> QueryResult<Vec<ExecutionSummaryRow>> {
     let mut query = executions::table
-        .select(Execution::as_select())
+        .select(ExecutionSummaryRow::as_select())
         .into_boxed();
     if let Some(owner) = filter.owner_id {
         query = query.filter(executions::owner_id.eq(owner));
@@ -119,6 +124,86 @@ pub async fn list(
         .limit(limit)
         .load(conn)
         .await
+}
+
+/// Serialises the quota checks of one user until the transaction ends, so
+/// concurrent submissions cannot all count the same room.
+pub async fn lock_quotas_of(conn: &mut AsyncPgConnection, owner_id: Uuid) -> QueryResult<()> {
+    diesel::sql_query(
+        "SELECT pg_advisory_xact_lock(hashtextextended('execution-quotas:' || $1::text, 0))",
+    )
+    .bind::<SqlUuid, _>(owner_id)
+    .execute(conn)
+    .await
+    .map(drop)
+}
+
+/// How many of the owner's executions are queued or running.
+pub async fn count_unfinished(conn: &mut AsyncPgConnection, owner_id: Uuid) -> QueryResult<i64> {
+    executions::table
+        .filter(executions::owner_id.eq(owner_id))
+        .filter(executions::status.eq_any([Status::Queued.as_str(), Status::Running.as_str()]))
+        .select(count_star())
+        .get_result(conn)
+        .await
+}
+
+/// What a user spent of a kind's allowance in a window.
+#[derive(Debug, Clone, Copy, Default, QueryableByName)]
+pub struct Usage {
+    /// Units spent.
+    #[diesel(sql_type = BigInt)]
+    pub units: i64,
+    /// When the oldest spending in the window happened (it leaves the window first).
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+/// The units of `kind` the owner spent since `since`.
+pub async fn usage_since(
+    conn: &mut AsyncPgConnection,
+    owner_id: Uuid,
+    kind: &str,
+    since: DateTime<Utc>,
+) -> QueryResult<Usage> {
+    // SQL, not the DSL: diesel types a bigint SUM as numeric.
+    diesel::sql_query(
+        "SELECT COALESCE(SUM(units), 0)::bigint AS units, MIN(created_at) AS oldest
+         FROM execution_usage WHERE owner_id = $1 AND kind = $2 AND created_at > $3",
+    )
+    .bind::<SqlUuid, _>(owner_id)
+    .bind::<Text, _>(kind)
+    .bind::<Timestamptz, _>(since)
+    .get_result(conn)
+    .await
+}
+
+/// Records `units` of `kind` spent by the owner now, and forgets what the
+/// owner spent before `forget_before` (it no longer counts), so the ledger
+/// holds about a day per user.
+pub async fn record_usage(
+    conn: &mut AsyncPgConnection,
+    owner_id: Uuid,
+    kind: &str,
+    units: i64,
+    forget_before: DateTime<Utc>,
+) -> QueryResult<()> {
+    diesel::delete(
+        execution_usage::table
+            .filter(execution_usage::owner_id.eq(owner_id))
+            .filter(execution_usage::created_at.le(forget_before)),
+    )
+    .execute(conn)
+    .await?;
+    diesel::insert_into(execution_usage::table)
+        .values((
+            execution_usage::owner_id.eq(owner_id),
+            execution_usage::kind.eq(kind),
+            execution_usage::units.eq(units),
+        ))
+        .execute(conn)
+        .await
+        .map(drop)
 }
 
 /// The execution's events after `after` (an event id), oldest first.
@@ -203,15 +288,22 @@ pub async fn request_cancel(
     Ok(running)
 }
 
-/// Queues a failed or cancelled execution again, with a fresh set of attempts.
-/// `None` if it is not failed or cancelled.
-pub async fn retry(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<Execution>> {
+/// Queues a failed or cancelled execution again, with a fresh set of attempts,
+/// counting the re-run. `None` if it is not failed or cancelled, or was
+/// re-run `max_reruns` times already.
+pub async fn retry(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    max_reruns: i32,
+) -> QueryResult<Option<Execution>> {
     let queued: Option<Execution> = diesel::sql_query(
         "UPDATE executions SET status = 'queued', attempt = 0, run_at = now(), finished_at = NULL,
-                result = NULL, progress = 0, progress_message = NULL, cancel_requested = false
-         WHERE id = $1 AND status IN ('failed', 'cancelled') RETURNING *",
+                result = NULL, progress = 0, progress_message = NULL, cancel_requested = false,
+                reruns = reruns + 1
+         WHERE id = $1 AND status IN ('failed', 'cancelled') AND reruns < $2 RETURNING *",
     )
     .bind::<SqlUuid, _>(id)
+    .bind::<Integer, _>(max_reruns)
     .get_result(conn)
     .await
     .optional()?;
