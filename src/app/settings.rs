@@ -36,7 +36,7 @@ impl Settings {
         Ok(Self {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
-            inference: InferenceConfig::from_vars(&vars)?,
+            inference: InferenceConfig::from_vars(&vars, platform.env)?,
             platform: Arc::new(platform),
         })
     }
