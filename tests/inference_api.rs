@@ -788,6 +788,53 @@ async fn embed_texts_spends_its_owners_token_budget() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn embed_texts_refuses_an_over_long_text_without_tokenizing_it_unless_truncating() {
+    let server = InferenceApp::start("api-batch-bytes", &[]).await;
+    let huge = "the cat sat on the mat ".repeat(2000);
+    let mut ids = Vec::new();
+    for truncate in [false, true] {
+        let response = server
+            .post(
+                "/api/v1/executions",
+                json!({"kind": "embed_texts", "max_attempts": 1,
+                       "input": {"texts": ["hello", huge], "model": server.model, "truncate": truncate}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+        ids.push(
+            response.json()["id"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    let registry = server.app.executions.registry.as_ref().clone();
+    let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
+    let refused = wait_for(
+        &server.app,
+        ids[0],
+        Status::Failed,
+        Duration::from_secs(120),
+    )
+    .await;
+    let cut = wait_for(
+        &server.app,
+        ids[1],
+        Status::Succeeded,
+        Duration::from_secs(120),
+    )
+    .await;
+    shutdown.cancel();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
+    let errors = refused.errors.to_string();
+    assert!(errors.contains("texts.1: is 46000 bytes"), "{errors}");
+    assert_eq!(cut.result.unwrap()["prompt_tokens"], 3 + 24);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() {
     // 40,000 texts are about 1.4 MB of JSON: over the default 1 MiB body limit.
     let server = InferenceApp::start(

@@ -388,9 +388,12 @@ pub fn names_model(requested: &str, model: &str) -> bool {
             .is_some_and(|(_, name)| name == model)
 }
 
+/// The field errors of a refused chunk as one message: the first
+/// [`MAX_LISTED_ERRORS`], then how many more, so a stored error stays small.
 fn describe(errors: &[FieldError]) -> String {
-    errors
+    let mut message = errors
         .iter()
+        .take(MAX_LISTED_ERRORS)
         .map(|error| {
             let place: Vec<String> = error
                 .loc
@@ -403,9 +406,39 @@ fn describe(errors: &[FieldError]) -> String {
             format!("{}: {}", place.join("."), error.msg)
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if errors.len() > MAX_LISTED_ERRORS {
+        message.push_str(&format!("; and {} more", errors.len() - MAX_LISTED_ERRORS));
+    }
+    message
 }
 
 fn failed(error: impl std::fmt::Display) -> JobError {
     JobError::Failed(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_chunk_lists_twenty_errors_and_counts_the_rest() {
+        let errors: Vec<FieldError> = (0..256)
+            .map(|index| FieldError::field("texts").at(index).because("is too long"))
+            .collect();
+        let message = describe(&errors);
+        assert!(
+            message.starts_with("texts.0: is too long; texts.1: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("texts.19: is too long; and 236 more"),
+            "{message}"
+        );
+        assert!(!message.contains("texts.20:"), "{message}");
+        assert_eq!(
+            describe(&errors[..2]),
+            "texts.0: is too long; texts.1: is too long"
+        );
+    }
 }

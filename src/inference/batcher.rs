@@ -67,6 +67,15 @@ pub enum BatchError {
     /// A backend panicked on the batch; the thread survives it.
     #[error("the engine panicked on this batch")]
     Panicked,
+    /// The engine returned another number of vectors than it was given
+    /// sequences (a bug): the batch's requests fail rather than wait forever.
+    #[error("the engine returned {returned} vectors for {sent} sequences")]
+    Incomplete {
+        /// Sequences in the batch.
+        sent: usize,
+        /// Vectors that came back.
+        returned: usize,
+    },
 }
 
 /// Where a request's answer goes.
@@ -218,6 +227,10 @@ fn process(engine: &EmbeddingEngine, scheduler: &mut Scheduler, batch: Batch) ->
     let took = started.elapsed();
     record_batch(batch.sequences.len(), batch.tokens, took);
     let result = match result {
+        Ok(Ok(vectors)) if vectors.len() != batch.sequences.len() => Err(BatchError::Incomplete {
+            sent: batch.sequences.len(),
+            returned: vectors.len(),
+        }),
         Ok(Ok(vectors)) => Ok(vectors),
         Ok(Err(error)) => Err(BatchError::Engine(Arc::new(error))),
         Err(_) => Err(BatchError::Panicked),

@@ -432,7 +432,9 @@ pub fn batch_error(error: BatchError) -> AppError {
             detail: "The inference engine has stopped.".to_owned(),
             retry_after: None,
         },
-        error @ (BatchError::Engine(_) | BatchError::Panicked) => AppError::internal(error),
+        error @ (BatchError::Engine(_) | BatchError::Panicked | BatchError::Incomplete { .. }) => {
+            AppError::internal(error)
+        }
     }
 }
 
