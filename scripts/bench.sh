@@ -31,7 +31,7 @@ export MAX_FAILED_LOGINS=1000000000 MAX_FAILED_LOGINS_PER_CLIENT=1000000000 MAX_
 # The HTTP figures are for the API alone; the execution benchmark runs its own workers.
 export WORKER_CONCURRENCY=0
 # The inference figures measure batching, not the per-user limit.
-export INFERENCE_RATE_LIMIT_PER_MINUTE=0 INFERENCE_DEVICE=${INFERENCE_DEVICE:-cpu}
+export INFERENCE_TOKENS_PER_MINUTE=0 INFERENCE_DEVICE=${INFERENCE_DEVICE:-cpu}
 MODEL_DIR=${INFERENCE_MODEL_DIR:-models/all-MiniLM-L6-v2}
 unset DATABASE_URL
 "$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.err" &

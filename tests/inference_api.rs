@@ -365,8 +365,9 @@ async fn a_full_queue_refuses_at_once_and_the_batcher_keeps_serving() {
     )
     .unwrap();
     let ids = engine.tokenize(&["the big red car"]).unwrap();
+    let user = uuid::Uuid::new_v4();
     // All submissions happen in one poll, far faster than the engine answers.
-    let results = join_all((0..200).map(|_| batcher.embed(ids.clone()))).await;
+    let results = join_all((0..200).map(|_| batcher.embed(user, ids.clone()))).await;
     let refused = results
         .iter()
         .filter(|result| matches!(result, Err(BatchError::QueueFull)))
@@ -378,7 +379,7 @@ async fn a_full_queue_refuses_at_once_and_the_batcher_keeps_serving() {
         200,
         "every request is answered or refused"
     );
-    let again = batcher.embed(ids.clone()).await.unwrap();
+    let again = batcher.embed(user, ids.clone()).await.unwrap();
     assert_close(&again.vectors[0], &engine.embed_token_ids(&ids).unwrap()[0]);
 }
 
@@ -412,16 +413,27 @@ async fn overload_and_rate_limits_answer_in_the_error_shape_with_retry_after() {
             .iter()
             .all(|r| r.status == StatusCode::OK || r.status == StatusCode::SERVICE_UNAVAILABLE)
     );
+}
 
-    let limited = InferenceApp::start(
-        "api-rate-limit",
-        &[("INFERENCE_RATE_LIMIT_PER_MINUTE", "2")],
-    )
-    .await;
-    for _ in 0..2 {
-        assert_eq!(limited.embed(json!("hello")).await.status, StatusCode::OK);
-    }
-    let refused = limited.embed(json!("hello")).await;
+#[tokio::test(flavor = "multi_thread")]
+async fn the_per_user_limit_counts_tokens_and_is_checked_before_validation() {
+    // 6 tokens a minute: one token every 10 s, so a spent budget stays spent
+    // for the rest of this test.
+    let limited =
+        InferenceApp::start("api-rate-limit", &[("INFERENCE_TOKENS_PER_MINUTE", "6")]).await;
+    // A request larger than the whole minute's budget is refused up front, for good.
+    let body = limited
+        .embed(json!(vec![5; 7]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"][0]["type"], "too_many_tokens", "{body}");
+    // One request of exactly 6 tokens spends the budget...
+    let six_tokens = json!([[5, 12, 14], [5, 13, 3]]);
+    let response = limited.embed(six_tokens.clone()).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json()["usage"]["prompt_tokens"], 6);
+    // ...and the next is refused with the wait, however small.
+    let refused = limited.embed(json!([5])).await;
     refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(
         refused
@@ -431,6 +443,137 @@ async fn overload_and_rate_limits_answer_in_the_error_shape_with_retry_after() {
             .unwrap()
             >= 1
     );
+    // A limited caller's invalid body costs no validation: 429, not 422.
+    for body in [
+        json!({"input": vec![-1; 5000], "model": limited.model}),
+        json!({"input": "hello", "model": "no-such-model"}),
+    ] {
+        limited
+            .post(EMBEDDINGS, body)
+            .await
+            .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    }
+    limited
+        .post(
+            "/api/v1/inference/similarity",
+            json!({"source": "", "targets": vec![""; 5000]}),
+        )
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another user has a budget of their own.
+    let (_, other) = limited.app.signed_in("other@example.com", Role::User).await;
+    let response = limited
+        .app
+        .post(EMBEDDINGS)
+        .bearer(&other)
+        .json(json!({"input": six_tokens, "model": limited.model}))
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_holding_too_many_tokens_in_all_is_refused() {
+    let server = InferenceApp::start(
+        "api-request-tokens",
+        &[("INFERENCE_MAX_REQUEST_TOKENS", "50")],
+    )
+    .await;
+    // Eight texts of 8 tokens: 64, known only once tokenized.
+    let texts = vec!["the cat sat on the mat"; 8];
+    let body = server
+        .embed(json!(texts))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"][0]["type"], "too_many_tokens", "{body}");
+    assert!(
+        body["errors"][0]["msg"].as_str().unwrap().contains("64"),
+        "{body}"
+    );
+    // Token ids over the cap are refused before anything is tokenized.
+    let body = server
+        .embed(json!(vec![vec![5; 20]; 3]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"][0]["type"], "too_many_tokens", "{body}");
+    let similarity = server
+        .post(
+            "/api/v1/inference/similarity",
+            json!({"source": texts[0], "targets": texts[1..]}),
+        )
+        .await;
+    similarity.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // Under the cap is fine.
+    let response = server.embed(json!(texts[..6])).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json()["usage"]["prompt_tokens"], 48);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_megabyte_text_is_refused_untokenized_or_cut_to_its_byte_bound() {
+    let server = InferenceApp::start("api-huge-text", &[]).await;
+    let sentence = "the cat sat on the mat ";
+    let huge = sentence.repeat(1_000_000 / sentence.len());
+    let response = server.embed(json!(huge)).await;
+    assert!(
+        response.body.len() < 64 * 1024,
+        "{} bytes",
+        response.body.len()
+    );
+    let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let error = &body["errors"][0];
+    assert_eq!(error["loc"], json!(["body", "input"]), "{body}");
+    assert_eq!(error["type"], "too_long", "{body}");
+    // The byte bound refused it: the tokenizer's refusal would count tokens.
+    assert!(
+        error["msg"].as_str().unwrap().contains("999994 bytes"),
+        "{body}"
+    );
+
+    let response = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": [huge, "hello"], "model": server.model, "truncate": true}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["usage"]["prompt_tokens"], 24 + 3);
+    // The bounded prefix holds far more than the model reads, so its vector is the whole text's.
+    assert_close(
+        &floats(&body["data"][0]["embedding"]),
+        &server.expected(&huge),
+    );
+    assert_close(
+        &floats(&body["data"][1]["embedding"]),
+        &server.expected("hello"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_production_an_unavailable_engine_names_no_path() {
+    let app = TestApp::spawn_with(&[("APP_ENV", "production")]).await;
+    let report = settled_inference_report(&app).await;
+    assert_eq!(report["state"], "unavailable", "{report}");
+    assert!(report.get("model_dir").is_none(), "{report}");
+    assert!(
+        !report.to_string().contains("no-model-in-tests"),
+        "{report}"
+    );
+    let (_, token) = app.signed_in("prod@example.com", Role::User).await;
+    let response = app
+        .post(EMBEDDINGS)
+        .bearer(&token)
+        .json(json!({"input": "hi", "model": "x"}))
+        .send()
+        .await;
+    let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_unavailable");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        !detail.contains("no-model-in-tests") && !detail.contains("config.json"),
+        "{body}"
+    );
+    assert!(detail.contains("log"), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -608,6 +751,90 @@ async fn embed_texts_runs_in_chunks_and_its_vectors_come_back_page_by_page() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn embed_texts_spends_its_owners_token_budget() {
+    // 60 tokens a minute, far fewer than the run reads: its chunk is admitted
+    // on a full bucket (it waits for one rather than failing) and leaves its
+    // owner over the limit for minutes, while others keep theirs.
+    let server =
+        InferenceApp::start("api-batch-budget", &[("INFERENCE_TOKENS_PER_MINUTE", "60")]).await;
+    let texts = vec!["hello".to_owned(); 100];
+    let submitted = submit_embed_texts(&server, &texts).await;
+    let id: uuid::Uuid = submitted["id"]
+        .as_str()
+        .expect("the answer has an id")
+        .parse()
+        .unwrap();
+    let registry = server.app.executions.registry.as_ref().clone();
+    let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
+    let execution = wait_for(&server.app, id, Status::Succeeded, Duration::from_secs(120)).await;
+    shutdown.cancel();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
+    assert_eq!(execution.result.unwrap()["prompt_tokens"], 300);
+    server
+        .embed(json!([5]))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let (_, other) = server.app.signed_in("other@example.com", Role::User).await;
+    let response = server
+        .app
+        .post(EMBEDDINGS)
+        .bearer(&other)
+        .json(json!({"input": [5], "model": server.model}))
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embed_texts_refuses_an_over_long_text_without_tokenizing_it_unless_truncating() {
+    let server = InferenceApp::start("api-batch-bytes", &[]).await;
+    let huge = "the cat sat on the mat ".repeat(2000);
+    let mut ids = Vec::new();
+    for truncate in [false, true] {
+        let response = server
+            .post(
+                "/api/v1/executions",
+                json!({"kind": "embed_texts", "max_attempts": 1,
+                       "input": {"texts": ["hello", huge], "model": server.model, "truncate": truncate}}),
+            )
+            .await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+        ids.push(
+            response.json()["id"]
+                .as_str()
+                .unwrap()
+                .parse::<uuid::Uuid>()
+                .unwrap(),
+        );
+    }
+    let registry = server.app.executions.registry.as_ref().clone();
+    let (shutdown, handle, _) = start_runner(&server.app, registry, worker_settings(&[]));
+    let refused = wait_for(
+        &server.app,
+        ids[0],
+        Status::Failed,
+        Duration::from_secs(120),
+    )
+    .await;
+    let cut = wait_for(
+        &server.app,
+        ids[1],
+        Status::Succeeded,
+        Duration::from_secs(120),
+    )
+    .await;
+    shutdown.cancel();
+    handle
+        .await
+        .expect("the runner stops cleanly once cancelled");
+    let errors = refused.errors.to_string();
+    assert!(errors.contains("texts.1: is 46000 bytes"), "{errors}");
+    assert_eq!(cut.result.unwrap()["prompt_tokens"], 3 + 24);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn embed_texts_checks_its_input_and_stops_between_chunks_when_cancelled() {
     // 40,000 texts are about 1.4 MB of JSON: over the default 1 MiB body limit.
     let server = InferenceApp::start(
@@ -720,8 +947,9 @@ async fn the_real_model_answers_like_sentence_transformers_through_the_api() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_invalid_elements_gets_a_small_answer() {
     let inference = InferenceApp::start("flood", &[]).await;
-    // 1 MB of token ids, every one out of the vocabulary.
-    let ids: Vec<i64> = vec![-1; 120_000];
+    // 1 MB of token ids, every one out of the vocabulary: the length is
+    // checked first, so this is one error, whatever the ids are.
+    let ids: Vec<i64> = vec![-1; 250_000];
     let response = inference.embed(json!(ids)).await;
     assert!(
         response.body.len() < 64 * 1024,
@@ -729,9 +957,21 @@ async fn a_flood_of_invalid_elements_gets_a_small_answer() {
         response.body.len()
     );
     let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "input"]));
+    assert_eq!(body["errors"][0]["type"], "too_long");
+    // Sequences within bounds, every id bad: each is found, twenty are listed.
+    let sequences = vec![vec![-1; 24]; 2048];
+    let response = inference.embed(json!(sequences)).await;
+    assert!(
+        response.body.len() < 64 * 1024,
+        "{} bytes",
+        response.body.len()
+    );
+    let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(body["errors"].as_array().unwrap().len(), 20, "{body}");
-    assert_eq!(body["errors_not_listed"], 120_000 - 20);
-    assert_eq!(body["errors"][0]["loc"], json!(["body", "input", 0]));
+    assert_eq!(body["errors_not_listed"], 2048 * 24 - 20);
+    assert_eq!(body["errors"][0]["loc"], json!(["body", "input", 0, 0]));
     // The service still answers.
     assert_eq!(
         inference.embed(json!("still here")).await.status,
@@ -755,5 +995,15 @@ async fn a_flood_of_empty_similarity_targets_gets_a_small_answer() {
         response.body.len()
     );
     let body = response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(body["errors"].as_array().unwrap().len(), 20, "{body}");
+    // The count is checked before any target is read: one error.
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(
+        body["errors"][0]["loc"],
+        json!(["body", "targets"]),
+        "{body}"
+    );
+    assert_eq!(
+        inference.embed(json!("still here")).await.status,
+        StatusCode::OK
+    );
 }

@@ -39,7 +39,7 @@ impl Settings {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
             quotas: QuotaConfig::from_vars(&vars)?,
-            inference: InferenceConfig::from_vars(&vars)?,
+            inference: InferenceConfig::from_vars(&vars, platform.env)?,
             platform: Arc::new(platform),
         })
     }

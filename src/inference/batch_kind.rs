@@ -1,6 +1,8 @@
 //! `embed_texts`: embedding a large list of texts as a durable execution. It runs
 //! in chunks through the same batcher as the API (so interactive requests keep
-//! getting turns), stores each chunk's vectors in one statement, reports
+//! getting turns), spends its owner's token budget like the API does (waiting
+//! for it to refill rather than failing, so submitting executions is no way
+//! around the limit), stores each chunk's vectors in one statement, reports
 //! progress, stops between chunks when cancelled, and a retried attempt resumes
 //! after the last stored chunk. Clients read the vectors page by page from
 //! `GET /api/v1/inference/batches/{id}/embeddings`.
@@ -18,10 +20,11 @@ use crate::core::platform::Platform;
 use crate::executions::context::{JobContext, JobError};
 use crate::executions::kinds::ExecutionKind;
 use crate::executions::service as executions;
-use crate::inference::input::Input;
+use crate::inference::input::{Input, InputLimits, text_input, token_bound};
+use crate::inference::rate_limit::{Refusal, Reservation};
 use crate::inference::repository::{self, StoredEmbedding};
 use crate::inference::schemas::{BatchResultsPage, BatchResultsQuery};
-use crate::inference::service::{self, embedding_data};
+use crate::inference::service::{self, Work, embedding_data};
 use crate::inference::{EngineStatus, InferenceState, LoadedEngine};
 use crate::shared::error::{AppError, FieldError, LocSegment};
 use crate::shared::pagination::{fetch_limit, split_page};
@@ -32,6 +35,10 @@ const CHUNK: usize = 256;
 
 /// How long a chunk waits before asking a full queue again.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(100);
+
+/// Longest a chunk sleeps before asking its owner's token budget again (tokens
+/// given back by failed requests may come sooner than the refill).
+const MAX_BUDGET_PAUSE: Duration = Duration::from_secs(5);
 
 /// Most invalid texts listed in one 422 (the rest are summarised).
 const MAX_LISTED_ERRORS: usize = 20;
@@ -145,7 +152,15 @@ impl ExecutionKind for EmbedTexts {
     ) -> Result<EmbedTextsOutput, JobError> {
         let runtime = ready_runtime(&self.inference)?;
         let truncate = input.truncate.unwrap_or(self.inference.config.truncate);
-        let tokens = embed_remaining(&runtime, &input.texts, truncate, &context).await?;
+        let owner = owner_of(&context).await?;
+        let run = ChunkRun {
+            inference: &self.inference,
+            runtime: &runtime,
+            context: &context,
+            owner,
+            limits: service::input_limits(&self.inference, &runtime, truncate),
+        };
+        let tokens = embed_remaining(&run, &input.texts).await?;
         let execution_id = context.execution_id();
         Ok(EmbedTextsOutput {
             model: runtime.engine.model_name(),
@@ -171,15 +186,30 @@ fn ready_runtime(inference: &InferenceState) -> Result<Arc<LoadedEngine>, JobErr
     }
 }
 
+/// What every chunk of one run shares: the engine, the attempt, whose budget
+/// it spends and the bounds its texts are held to.
+struct ChunkRun<'a> {
+    inference: &'a InferenceState,
+    runtime: &'a Arc<LoadedEngine>,
+    context: &'a JobContext,
+    owner: Uuid,
+    limits: InputLimits,
+}
+
+/// The user who submitted the running execution.
+async fn owner_of(context: &JobContext) -> Result<Uuid, JobError> {
+    let mut conn = context.pool().get().await.map_err(failed)?;
+    repository::owner_of(&mut conn, context.execution_id())
+        .await
+        .map_err(failed)?
+        .ok_or_else(|| JobError::Failed("the execution no longer exists".into()))
+}
+
 /// Embeds and stores `texts` chunk by chunk, starting after the chunks an
 /// earlier attempt stored, reporting progress and stopping between chunks when
 /// cancelled. Returns the tokens read over all attempts.
-async fn embed_remaining(
-    runtime: &Arc<LoadedEngine>,
-    texts: &[String],
-    truncate: bool,
-    context: &JobContext,
-) -> Result<i64, JobError> {
+async fn embed_remaining(run: &ChunkRun<'_>, texts: &[String]) -> Result<i64, JobError> {
+    let context = run.context;
     let (mut done, mut tokens) = resume_point(context).await?;
     let total = texts.len();
     while done < total {
@@ -187,7 +217,7 @@ async fn embed_remaining(
             return Err(JobError::Cancelled);
         }
         let end = (done + CHUNK).min(total);
-        tokens += store_chunk(runtime, context, &texts[done..end], done, truncate).await?;
+        tokens += store_chunk(run, &texts[done..end], done).await?;
         done = end;
         let percent = u8::try_from(done * 100 / total).unwrap_or(100);
         context
@@ -210,14 +240,9 @@ async fn resume_point(context: &JobContext) -> Result<(usize, i64), JobError> {
 /// Embeds one chunk (`texts`, starting at index `first`) and stores its
 /// vectors in one statement, only while this attempt holds its claim;
 /// returns the tokens it read.
-async fn store_chunk(
-    runtime: &Arc<LoadedEngine>,
-    context: &JobContext,
-    texts: &[String],
-    first: usize,
-    truncate: bool,
-) -> Result<i64, JobError> {
-    let rows = embed_chunk(runtime, context.execution_id(), texts, first, truncate).await?;
+async fn store_chunk(run: &ChunkRun<'_>, texts: &[String], first: usize) -> Result<i64, JobError> {
+    let context = run.context;
+    let rows = embed_chunk(run, context.execution_id(), texts, first).await?;
     let tokens = rows.iter().map(|row| i64::from(row.tokens)).sum();
     // Fenced: a worker that lost its claim stores nothing beside the new attempt.
     context
@@ -228,23 +253,30 @@ async fn store_chunk(
     Ok(tokens)
 }
 
-/// Embeds `texts` (which start at index `first`), waiting while the queue is full.
+/// Embeds `texts` (which start at index `first`) on the owner's budget,
+/// waiting while the budget is spent or the queue is full.
 async fn embed_chunk(
-    runtime: &Arc<LoadedEngine>,
+    run: &ChunkRun<'_>,
     execution_id: Uuid,
     texts: &[String],
     first: usize,
-    truncate: bool,
 ) -> Result<Vec<StoredEmbedding>, JobError> {
     let locate =
         move |index: usize| vec![LocSegment::from("texts"), LocSegment::Index(first + index)];
+    let inputs = chunk_inputs(texts, first, &run.limits)?;
     let embedded = loop {
-        let inputs = texts.iter().cloned().map(Input::Text).collect();
-        match service::embed(runtime, inputs, truncate, &locate).await {
+        let reservation = reserve_waiting(run, &inputs).await?;
+        let work = Work {
+            inputs: inputs.clone(),
+            truncate: run.limits.truncate,
+            locate: &locate,
+            max_total_tokens: None,
+        };
+        match service::embed(run.inference, run.runtime, reservation, work).await {
             Err(AppError::Unavailable {
                 code: "inference_overloaded",
                 ..
-            }) => tokio::time::sleep(QUEUE_FULL_PAUSE).await,
+            }) => pause(run.context, QUEUE_FULL_PAUSE).await?,
             Err(AppError::Validation(errors)) => return Err(JobError::Failed(describe(&errors))),
             other => break other.map_err(failed)?,
         }
@@ -262,6 +294,55 @@ async fn embed_chunk(
         })
         .collect();
     Ok(rows)
+}
+
+/// A chunk's texts as bounded inputs (a text past the byte bound fails the
+/// run unless truncating, as the API refuses it).
+fn chunk_inputs(
+    texts: &[String],
+    first: usize,
+    limits: &InputLimits,
+) -> Result<Vec<Input>, JobError> {
+    let mut errors = Vec::new();
+    let mut inputs = Vec::with_capacity(texts.len());
+    for (offset, text) in texts.iter().enumerate() {
+        match text_input(text, limits, FieldError::field("texts").at(first + offset)) {
+            Ok(input) => inputs.push(input),
+            Err(error) => errors.push(error),
+        }
+    }
+    if errors.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(JobError::Failed(describe(&errors)))
+    }
+}
+
+/// Reserves the most tokens `inputs` can cost from the owner's budget,
+/// waiting (bounded by the execution's timeout, ended by cancellation) while it
+/// is spent.
+async fn reserve_waiting(run: &ChunkRun<'_>, inputs: &[Input]) -> Result<Reservation, JobError> {
+    let tokens = inputs
+        .iter()
+        .map(|input| token_bound(input, run.limits.max_tokens))
+        .sum();
+    loop {
+        match run.inference.limiter.reserve(run.owner, tokens) {
+            Ok(reservation) => return Ok(reservation),
+            Err(Refusal::Exhausted { wait }) => {
+                pause(run.context, wait.min(MAX_BUDGET_PAUSE)).await?;
+            }
+            Err(Refusal::Crowded) => pause(run.context, QUEUE_FULL_PAUSE).await?,
+        }
+    }
+}
+
+/// Sleeps for `how_long`, or ends the run when it is asked to stop meanwhile.
+async fn pause(context: &JobContext, how_long: Duration) -> Result<(), JobError> {
+    tokio::select! {
+        () = tokio::time::sleep(how_long) => Ok(()),
+        () = context.cancelled() => Err(JobError::Cancelled),
+    }
 }
 
 /// `GET /inference/batches/{id}/embeddings`: one page of an `embed_texts` run's vectors.
@@ -320,9 +401,12 @@ pub fn names_model(requested: &str, model: &str) -> bool {
             .is_some_and(|(_, name)| name == model)
 }
 
+/// The field errors of a refused chunk as one message: the first
+/// [`MAX_LISTED_ERRORS`], then how many more, so a stored error stays small.
 fn describe(errors: &[FieldError]) -> String {
-    errors
+    let mut message = errors
         .iter()
+        .take(MAX_LISTED_ERRORS)
         .map(|error| {
             let place: Vec<String> = error
                 .loc
@@ -335,10 +419,40 @@ fn describe(errors: &[FieldError]) -> String {
             format!("{}: {}", place.join("."), error.msg)
         })
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    if errors.len() > MAX_LISTED_ERRORS {
+        message.push_str(&format!("; and {} more", errors.len() - MAX_LISTED_ERRORS));
+    }
+    message
 }
 
 /// An embedding failure: clients see a stable message, the log the cause.
 fn failed(error: impl std::fmt::Display) -> JobError {
     JobError::internal("The texts could not be embedded.", error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_chunk_lists_twenty_errors_and_counts_the_rest() {
+        let errors: Vec<FieldError> = (0..256)
+            .map(|index| FieldError::field("texts").at(index).because("is too long"))
+            .collect();
+        let message = describe(&errors);
+        assert!(
+            message.starts_with("texts.0: is too long; texts.1: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("texts.19: is too long; and 236 more"),
+            "{message}"
+        );
+        assert!(!message.contains("texts.20:"), "{message}");
+        assert_eq!(
+            describe(&errors[..2]),
+            "texts.0: is too long; texts.1: is too long"
+        );
+    }
 }

@@ -1,10 +1,11 @@
 //! The inference domain's settings: which device and model, dynamic batching,
-//! request limits and the `embed_texts` job size.
+//! admission limits (inputs, tokens and tokenizing per request, tokens per user)
+//! and the `embed_texts` job size.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::core::config::{ConfigError, Vars};
+use crate::core::config::{AppEnv, ConfigError, Vars};
 use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice};
 
 /// Embedding engine and inference API settings.
@@ -22,14 +23,25 @@ pub struct InferenceConfig {
     pub queue_capacity: usize,
     /// `INFERENCE_MAX_INPUTS`: most inputs in one embeddings request (OpenAI's limit).
     pub max_inputs: usize,
+    /// `INFERENCE_MAX_REQUEST_TOKENS`: most tokens one request may hold in all
+    /// (OpenAI's limit), so one request is a bounded amount of engine work.
+    pub max_request_tokens: usize,
     /// `INFERENCE_TRUNCATE`: cut over-long inputs instead of refusing them, when a
     /// request does not say.
     pub truncate: bool,
-    /// `INFERENCE_RATE_LIMIT_PER_MINUTE`: requests per user per minute on each
-    /// replica; 0 turns the limit off.
-    pub rate_limit_per_minute: u32,
+    /// `INFERENCE_TOKENS_PER_MINUTE`: model tokens each user may spend a minute on
+    /// each replica, API requests and `embed_texts` runs together; 0 turns the limit off.
+    pub tokens_per_minute: u64,
+    /// `INFERENCE_TOKENIZE_CONCURRENCY`: requests tokenized at once (CPU work off
+    /// the async runtime); the number of cores by default.
+    pub tokenize_concurrency: usize,
+    /// `INFERENCE_TOKENIZE_QUEUE`: requests waiting for a tokenizing slot; more get 503.
+    pub tokenize_queue: usize,
     /// `INFERENCE_BATCH_JOB_MAX_TEXTS`: most texts in one `embed_texts` execution.
     pub batch_job_max_texts: usize,
+    /// `APP_ENV=production`: clients are told that inference is unavailable in a
+    /// stable sentence, never the reason (it names paths on the server; the log has it).
+    pub production: bool,
 }
 
 impl Default for InferenceConfig {
@@ -42,16 +54,20 @@ impl Default for InferenceConfig {
             batch_max_wait: Duration::ZERO,
             queue_capacity: 256,
             max_inputs: 2048,
+            max_request_tokens: 300_000,
             truncate: false,
-            rate_limit_per_minute: 1200,
+            tokens_per_minute: 1_000_000,
+            tokenize_concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            tokenize_queue: 256,
             batch_job_max_texts: 100_000,
+            production: false,
         }
     }
 }
 
 impl InferenceConfig {
     /// Reads the inference variables over [`InferenceConfig::default`].
-    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+    pub fn from_vars(vars: &Vars<'_>, env: AppEnv) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let default_wait_ms = u64::try_from(defaults.batch_max_wait.as_millis()).unwrap_or(0);
         Ok(Self {
@@ -64,15 +80,32 @@ impl InferenceConfig {
             ),
             queue_capacity: vars.positive("INFERENCE_QUEUE_CAPACITY", defaults.queue_capacity)?,
             max_inputs: vars.positive("INFERENCE_MAX_INPUTS", defaults.max_inputs)?,
+            max_request_tokens: vars
+                .positive("INFERENCE_MAX_REQUEST_TOKENS", defaults.max_request_tokens)?,
             truncate: vars.parse("INFERENCE_TRUNCATE", defaults.truncate)?,
-            rate_limit_per_minute: vars.parse(
-                "INFERENCE_RATE_LIMIT_PER_MINUTE",
-                defaults.rate_limit_per_minute,
+            tokens_per_minute: vars
+                .parse("INFERENCE_TOKENS_PER_MINUTE", defaults.tokens_per_minute)?,
+            tokenize_concurrency: vars.positive(
+                "INFERENCE_TOKENIZE_CONCURRENCY",
+                defaults.tokenize_concurrency,
             )?,
+            tokenize_queue: vars.parse("INFERENCE_TOKENIZE_QUEUE", defaults.tokenize_queue)?,
             batch_job_max_texts: vars.positive(
                 "INFERENCE_BATCH_JOB_MAX_TEXTS",
                 defaults.batch_job_max_texts,
             )?,
+            production: env == AppEnv::Production,
         })
+    }
+
+    /// Most tokens one request may hold: the per-request cap, and never more
+    /// than a whole minute's budget, so every request that passes this check
+    /// can be admitted once the caller's bucket has refilled.
+    pub fn request_token_cap(&self) -> usize {
+        match usize::try_from(self.tokens_per_minute) {
+            Ok(0) => self.max_request_tokens,
+            Ok(budget) => self.max_request_tokens.min(budget),
+            Err(_) => self.max_request_tokens,
+        }
     }
 }

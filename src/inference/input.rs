@@ -1,7 +1,9 @@
-//! What a client may send as `input`, parsed once into token sequences, every
-//! bad element located: OpenAI's four shapes of `input` are read here, texts
-//! are tokenized off the async runtime, and the length rule is applied, so the
-//! service only ever hands checked token ids to the batcher.
+//! What a client may send as `input`, parsed once into bounded inputs, every
+//! bad element located: OpenAI's four shapes of `input` are read here, the
+//! cheap bounds (how many inputs, how long each) are checked before anything
+//! per element, texts are tokenized off the async runtime under bounded
+//! concurrency, and the length rule is applied, so the service only ever hands
+//! checked token ids to the batcher.
 
 use std::sync::Arc;
 
@@ -9,9 +11,19 @@ use serde_json::Value;
 
 use crate::inference::LoadedEngine;
 use crate::inference::engine::{EmbeddingEngine, EngineError};
+use crate::inference::slots::{BlockingSlots, SlotError};
 use crate::shared::error::{AppError, FieldError, LocSegment};
 
-/// One input as the client sent it.
+/// Most bytes of text allowed per token the model reads. Ordinary text is 3 to
+/// 6 bytes a token (a CJK character is 3 bytes and a token of its own); 32 is
+/// far past any real text, so a text longer than `max_seq_length * 32` bytes
+/// certainly holds more tokens than the model reads and is refused (or cut to
+/// that many bytes) without tokenizing it: a 1 MB string never reaches the
+/// tokenizer whole.
+pub const MAX_BYTES_PER_TOKEN: usize = 32;
+
+/// One input as the client sent it (a text already cut to its byte bound when
+/// truncation is on).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Text, to be tokenized.
@@ -20,28 +32,83 @@ pub enum Input {
     Tokens(Vec<u32>),
 }
 
+/// The bounds inputs are checked against, from the settings and the model.
+#[derive(Debug, Clone, Copy)]
+pub struct InputLimits {
+    /// Most inputs in one request.
+    pub max_inputs: usize,
+    /// Most tokens the model reads per input (`max_seq_length`).
+    pub max_tokens: usize,
+    /// Token ids must be below this (the vocabulary's size).
+    pub vocab: usize,
+    /// Cut over-long inputs instead of refusing them.
+    pub truncate: bool,
+}
+
+impl InputLimits {
+    /// Most bytes of one text that are ever tokenized (see [`MAX_BYTES_PER_TOKEN`]).
+    pub fn max_text_bytes(&self) -> usize {
+        self.max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN)
+    }
+}
+
 /// Names input `index` in an error message; each caller knows where its
 /// inputs sit (`body.input.3`, `body.targets.0`, `texts.250`).
 pub type Locate<'a> = &'a (dyn Fn(usize) -> Vec<LocSegment> + Sync);
 
-/// Token ids of one input and whether they were cut to the model's length.
-type Sequence = (Vec<u32>, bool);
+/// Token ids of one input, and whether they were cut to the model's length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequence {
+    /// The ids the model will read.
+    pub ids: Vec<u32>,
+    /// Whether the input held more than the model reads.
+    pub cut: bool,
+}
 
 /// Reads OpenAI's `input`: a string, an array of strings, an array of token ids,
 /// or an array of arrays of token ids, naming every element that is wrong.
-pub fn parse_input(
-    value: &Value,
-    max_inputs: usize,
-    vocab: usize,
-) -> Result<Vec<Input>, Vec<FieldError>> {
+pub fn parse_input(value: &Value, limits: &InputLimits) -> Result<Vec<Input>, Vec<FieldError>> {
     match value {
         Value::String(text) if text.is_empty() => Err(vec![whole_input_empty()]),
-        Value::String(text) => Ok(vec![Input::Text(text.clone())]),
-        Value::Array(items) => parse_array(items, max_inputs, vocab),
+        Value::String(text) => text_input(text, limits, FieldError::body("input"))
+            .map(|input| vec![input])
+            .map_err(|error| vec![error]),
+        Value::Array(items) => parse_array(items, limits),
         _ => Err(vec![FieldError::body("input").because(
             "must be a string, an array of strings, an array of token ids or an array of \
              arrays of token ids",
         )]),
+    }
+}
+
+/// One text, bounded in bytes before it is ever tokenized: over
+/// [`InputLimits::max_text_bytes`] it is cut there (on a character boundary)
+/// when truncating, else refused with an error at `here`.
+pub fn text_input(text: &str, limits: &InputLimits, here: FieldError) -> Result<Input, FieldError> {
+    let max_bytes = limits.max_text_bytes();
+    if text.len() <= max_bytes {
+        return Ok(Input::Text(text.to_owned()));
+    }
+    if limits.truncate {
+        return Ok(Input::Text(
+            text[..text.floor_char_boundary(max_bytes)].to_owned(),
+        ));
+    }
+    Err(here.kind("too_long").because(format!(
+        "is {} bytes, far more than the {} tokens this model reads (texts over {max_bytes} \
+         bytes are refused without reading them); shorten it or send \"truncate\": true to cut it",
+        text.len(),
+        limits.max_tokens
+    )))
+}
+
+/// Most tokens `input` can cost: token ids are counted; a text yields at most
+/// one token per byte plus the two special tokens, and never more than the
+/// model reads (a longer one is cut, or refused).
+pub fn token_bound(input: &Input, max_tokens: usize) -> usize {
+    match input {
+        Input::Tokens(ids) => ids.len(),
+        Input::Text(text) => text.len().saturating_add(2).min(max_tokens),
     }
 }
 
@@ -57,52 +124,70 @@ pub fn input_loc(single: bool) -> impl Fn(usize) -> Vec<LocSegment> + Sync {
     }
 }
 
-/// Token ids of every input, cut to the model's length or refused (422 naming
-/// each input that is too long, unless `truncate` allows cutting it).
+/// Token ids of every input, each marked when it was cut to the model's
+/// length; tokenizing runs on a blocking thread once one of `slots` is free
+/// (503 `inference_overloaded` when too many requests are waiting already).
 pub async fn tokenize(
+    slots: &BlockingSlots,
     runtime: &Arc<LoadedEngine>,
     inputs: Vec<Input>,
-    truncate: bool,
-    locate: Locate<'_>,
-) -> Result<Vec<Vec<u32>>, AppError> {
+) -> Result<Vec<Sequence>, AppError> {
     let engine = runtime.engine.clone();
-    let max_tokens = engine.config().max_seq_length;
-    let tokenized = tokio::task::spawn_blocking(move || tokenize_blocking(&engine, inputs))
-        .await
-        .map_err(AppError::internal)?
-        .map_err(|error: EngineError| AppError::internal(error))?;
-    if !truncate {
-        let errors = too_long(&tokenized, max_tokens, locate);
-        if !errors.is_empty() {
-            return Err(AppError::Validation(errors));
+    match slots.run(move || tokenize_blocking(&engine, inputs)).await {
+        Ok(tokenized) => tokenized.map_err(AppError::internal),
+        Err(SlotError::Full(_)) => {
+            metrics::counter!("inference_rejections_total", "reason" => "tokenizer_busy")
+                .increment(1);
+            Err(AppError::Unavailable {
+                code: "inference_overloaded",
+                detail: "Too many requests are being tokenized; try again shortly.".to_owned(),
+                retry_after: Some(std::time::Duration::from_secs(1)),
+            })
         }
+        Err(error @ SlotError::Failed(_)) => Err(AppError::internal(error)),
     }
-    Ok(tokenized.into_iter().map(|(ids, _)| ids).collect())
+}
+
+/// A 422 entry for every input that was longer than the model reads.
+pub fn too_long(sequences: &[Sequence], max_tokens: usize, locate: Locate<'_>) -> Vec<FieldError> {
+    sequences
+        .iter()
+        .enumerate()
+        .filter(|(_, sequence)| sequence.cut)
+        .map(|(index, _)| {
+            FieldError::new(
+                locate(index),
+                format!(
+                    "is longer than the {max_tokens} tokens this model reads; shorten it or \
+                     send \"truncate\": true to cut it"
+                ),
+                "too_long",
+            )
+        })
+        .collect()
 }
 
 /// An array `input`: one token sequence, or a list of texts or token sequences.
-fn parse_array(
-    items: &[Value],
-    max_inputs: usize,
-    vocab: usize,
-) -> Result<Vec<Input>, Vec<FieldError>> {
+/// The count is checked before any element is read.
+fn parse_array(items: &[Value], limits: &InputLimits) -> Result<Vec<Input>, Vec<FieldError>> {
     if items.is_empty() {
         return Err(vec![whole_input_empty()]);
     }
     if items.iter().all(Value::is_number) {
-        let at = |index: usize| FieldError::body("input").at(index);
-        return token_ids(items, vocab, at).map(|ids| vec![Input::Tokens(ids)]);
+        return token_sequence(items, limits, FieldError::body("input"))
+            .map(|ids| vec![Input::Tokens(ids)]);
     }
-    if items.len() > max_inputs {
+    if items.len() > limits.max_inputs {
         return Err(vec![FieldError::body("input").because(format!(
-            "holds {} inputs; at most {max_inputs} are allowed",
-            items.len()
+            "holds {} inputs; at most {} are allowed",
+            items.len(),
+            limits.max_inputs
         ))]);
     }
     let mut inputs = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        match parse_item(index, item, vocab) {
+        match parse_item(index, item, limits) {
             Ok(input) => inputs.push(input),
             Err(bad) => errors.extend(bad),
         }
@@ -121,17 +206,37 @@ fn parse_array(
 }
 
 /// Element `index` of a list `input`: a text or a token sequence, not empty.
-fn parse_item(index: usize, item: &Value, vocab: usize) -> Result<Input, Vec<FieldError>> {
+fn parse_item(index: usize, item: &Value, limits: &InputLimits) -> Result<Input, Vec<FieldError>> {
     let here = || FieldError::body("input").at(index);
     match item {
         Value::String(text) if text.is_empty() => Err(vec![here().because("must not be empty")]),
-        Value::String(text) => Ok(Input::Text(text.clone())),
+        Value::String(text) => text_input(text, limits, here()).map_err(|error| vec![error]),
         Value::Array(ids) if ids.is_empty() => Err(vec![here().because("must not be empty")]),
-        Value::Array(ids) => token_ids(ids, vocab, |id| here().at(id)).map(Input::Tokens),
+        Value::Array(ids) => token_sequence(ids, limits, here()).map(Input::Tokens),
         _ => Err(vec![
             here().because("must be a string or an array of token ids"),
         ]),
     }
+}
+
+/// One sequence of token ids, its length checked before its ids: longer than
+/// the model reads, it is refused whole (one error at `here`) or, when
+/// truncating, cut before the rest is read.
+fn token_sequence(
+    items: &[Value],
+    limits: &InputLimits,
+    here: FieldError,
+) -> Result<Vec<u32>, Vec<FieldError>> {
+    if items.len() > limits.max_tokens && !limits.truncate {
+        return Err(vec![here.kind("too_long").because(format!(
+            "holds {} token ids, more than the {} this model reads; shorten it or send \
+             \"truncate\": true to cut it",
+            items.len(),
+            limits.max_tokens
+        ))]);
+    }
+    let kept = &items[..items.len().min(limits.max_tokens)];
+    token_ids(kept, limits.vocab, |index| here.clone().at(index))
 }
 
 /// Whether a list `input` holds both texts and token sequences.
@@ -193,33 +298,105 @@ fn tokenize_blocking(
     Ok(inputs
         .into_iter()
         .map(|input| match input {
-            Input::Text(_) => texts.next().map_or((Vec::new(), false), |tokenized| {
-                (tokenized.ids, tokenized.truncated)
-            }),
+            Input::Text(_) => texts.next().map_or(
+                Sequence {
+                    ids: Vec::new(),
+                    cut: false,
+                },
+                |tokenized| Sequence {
+                    ids: tokenized.ids,
+                    cut: tokenized.truncated,
+                },
+            ),
             Input::Tokens(mut ids) => {
-                let too_long = ids.len() > max_tokens;
+                let cut = ids.len() > max_tokens;
                 ids.truncate(max_tokens);
-                (ids, too_long)
+                Sequence { ids, cut }
             }
         })
         .collect())
 }
 
-/// A 422 entry for every input that was longer than the model reads.
-fn too_long(tokenized: &[Sequence], max_tokens: usize, locate: Locate<'_>) -> Vec<FieldError> {
-    tokenized
-        .iter()
-        .enumerate()
-        .filter(|(_, (_, cut))| *cut)
-        .map(|(index, _)| {
-            FieldError::new(
-                locate(index),
-                format!(
-                    "is longer than the {max_tokens} tokens this model reads; shorten it or \
-                     send \"truncate\": true to cut it"
-                ),
-                "too_long",
-            )
-        })
-        .collect()
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const LIMITS: InputLimits = InputLimits {
+        max_inputs: 3,
+        max_tokens: 4,
+        vocab: 10,
+        truncate: false,
+    };
+
+    fn errors_of(value: Value, limits: &InputLimits) -> Vec<FieldError> {
+        parse_input(&value, limits).expect_err("the input is refused")
+    }
+
+    #[test]
+    fn an_over_long_token_array_is_refused_whole_before_its_ids_are_read() {
+        let ids = vec![json!(-1); 250_000];
+        let errors = errors_of(Value::Array(ids.clone()), &LIMITS);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].kind, "too_long");
+        let nested = errors_of(json!([[1, 2], ids]), &LIMITS);
+        assert_eq!(nested.len(), 1, "{nested:?}");
+        assert_eq!(nested[0].loc, vec!["body".into(), "input".into(), 1.into()]);
+    }
+
+    #[test]
+    fn truncation_cuts_token_arrays_before_reading_the_rest() {
+        let limits = InputLimits {
+            truncate: true,
+            ..LIMITS
+        };
+        // Only the ids the model reads are read: the bad ones past them are never seen.
+        let parsed = parse_input(&json!([1, 2, 3, 4, -1, 99]), &limits).unwrap();
+        assert_eq!(parsed, vec![Input::Tokens(vec![1, 2, 3, 4])]);
+    }
+
+    #[test]
+    fn the_input_count_is_checked_before_any_element() {
+        let items = vec![json!(""); 1000];
+        let errors = errors_of(Value::Array(items), &LIMITS);
+        assert_eq!(errors.len(), 1, "one error for the count: {errors:?}");
+        assert!(errors[0].msg.contains("at most 3"), "{errors:?}");
+    }
+
+    #[test]
+    fn texts_past_the_byte_bound_are_refused_or_cut_on_a_char_boundary() {
+        let bound = LIMITS.max_text_bytes();
+        assert_eq!(bound, 4 * MAX_BYTES_PER_TOKEN);
+        let fits = "a".repeat(bound);
+        assert_eq!(
+            parse_input(&json!(fits), &LIMITS).unwrap(),
+            vec![Input::Text(fits.clone())]
+        );
+        // "é" is two bytes: a bound that falls inside one cuts before it.
+        let long = format!("a{}", "é".repeat(bound));
+        let errors = errors_of(json!([long]), &LIMITS);
+        assert_eq!(errors[0].kind, "too_long");
+        assert_eq!(errors[0].loc, vec!["body".into(), "input".into(), 0.into()]);
+        let limits = InputLimits {
+            truncate: true,
+            ..LIMITS
+        };
+        let Input::Text(cut) = parse_input(&json!(long), &limits).unwrap().remove(0) else {
+            panic!("a text stays a text");
+        };
+        assert_eq!(
+            cut.len(),
+            bound - 1,
+            "the last whole character before the bound"
+        );
+        assert!(long.starts_with(&cut));
+    }
+
+    #[test]
+    fn token_bounds_never_undercount() {
+        assert_eq!(token_bound(&Input::Tokens(vec![1, 2, 3]), 4), 3);
+        assert_eq!(token_bound(&Input::Text("ab".into()), 100), 4);
+        assert_eq!(token_bound(&Input::Text("a".repeat(500)), 100), 100);
+    }
 }

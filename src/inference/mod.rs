@@ -13,6 +13,7 @@ pub mod repository;
 pub mod router;
 pub mod schemas;
 pub mod service;
+pub mod slots;
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
@@ -23,10 +24,20 @@ use crate::core::platform::ReadinessReports;
 use crate::inference::config::InferenceConfig;
 use batcher::{Batcher, BatcherLimits};
 use engine::{EmbeddingEngine, EngineError};
-use rate_limit::RateLimiter;
+use rate_limit::TokenLimiter;
+use slots::BlockingSlots;
 
 /// The name the engine reports under in `/ready`.
 const COMPONENT: &str = "inference";
+
+/// Most users whose token buckets one replica keeps (about 64 bytes each);
+/// past them a new user waits until a tracked one's bucket refills.
+const MAX_TRACKED_USERS: usize = 100_000;
+
+/// What clients are told in production when the model could not be loaded:
+/// the reason names paths on the server, so it goes only to the log.
+const UNAVAILABLE_IN_PRODUCTION: &str =
+    "the embedding model could not be loaded; the server's log says why";
 
 /// A loaded engine and the batcher that feeds it.
 #[derive(Debug)]
@@ -57,8 +68,10 @@ pub struct InferenceState {
     status: Arc<RwLock<EngineStatus>>,
     /// The inference settings.
     pub config: Arc<InferenceConfig>,
-    /// Per-user request limits.
-    pub limiter: Arc<RateLimiter>,
+    /// Per-user token limits.
+    pub limiter: Arc<TokenLimiter>,
+    /// Where requests are tokenized, a bounded number at once.
+    pub tokenize_slots: Arc<BlockingSlots>,
 }
 
 impl InferenceState {
@@ -73,10 +86,9 @@ impl InferenceState {
     /// process. Every change is reported to `components` for `/ready`.
     pub fn load_in_background(config: &InferenceConfig, components: Arc<ReadinessReports>) -> Self {
         let state = Self::with_status(config.clone(), EngineStatus::Loading);
-        components.report(
-            COMPONENT,
-            json!({ "state": "loading", "model_dir": config.model_dir }),
-        );
+        let mut report = json!({ "state": "loading", "model_dir": config.model_dir });
+        state.redact(&mut report);
+        components.report(COMPONENT, report);
         let loading = state.clone();
         tokio::task::spawn_blocking(move || {
             let config = &loading.config;
@@ -89,7 +101,14 @@ impl InferenceState {
     fn with_status(config: InferenceConfig, status: EngineStatus) -> Self {
         Self {
             status: Arc::new(RwLock::new(status)),
-            limiter: Arc::new(RateLimiter::new(config.rate_limit_per_minute)),
+            limiter: Arc::new(TokenLimiter::new(
+                config.tokens_per_minute,
+                MAX_TRACKED_USERS,
+            )),
+            tokenize_slots: Arc::new(BlockingSlots::new(
+                config.tokenize_concurrency,
+                config.tokenize_queue,
+            )),
             config: Arc::new(config),
         }
     }
@@ -100,6 +119,30 @@ impl InferenceState {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Why inference is unavailable, as clients may be told it: the reason
+    /// outside production, a stable sentence in production.
+    pub fn unavailable_reason<'a>(&self, reason: &'a str) -> &'a str {
+        if self.config.production {
+            UNAVAILABLE_IN_PRODUCTION
+        } else {
+            reason
+        }
+    }
+
+    /// Takes what names the server's files out of a `/ready` report in
+    /// production: the model directory, and the reason loading failed.
+    fn redact(&self, report: &mut serde_json::Value) {
+        if !self.config.production {
+            return;
+        }
+        if let Some(fields) = report.as_object_mut() {
+            fields.remove("model_dir");
+            if fields.contains_key("reason") {
+                fields.insert("reason".to_owned(), UNAVAILABLE_IN_PRODUCTION.into());
+            }
+        }
     }
 
     /// The name clients use for the configured model: its directory's name.
@@ -122,7 +165,7 @@ impl InferenceState {
                 loaded_at: SystemTime::now(),
             })
         });
-        let (status, report) = match started {
+        let (status, mut report) = match started {
             Ok(runtime) => {
                 let engine = &runtime.engine;
                 let info = engine.backend_info();
@@ -147,6 +190,7 @@ impl InferenceState {
             }
         };
         *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
+        self.redact(&mut report);
         components.report(COMPONENT, report);
     }
 }

@@ -1,10 +1,11 @@
-//! Queries on `inference_embeddings`, the stored vectors of `embed_texts` runs.
+//! Queries on `inference_embeddings`, the stored vectors of `embed_texts` runs,
+//! and the one fact about an execution those runs need: whose it is.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-use crate::shared::schema::inference_embeddings;
+use crate::shared::schema::{executions, inference_embeddings};
 
 /// One stored vector.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -62,4 +63,19 @@ pub async fn page(
         query = query.filter(inference_embeddings::position.gt(after));
     }
     query.load(conn).await
+}
+
+/// Who submitted `execution_id`: the user whose token budget its
+/// `embed_texts` run spends. One column, read here rather than through the
+/// executions service, whose reads carry the execution's whole input.
+pub async fn owner_of(
+    conn: &mut AsyncPgConnection,
+    execution_id: Uuid,
+) -> QueryResult<Option<Uuid>> {
+    executions::table
+        .find(execution_id)
+        .select(executions::owner_id)
+        .first(conn)
+        .await
+        .optional()
 }

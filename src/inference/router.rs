@@ -47,9 +47,9 @@ where
     responses(
         (status = 200, description = "One vector per input, in order. `x-queue-time-ms`, `x-inference-time-ms` and `x-tokenization-time-ms` say where the time went.", body = EmbeddingsResponse),
         (status = 404, description = "Unknown model.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Empty, malformed or over-long input, or unsupported `dimensions`.", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the per-user rate limit; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The engine is loading, unavailable or its queue is full; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty, malformed or over-long input (more inputs, tokens or bytes than allowed), or unsupported `dimensions`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's tokens a minute (checked before the body is validated); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The engine is loading or unavailable, or its queue or tokenizer is full; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_embeddings(
     State(inference): State<InferenceState>,
@@ -80,9 +80,9 @@ async fn list_models(
     security(("bearer" = [])),
     responses(
         (status = 200, description = "One score per target.", body = SimilarityResponse),
-        (status = 422, description = "Empty or over-long texts.", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Over the per-user rate limit.", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The engine is loading, unavailable or overloaded.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty or over-long texts, too many targets or tokens.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's tokens a minute (checked before the body is validated); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The engine is loading, unavailable or overloaded; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn compare_similarity(
     State(inference): State<InferenceState>,

@@ -38,7 +38,8 @@ pub struct EmbeddingsRequest {
     /// An end-user id, accepted for compatibility; requests are attributed to the token's user.
     pub user: Option<String>,
     /// Tessera extension: cut inputs longer than the model reads (`true`) or refuse
-    /// them with 422 (`false`). Default: `INFERENCE_TRUNCATE` (false).
+    /// them with 422 (`false`). Default: `INFERENCE_TRUNCATE` (false). A text over
+    /// 32 bytes per token the model reads is refused, or cut there, before it is tokenized.
     pub truncate: Option<bool>,
 }
 

@@ -1,17 +1,24 @@
 //! The inference use cases: embeddings (OpenAI-compatible), similarity and the
-//! model listing. Handlers parse HTTP; this module orchestrates: it checks the
-//! request, has `input` turn its inputs into token sequences, hands those to
-//! the batcher and shapes the answer.
+//! model listing. Handlers parse HTTP; this module orchestrates admission, each
+//! step before the work the next needs: the caller's token budget is not empty,
+//! the inputs are within their counts and lengths (`input`), their most
+//! possible tokens are reserved, they are tokenized (a bounded number of
+//! requests at once), held to the per-request token cap, embedded by the
+//! batcher on the caller's turn, and the reservation settles to the exact count.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use base64::Engine as _;
+use uuid::Uuid;
 
 use crate::inference::batch_kind::names_model;
 use crate::inference::batcher::{BatchError, BatchOutput};
 use crate::inference::engine::Pooling;
-use crate::inference::input::{Input, Locate, input_loc, parse_input, tokenize};
+use crate::inference::input::{
+    Input, InputLimits, Locate, input_loc, parse_input, text_input, token_bound, tokenize, too_long,
+};
+use crate::inference::rate_limit::{Refusal, Reservation};
 use crate::inference::schemas::{
     EmbeddingData, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
     ModelCard, ModelList, SimilarityRequest, SimilarityResponse, Usage,
@@ -53,25 +60,82 @@ pub fn runtime(state: &InferenceState) -> Result<Arc<LoadedEngine>, AppError> {
         }),
         EngineStatus::Unavailable(reason) => Err(AppError::Unavailable {
             code: "inference_unavailable",
-            detail: format!("Inference is not available on this server: {reason}."),
+            detail: format!(
+                "Inference is not available on this server: {}.",
+                state.unavailable_reason(&reason)
+            ),
             retry_after: None,
         }),
     }
 }
 
-/// Counts a request against the caller's per-minute limit.
-pub fn check_rate_limit(state: &InferenceState, user: &User) -> Result<(), AppError> {
-    state.limiter.check(user.id).map_err(|wait| {
-        metrics::counter!("inference_rejections_total", "reason" => "rate_limited").increment(1);
-        AppError::RateLimited {
-            detail: format!(
-                "More than {} inference requests a minute; try again in {} s.",
-                state.config.rate_limit_per_minute,
-                wait.as_secs() + 1
-            ),
-            retry_after: wait,
+/// 429 unless `user` has tokens left this minute: checked before any
+/// validation work, so a limited caller costs nothing however bad its body.
+pub fn check_rate_limit(state: &InferenceState, user: Uuid) -> Result<(), AppError> {
+    state
+        .limiter
+        .check(user)
+        .map_err(|refusal| refused(state, refusal))
+}
+
+/// Holds `tokens` of `user`'s budget until the request knows its exact count
+/// (429 when the bucket lacks them).
+pub fn reserve(state: &InferenceState, user: Uuid, tokens: usize) -> Result<Reservation, AppError> {
+    state
+        .limiter
+        .reserve(user, tokens)
+        .map_err(|refusal| refused(state, refusal))
+}
+
+/// A limiter's refusal as the API answers it.
+fn refused(state: &InferenceState, refusal: Refusal) -> AppError {
+    match refusal {
+        Refusal::Exhausted { wait } => {
+            metrics::counter!("inference_rejections_total", "reason" => "rate_limited")
+                .increment(1);
+            AppError::RateLimited {
+                detail: format!(
+                    "Over the limit of {} inference tokens a minute; try again in {} s.",
+                    state.limiter.per_minute(),
+                    wait.as_secs() + 1
+                ),
+                retry_after: wait,
+            }
         }
-    })
+        Refusal::Crowded => {
+            metrics::counter!("inference_rejections_total", "reason" => "limiter_full")
+                .increment(1);
+            AppError::Unavailable {
+                code: "inference_overloaded",
+                detail: "Too many users are embedding on this server at once; try again shortly."
+                    .to_owned(),
+                retry_after: Some(Duration::from_secs(1)),
+            }
+        }
+    }
+}
+
+/// The bounds a request's inputs are checked against.
+pub fn input_limits(state: &InferenceState, runtime: &LoadedEngine, truncate: bool) -> InputLimits {
+    InputLimits {
+        max_inputs: state.config.max_inputs,
+        max_tokens: runtime.engine.config().max_seq_length,
+        vocab: runtime.engine.config().bert.vocab_size,
+        truncate,
+    }
+}
+
+/// What one call to [`embed`] embeds.
+pub struct Work<'a> {
+    /// The inputs, already bounded ([`crate::inference::input`]).
+    pub inputs: Vec<Input>,
+    /// Cut over-long inputs instead of refusing them.
+    pub truncate: bool,
+    /// Names an input in error messages.
+    pub locate: Locate<'a>,
+    /// Most tokens the inputs may hold together (a request's cap); `None` for
+    /// work already bounded otherwise (an `embed_texts` chunk).
+    pub max_total_tokens: Option<usize>,
 }
 
 /// `POST /inference/embeddings`.
@@ -81,12 +145,19 @@ pub async fn embeddings(
     request: EmbeddingsRequest,
 ) -> Result<(EmbeddingsResponse, Timing), AppError> {
     let runtime = runtime(state)?;
+    check_rate_limit(state, user.id)?;
     check_model(&runtime, &request.model)?;
-    let inputs = checked_embeddings_inputs(state, &runtime, &request)?;
-    check_rate_limit(state, user)?;
-    let single = request.input.is_string();
     let truncate = request.truncate.unwrap_or(state.config.truncate);
-    let embedded = embed(&runtime, inputs, truncate, &input_loc(single)).await?;
+    let limits = input_limits(state, &runtime, truncate);
+    let inputs = checked_embeddings_inputs(&runtime, &request, &limits)?;
+    let reservation = admit(state, user.id, &inputs, &limits)?;
+    let work = Work {
+        inputs,
+        truncate,
+        locate: &input_loc(request.input.is_string()),
+        max_total_tokens: Some(state.config.request_token_cap()),
+    };
+    let embedded = embed(state, &runtime, reservation, work).await?;
     let tokens = embedded.token_counts.iter().sum();
     let data = embedded
         .vectors
@@ -106,9 +177,9 @@ pub async fn embeddings(
 /// The parsed inputs of an embeddings request, or one 422 listing every bad
 /// field (`dimensions` and each bad element of `input` together).
 fn checked_embeddings_inputs(
-    state: &InferenceState,
     runtime: &LoadedEngine,
     request: &EmbeddingsRequest,
+    limits: &InputLimits,
 ) -> Result<Vec<Input>, AppError> {
     let mut errors = Vec::new();
     if let Some(dimensions) = request.dimensions {
@@ -120,7 +191,7 @@ fn checked_embeddings_inputs(
             )));
         }
     }
-    let inputs = match parse_input(&request.input, state.config.max_inputs, vocab(runtime)) {
+    let inputs = match parse_input(&request.input, limits) {
         Ok(inputs) => inputs,
         Err(mut input_errors) => {
             errors.append(&mut input_errors);
@@ -134,6 +205,37 @@ fn checked_embeddings_inputs(
     }
 }
 
+/// Admits a request's inputs: a 422 up front when they are token ids over the
+/// per-request cap (their count is exact), else a reservation of the most
+/// tokens they can cost (never more than the cap, which they are held to
+/// once tokenized).
+fn admit(
+    state: &InferenceState,
+    user: Uuid,
+    inputs: &[Input],
+    limits: &InputLimits,
+) -> Result<Reservation, AppError> {
+    let bound: usize = inputs
+        .iter()
+        .map(|input| token_bound(input, limits.max_tokens))
+        .sum();
+    let cap = state.config.request_token_cap();
+    let exact = inputs.iter().all(|input| matches!(input, Input::Tokens(_)));
+    if exact && bound > cap {
+        return Err(AppError::Validation(vec![too_many_tokens(bound, cap)]));
+    }
+    reserve(state, user, bound.min(cap))
+}
+
+/// The 422 entry for a request holding more tokens than one request may.
+fn too_many_tokens(tokens: usize, cap: usize) -> FieldError {
+    FieldError::part("body")
+        .kind("too_many_tokens")
+        .because(format!(
+            "the inputs hold {tokens} tokens together; one request may hold at most {cap}"
+        ))
+}
+
 /// `POST /inference/similarity`.
 pub async fn similarity(
     state: &InferenceState,
@@ -141,20 +243,21 @@ pub async fn similarity(
     request: SimilarityRequest,
 ) -> Result<(SimilarityResponse, Timing), AppError> {
     let runtime = runtime(state)?;
+    check_rate_limit(state, user.id)?;
     if let Some(model) = &request.model {
         check_model(&runtime, model)?;
     }
-    let errors = similarity_errors(&request, state.config.max_inputs);
-    if !errors.is_empty() {
-        return Err(AppError::Validation(errors));
-    }
-    check_rate_limit(state, user)?;
     let truncate = request.truncate.unwrap_or(state.config.truncate);
-    let inputs = std::iter::once(request.source)
-        .chain(request.targets)
-        .map(Input::Text)
-        .collect();
-    let embedded = embed(&runtime, inputs, truncate, &similarity_loc).await?;
+    let limits = input_limits(state, &runtime, truncate);
+    let inputs = similarity_inputs(&request, &limits).map_err(AppError::Validation)?;
+    let reservation = admit(state, user.id, &inputs, &limits)?;
+    let work = Work {
+        inputs,
+        truncate,
+        locate: &similarity_loc,
+        max_total_tokens: Some(state.config.request_token_cap()),
+    };
+    let embedded = embed(state, &runtime, reservation, work).await?;
     let (source, targets) = embedded
         .vectors
         .split_first()
@@ -167,31 +270,47 @@ pub async fn similarity(
     Ok((response, embedded.timing))
 }
 
-/// Every bad field of a similarity request: an empty source, no targets or
-/// too many (the source takes one of `max_inputs`), each empty target.
-fn similarity_errors(request: &SimilarityRequest, max_inputs: usize) -> Vec<FieldError> {
-    let mut errors = Vec::new();
-    if request.source.is_empty() {
-        errors.push(FieldError::body("source").because("must not be empty"));
+/// The source and targets of a similarity request as bounded inputs, or every
+/// bad field: the count of targets first (too many is the only error then,
+/// however many are empty), then each text.
+fn similarity_inputs(
+    request: &SimilarityRequest,
+    limits: &InputLimits,
+) -> Result<Vec<Input>, Vec<FieldError>> {
+    let max_targets = limits.max_inputs.saturating_sub(1);
+    if request.targets.len() > max_targets {
+        return Err(vec![
+            FieldError::body("targets").because(format!("may hold at most {max_targets} texts")),
+        ]);
     }
+    let mut errors = Vec::new();
     if request.targets.is_empty() {
         errors.push(FieldError::body("targets").because("must hold at least one text"));
-    } else if request.targets.len() >= max_inputs {
-        errors.push(
-            FieldError::body("targets")
-                .because(format!("may hold at most {} texts", max_inputs - 1)),
-        );
     }
-    for (index, target) in request.targets.iter().enumerate() {
-        if target.is_empty() {
-            errors.push(
-                FieldError::body("targets")
-                    .at(index)
-                    .because("must not be empty"),
-            );
+    let texts = std::iter::once((&request.source, FieldError::body("source"))).chain(
+        request
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, target)| (target, FieldError::body("targets").at(index))),
+    );
+    let mut inputs = Vec::with_capacity(request.targets.len() + 1);
+    for (text, here) in texts {
+        let input = if text.is_empty() {
+            Err(here.because("must not be empty"))
+        } else {
+            text_input(text, limits, here)
+        };
+        match input {
+            Ok(input) => inputs.push(input),
+            Err(error) => errors.push(error),
         }
     }
-    errors
+    if errors.is_empty() {
+        Ok(inputs)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Locates input `index` of a similarity request: 0 is the source, the rest
@@ -246,27 +365,49 @@ pub fn models(state: &InferenceState) -> Result<ModelList, AppError> {
     })
 }
 
-/// Tokenizes `inputs` (off the async runtime), applies the truncation rule and
-/// embeds them through the batcher. `locate` names an input in error messages.
+/// Tokenizes `work`'s inputs (off the async runtime, a bounded number of
+/// requests at once), applies the length rules and embeds them through the
+/// batcher on the reservation's owner's turn. The reservation is settled to the
+/// tokens read once tokenized (also when the inputs are then refused as too
+/// long: that work was done); a request the server fails gives it back.
 pub async fn embed(
+    state: &InferenceState,
     runtime: &Arc<LoadedEngine>,
-    inputs: Vec<Input>,
-    truncate: bool,
-    locate: Locate<'_>,
+    reservation: Reservation,
+    work: Work<'_>,
 ) -> Result<Embedded, AppError> {
     let started = Instant::now();
-    let sequences = tokenize(runtime, inputs, truncate, locate).await?;
+    let sequences = tokenize(&state.tokenize_slots, runtime, work.inputs).await?;
     let tokenization = started.elapsed();
-    let token_counts: Vec<usize> = sequences.iter().map(Vec::len).collect();
+    let token_counts: Vec<usize> = sequences
+        .iter()
+        .map(|sequence| sequence.ids.len())
+        .collect();
+    let used = token_counts.iter().sum();
+    let max_tokens = runtime.engine.config().max_seq_length;
+    let mut errors = if work.truncate {
+        Vec::new()
+    } else {
+        too_long(&sequences, max_tokens, work.locate)
+    };
+    if let Some(cap) = work.max_total_tokens.filter(|cap| used > *cap) {
+        errors.push(too_many_tokens(used, cap));
+    }
+    if !errors.is_empty() {
+        reservation.settle(used);
+        return Err(AppError::Validation(errors));
+    }
+    let ids = sequences.into_iter().map(|sequence| sequence.ids).collect();
     let BatchOutput {
         vectors,
         queue_time,
         inference_time,
     } = runtime
         .batcher
-        .embed(sequences)
+        .embed(reservation.user(), ids)
         .await
         .map_err(batch_error)?;
+    reservation.settle(used);
     Ok(Embedded {
         vectors,
         token_counts,
@@ -291,7 +432,9 @@ pub fn batch_error(error: BatchError) -> AppError {
             detail: "The inference engine has stopped.".to_owned(),
             retry_after: None,
         },
-        error @ (BatchError::Engine(_) | BatchError::Panicked) => AppError::internal(error),
+        error @ (BatchError::Engine(_) | BatchError::Panicked | BatchError::Incomplete { .. }) => {
+            AppError::internal(error)
+        }
     }
 }
 
@@ -324,9 +467,4 @@ pub fn embedding_data(index: usize, vector: Vec<f32>, format: EncodingFormat) ->
         index,
         embedding,
     }
-}
-
-/// The size of the loaded model's vocabulary: token ids must be below it.
-fn vocab(runtime: &LoadedEngine) -> usize {
-    runtime.engine.config().bert.vocab_size
 }
