@@ -252,40 +252,33 @@ pub async fn notify(conn: &mut AsyncPgConnection, channel: &str, payload: &str) 
 
 /// Cancels a queued execution at once, or asks the worker of a running one
 /// to stop. Returns the execution after the change; `None` if it was
-/// already finished (or does not exist).
+/// already finished (or does not exist). One statement, so an execution that
+/// moves between queued and running meanwhile (a retry, a hand-back, a
+/// rescue) is still caught in one state or the other.
 pub async fn request_cancel(
     conn: &mut AsyncPgConnection,
     id: Uuid,
 ) -> QueryResult<Option<Execution>> {
-    let cancelled: Option<Execution> = diesel::sql_query(
-        "UPDATE executions SET status = 'cancelled', finished_at = now()
-         WHERE id = $1 AND status = 'queued' RETURNING *",
+    let changed: Option<Execution> = diesel::sql_query(
+        "UPDATE executions SET
+             cancel_requested = cancel_requested OR status = 'running',
+             finished_at = CASE WHEN status = 'queued' THEN now() ELSE finished_at END,
+             status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END
+         WHERE id = $1 AND status IN ('queued', 'running') RETURNING *",
     )
     .bind::<SqlUuid, _>(id)
     .get_result(conn)
     .await
     .optional()?;
-    if let Some(execution) = cancelled {
-        log_event(
-            conn,
-            id,
-            "status",
-            &json!({"status": Status::Cancelled, "attempt": execution.attempt}),
-        )
-        .await?;
-        return Ok(Some(execution));
+    match &changed {
+        Some(execution) if execution.status == Status::Cancelled => {
+            let data = json!({"status": Status::Cancelled, "attempt": execution.attempt});
+            log_event(conn, id, "status", &data).await?;
+        }
+        Some(_) => notify(conn, CANCEL_CHANNEL, &id.to_string()).await?,
+        None => {}
     }
-    let running: Option<Execution> = diesel::sql_query(
-        "UPDATE executions SET cancel_requested = true WHERE id = $1 AND status = 'running' RETURNING *",
-    )
-    .bind::<SqlUuid, _>(id)
-    .get_result(conn)
-    .await
-    .optional()?;
-    if running.is_some() {
-        notify(conn, CANCEL_CHANNEL, &id.to_string()).await?;
-    }
-    Ok(running)
+    Ok(changed)
 }
 
 /// Queues a failed or cancelled execution again, with a fresh set of attempts,
