@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::config::AuthConfig;
 use crate::core::config::{ConfigError, PlatformConfig, Vars};
-use crate::executions::config::WorkerConfig;
+use crate::executions::config::{EventStreamConfig, WorkerConfig};
 use crate::inference::config::InferenceConfig;
 
 /// Every setting of the service, by owner.
@@ -18,6 +18,8 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Background execution workers.
     pub workers: WorkerConfig,
+    /// Limits on execution event streams.
+    pub event_streams: EventStreamConfig,
     /// The embedding engine and the inference API.
     pub inference: InferenceConfig,
 }
@@ -36,6 +38,7 @@ impl Settings {
         Ok(Self {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
+            event_streams: EventStreamConfig::from_vars(&vars)?,
             inference: InferenceConfig::from_vars(&vars)?,
             platform: Arc::new(platform),
         })

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::core::platform::Platform;
+use crate::executions::events::EventStreams;
 use crate::executions::kinds::KindRegistry;
 use crate::executions::models::{Execution, ExecutionEvent, NewExecution};
 use crate::executions::queue::NotificationHub;
@@ -29,6 +30,8 @@ pub struct ExecutionsState {
     pub registry: Arc<KindRegistry>,
     /// Notifications from other processes (and this one).
     pub hub: Arc<NotificationHub>,
+    /// The open event streams: their limits and the feeds that push to them.
+    pub streams: Arc<EventStreams>,
 }
 
 /// A validated submission.

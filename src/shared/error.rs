@@ -259,6 +259,17 @@ pub enum AppError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The caller holds as much of a bounded resource as they may (open event
+    /// streams): they must release some, or wait, before asking for more.
+    #[error("limit reached: {detail}")]
+    LimitReached {
+        /// Stable code, e.g. `too_many_streams`.
+        code: &'static str,
+        /// Human message.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// A dependency the request needs (the database, a queue) is unavailable now;
     /// the client may retry after the given delay.
     #[error("service unavailable: {detail}")]
@@ -335,6 +346,9 @@ impl AppError {
             Self::RateLimited { detail, .. } => {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
             }
+            Self::LimitReached { code, detail, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
+            }
             Self::Unavailable { code, detail, .. } => {
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
             }
@@ -360,6 +374,7 @@ impl AppError {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::LimitReached { retry_after, .. } => Some(*retry_after),
             Self::Pool(_) => Some(Duration::from_secs(1)),
             Self::Database(error) if is_connection_lost(error) => Some(Duration::from_secs(1)),
             _ => None,
