@@ -471,3 +471,34 @@ async fn a_stream_of_an_unknown_or_foreign_execution_takes_no_slot() {
     let adas = submit(&app, &ada, json!({"duration_ms": 1000})).await;
     let _open = open(&app, &ada, &adas, None).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_whose_notification_was_lost_arrives_when_the_listener_reconnects() {
+    let app = listening_app(&[]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let id = submit(&app, &token, json!({"duration_ms": 1000})).await;
+    let mut stream = open(&app, &token, &id, None).await;
+    stream.expect_message().await;
+
+    // An event recorded without its NOTIFY: what a listener that was
+    // disconnected at the time would have missed.
+    let mut conn = app.conn().await;
+    diesel::sql_query(
+        "INSERT INTO execution_events (execution_id, event, data)
+         VALUES ($1::uuid, 'progress', '{\"progress\": 60}')",
+    )
+    .bind::<diesel::sql_types::Text, _>(&id)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Cut the listener's connection; on reconnecting it has every feed catch up.
+    diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let (_, kind, data) = stream.expect_message().await;
+    assert_eq!((kind.as_str(), &data["progress"]), ("progress", &json!(60)));
+}
