@@ -20,6 +20,7 @@ use crate::core::db::{self, DbError, DbPool};
 use crate::core::platform::Platform;
 use crate::core::seed::{SeedContext, SeedError, SeedOutcome};
 use crate::core::{docs, server};
+use crate::executions::events::EventStreams;
 use crate::executions::queue::{NotificationHub, Runner};
 use crate::executions::service::ExecutionsState;
 use crate::inference::InferenceState;
@@ -63,10 +64,16 @@ impl Application {
         let auth = AuthState::new(&settings.auth)?;
         let inference =
             InferenceState::load_in_background(&settings.inference, platform.readiness.clone());
+        let hub = NotificationHub::start(database_url.to_owned());
         let executions = ExecutionsState {
             registry: Arc::new(kinds(&inference)),
-            hub: NotificationHub::start(database_url.to_owned()),
             quotas: Arc::new(settings.quotas.clone()),
+            streams: EventStreams::start(
+                settings.event_streams.clone(),
+                platform.pool.clone(),
+                hub.clone(),
+            ),
+            hub,
         };
         let workers = settings.workers.has_workers().then(|| {
             Runner::new(

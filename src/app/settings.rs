@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::config::AuthConfig;
 use crate::core::config::{ConfigError, PlatformConfig, Vars};
-use crate::executions::config::{QuotaConfig, WorkerConfig};
+use crate::executions::config::{EventStreamConfig, QuotaConfig, WorkerConfig};
 use crate::inference::config::InferenceConfig;
 
 /// Every setting of the service, by owner.
@@ -20,6 +20,8 @@ pub struct Settings {
     pub workers: WorkerConfig,
     /// What one user may ask of the execution queues.
     pub quotas: QuotaConfig,
+    /// Limits on execution event streams.
+    pub event_streams: EventStreamConfig,
     /// The embedding engine and the inference API.
     pub inference: InferenceConfig,
 }
@@ -39,6 +41,7 @@ impl Settings {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
             quotas: QuotaConfig::from_vars(&vars)?,
+            event_streams: EventStreamConfig::from_vars(&vars)?,
             inference: InferenceConfig::from_vars(&vars, platform.env)?,
             platform: Arc::new(platform),
         })

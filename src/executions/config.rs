@@ -150,3 +150,36 @@ pub struct DailyAllowance {
     /// What a unit is, for messages (`texts`).
     pub unit: &'static str,
 }
+
+/// Bounds on the event streams (`GET /executions/{id}/events`) of one process:
+/// a stream holds a connection, a task and a slot of the load shedder for as
+/// long as it is open, so neither one user nor everyone together may hold
+/// unboundedly many, nor one forever.
+#[derive(Debug, Clone)]
+pub struct EventStreamConfig {
+    /// Streams one user may have open at once (`MAX_EVENT_STREAMS_PER_USER`); past it, 429.
+    pub max_per_user: usize,
+    /// Streams open at once in this process (`MAX_EVENT_STREAMS`); past it, 503.
+    pub max_total: usize,
+    /// Longest a stream stays open (`EVENT_STREAM_MAX_SECONDS`); the client
+    /// then reconnects with `Last-Event-ID` and carries on.
+    pub max_lifetime: Duration,
+    /// How often an open stream re-checks its caller's access token and right
+    /// to see the execution (`EVENT_STREAM_ACCESS_RECHECK_SECONDS`), in case a
+    /// revocation's notification was missed.
+    pub access_recheck: Duration,
+}
+
+impl EventStreamConfig {
+    /// Reads the event stream variables.
+    pub fn from_vars(vars: &Vars<'_>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            max_per_user: vars.positive("MAX_EVENT_STREAMS_PER_USER", 8)?,
+            max_total: vars.positive("MAX_EVENT_STREAMS", 1_000)?,
+            max_lifetime: Duration::from_secs(vars.positive("EVENT_STREAM_MAX_SECONDS", 3_600)?),
+            access_recheck: Duration::from_secs(
+                vars.positive("EVENT_STREAM_ACCESS_RECHECK_SECONDS", 60)?,
+            ),
+        })
+    }
+}

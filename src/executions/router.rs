@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::extract::CurrentUser;
 use crate::auth::service::AuthState;
+use crate::core::http::HeldPermit;
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::executions::events;
@@ -225,8 +226,18 @@ async fn retry_execution(
 }
 
 /// `GET /api/v1/executions/{id}/events`: Server-Sent Events of every status
-/// and progress change, resumable with `Last-Event-ID`; ends when the execution finishes.
+/// and progress change, resumable with `Last-Event-ID`; ends when the execution
+/// finishes, after the stream's maximum lifetime, or when the caller's access ends.
 #[utoipa::path(get, path = "/executions/{id}/events", tag = TAG,
+    description = "Server-Sent Events of every status and progress change of the execution, \
+        pushed as they happen. The stream ends when the execution finishes and every event was sent. \
+        It also ends cleanly after `EVENT_STREAM_MAX_SECONDS` (an hour by default): reconnect with \
+        `Last-Event-ID` (browsers' `EventSource` does so by itself) to carry on without gaps or \
+        repeats. It ends as soon as the caller's access does: logout (of that sign-in or all), a \
+        password change, deactivation, or losing the admin role while watching someone else's \
+        execution; and at the latest `EVENT_STREAM_ACCESS_RECHECK_SECONDS` after the access token \
+        expires. One account may hold `MAX_EVENT_STREAMS_PER_USER` streams at once (8 by default) \
+        on each replica; a stream's slot is free again as soon as its connection closes.",
     params(
         ("id" = Uuid, Path, description = "The execution's id."),
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event."),
@@ -235,15 +246,25 @@ async fn retry_execution(
     responses(
         (status = 200, description = "`event: status` and `event: progress` messages; `data` is JSON with `execution_id` and the change.", body = String, content_type = "text/event-stream"),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`too_many_streams`: you have as many streams open as one account may; close one (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`overloaded`: the service has as many streams (or requests) open as it serves (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn stream_events(
     State(platform): State<Platform>,
+    State(auth): State<AuthState>,
     State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
+    permit: HeldPermit,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let after = events::last_event_id(&headers)?;
-    let stream = events::stream(platform, &executions.hub, user, id, after).await?;
+    let request = events::StreamRequest {
+        user,
+        token: events::bearer_token(&headers)?,
+        id,
+        after: events::last_event_id(&headers)?,
+    };
+    let stream =
+        events::stream(platform, auth, executions.streams.clone(), request, permit).await?;
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::core::platform::Platform;
 use crate::executions::config::QuotaConfig;
+use crate::executions::events::EventStreams;
 use crate::executions::kinds::KindRegistry;
 use crate::executions::models::{Execution, ExecutionEvent, NewExecution, Status};
 use crate::executions::queue::NotificationHub;
@@ -43,6 +44,8 @@ pub struct ExecutionsState {
     pub hub: Arc<NotificationHub>,
     /// What one user may ask of the queues.
     pub quotas: Arc<QuotaConfig>,
+    /// The open event streams: their limits and the feeds that push to them.
+    pub streams: Arc<EventStreams>,
 }
 
 /// A validated submission.
@@ -315,7 +318,7 @@ async fn refuse_past_unfinished_cap(
     if unfinished < i64::from(quotas.max_unfinished_per_user) {
         return Ok(());
     }
-    Err(AppError::QuotaExceeded {
+    Err(AppError::LimitReached {
         code: "too_many_executions",
         detail: format!(
             "You have {unfinished} queued or running executions, the most one user may have; \
@@ -348,7 +351,7 @@ async fn spend_allowance(
         let frees_at = spent
             .oldest
             .map_or(now + ALLOWANCE_WINDOW, |oldest| oldest + ALLOWANCE_WINDOW);
-        return Err(AppError::QuotaExceeded {
+        return Err(AppError::LimitReached {
             code: "daily_allowance_exceeded",
             detail: format!(
                 "{kind} allows {limit} {unit} per user in any 24 hours; you used {used} and this asks for {units}.",

@@ -261,11 +261,12 @@ pub enum AppError {
         /// When to try again.
         retry_after: Duration,
     },
-    /// One of the caller's quotas is used up (unfinished executions, a daily
-    /// allowance): `429` with its own code, so clients can tell it from a rate limit.
-    #[error("quota exceeded: {detail}")]
-    QuotaExceeded {
-        /// Stable code, e.g. `too_many_executions`.
+    /// The caller holds or has spent as much of a bounded resource as they may
+    /// (unfinished executions, a daily allowance, open event streams): `429`
+    /// with its own code, so clients can tell it from a rate limit.
+    #[error("limit reached: {detail}")]
+    LimitReached {
+        /// Stable code, e.g. `too_many_executions`, `too_many_streams`.
         code: &'static str,
         /// Human message.
         detail: String,
@@ -350,7 +351,7 @@ impl AppError {
             Self::RateLimited { detail, .. } => {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail)
             }
-            Self::QuotaExceeded { code, detail, .. } => {
+            Self::LimitReached { code, detail, .. } => {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, code, detail)
             }
             Self::Unavailable { code, detail, .. } => {
@@ -373,7 +374,7 @@ impl AppError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Unavailable { retry_after, .. } => *retry_after,
-            Self::RateLimited { retry_after, .. } | Self::QuotaExceeded { retry_after, .. } => {
+            Self::RateLimited { retry_after, .. } | Self::LimitReached { retry_after, .. } => {
                 Some(*retry_after)
             }
             Self::Pool(_) | Self::Database(_) if self.is_database_outage() => {

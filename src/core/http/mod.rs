@@ -30,7 +30,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::core::config::{AppEnv, HttpConfig};
 use crate::core::metrics;
 
-pub use guards::LoadShedder;
+pub use guards::{HeldPermit, LoadShedder};
 
 /// Wraps `router` (every route and the fallback) in the service's middleware.
 pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Router {

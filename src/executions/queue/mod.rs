@@ -29,5 +29,5 @@ mod retry;
 mod runner;
 
 use error::QueueError;
-pub use notifications::NotificationHub;
+pub use notifications::{ACCESS_CHANNEL, Change, NotificationHub};
 pub use runner::Runner;

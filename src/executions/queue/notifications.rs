@@ -1,13 +1,15 @@
 //! One `LISTEN` connection per process, fanned out to whoever waits: workers
-//! (work was queued; cancel this execution) and event streams (this
-//! execution changed).
+//! (work was queued; cancel this execution), event feeds (this execution has
+//! new events) and event streams (this user's access changed).
 //!
 //! If the connection drops, it reconnects with backoff; meanwhile workers
-//! fall back to polling and streams to periodic checks, so nothing is lost,
-//! only slower.
+//! fall back to polling. On every (re)connect the hub says that anything may
+//! have changed ([`Change::Unknown`]), so feeds and streams catch up with one
+//! read each: nothing is lost, only later.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -20,6 +22,32 @@ use uuid::Uuid;
 use crate::executions::queue::QueueError;
 use crate::executions::repository::{CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUED_CHANNEL};
 
+/// The channel on which the database announces, with a user's id, that the
+/// user's access changed (token version, active flag or role; a sign-in
+/// ended): triggers on `users` and `refresh_tokens` send it, so every way a
+/// revocation is written reaches the open streams.
+pub const ACCESS_CHANNEL: &str = "tessera_access_changes";
+
+/// What a notification says changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The execution, or the user, with this id.
+    Of(Uuid),
+    /// Anything may have: notifications could have been missed (the listener
+    /// (re)connected), so every waiter should re-read what it follows.
+    Unknown,
+}
+
+impl Change {
+    /// Whether this change may concern `id`.
+    pub fn concerns(self, id: Uuid) -> bool {
+        match self {
+            Self::Of(changed) => changed == id,
+            Self::Unknown => true,
+        }
+    }
+}
+
 /// How many notifications a slow subscriber may fall behind before it is told
 /// it lagged (it then re-reads from the database).
 const CHANNEL_CAPACITY: usize = 4096;
@@ -30,9 +58,12 @@ pub struct NotificationHub {
     stop: CancellationToken,
     /// The listening task, awaited by [`NotificationHub::stop`].
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    changed: broadcast::Sender<Uuid>,
+    changed: broadcast::Sender<Change>,
+    access: broadcast::Sender<Change>,
     queued: broadcast::Sender<String>,
     cancel: broadcast::Sender<Uuid>,
+    /// Whether the connection is listening now.
+    listening: AtomicBool,
 }
 
 impl NotificationHub {
@@ -43,8 +74,10 @@ impl NotificationHub {
             stop: CancellationToken::new(),
             task: std::sync::Mutex::new(None),
             changed: broadcast::channel(CHANNEL_CAPACITY).0,
+            access: broadcast::channel(CHANNEL_CAPACITY).0,
             queued: broadcast::channel(CHANNEL_CAPACITY).0,
             cancel: broadcast::channel(CHANNEL_CAPACITY).0,
+            listening: AtomicBool::new(false),
         });
         let listener = hub.clone();
         let task = tokio::spawn(
@@ -68,9 +101,16 @@ impl NotificationHub {
         }
     }
 
-    /// Ids of executions that changed: event streams wake on them instead of polling.
-    pub fn changed(&self) -> broadcast::Receiver<Uuid> {
+    /// Executions that have new events: the event feeds read them once for
+    /// every stream that follows the execution, instead of each stream polling.
+    pub fn event_changes(&self) -> broadcast::Receiver<Change> {
         self.changed.subscribe()
+    }
+
+    /// Users whose access changed (revoked tokens, deactivation, a new role, an
+    /// ended sign-in): their open event streams re-check it at once.
+    pub fn access_changes(&self) -> broadcast::Receiver<Change> {
+        self.access.subscribe()
     }
 
     /// Names of queues that got work: idle claim loops wake on them instead of
@@ -85,6 +125,12 @@ impl NotificationHub {
         self.cancel.subscribe()
     }
 
+    /// Whether the hub is listening now (false while it connects or
+    /// reconnects): until it is, nothing is pushed, only caught up afterwards.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::Acquire)
+    }
+
     async fn listen_forever(&self, database_url: &str) {
         let mut backoff = Duration::from_millis(250);
         loop {
@@ -96,6 +142,7 @@ impl NotificationHub {
                 // Dropping the connection here closes it before the database goes.
                 () = self.stop.cancelled() => return,
             };
+            self.listening.store(false, Ordering::Release);
             match outcome {
                 Ok(Ok(())) => backoff = Duration::from_millis(250),
                 Ok(Err(error)) => {
@@ -115,17 +162,21 @@ impl NotificationHub {
     async fn listen_once(&self, database_url: &str) -> Result<(), QueueError> {
         let mut conn = AsyncPgConnection::establish(database_url).await?;
         conn.batch_execute(&format!(
-            "LISTEN {EVENTS_CHANNEL}; LISTEN {QUEUED_CHANNEL}; LISTEN {CANCEL_CHANNEL};"
+            "LISTEN {EVENTS_CHANNEL}; LISTEN {QUEUED_CHANNEL}; LISTEN {CANCEL_CHANNEL}; LISTEN {ACCESS_CHANNEL};"
         ))
         .await?;
         tracing::debug!("listening for execution notifications");
         // Whatever was missed while disconnected: wake everyone to re-check.
         let _ = self.queued.send(String::new());
+        let _ = self.changed.send(Change::Unknown);
+        let _ = self.access.send(Change::Unknown);
+        self.listening.store(true, Ordering::Release);
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
             let notification = notification?;
             match notification.channel.as_str() {
-                EVENTS_CHANNEL => self.send_id(&self.changed, &notification.payload),
+                EVENTS_CHANNEL => send_change(&self.changed, &notification.payload),
+                ACCESS_CHANNEL => send_change(&self.access, &notification.payload),
                 CANCEL_CHANNEL => self.send_id(&self.cancel, &notification.payload),
                 QUEUED_CHANNEL => {
                     let _ = self.queued.send(notification.payload);
@@ -141,5 +192,28 @@ impl NotificationHub {
             // No receivers is normal (nobody is watching this execution).
             let _ = sender.send(id);
         }
+    }
+}
+
+/// Passes on the change a notification names; a payload that is not an id
+/// (sent by hand, say) is ignored.
+fn send_change(sender: &broadcast::Sender<Change>, payload: &str) {
+    if let Ok(id) = Uuid::parse_str(payload) {
+        // No receivers is normal (nobody follows this execution or user).
+        let _ = sender.send(Change::Of(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_concerns_its_own_id_and_an_unknown_one_concerns_all() {
+        let (one, other) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(Change::Of(one).concerns(one));
+        assert!(!Change::Of(one).concerns(other));
+        assert!(Change::Unknown.concerns(one));
+        assert!(Change::Unknown.concerns(other));
     }
 }

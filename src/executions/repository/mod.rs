@@ -221,6 +221,17 @@ pub async fn events_after(
         .await
 }
 
+/// The id of the newest event of execution `id` (0 without any): where an
+/// event feed starts, so that it reads only what comes next.
+pub async fn last_event_id(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<i64> {
+    execution_events::table
+        .filter(execution_events::execution_id.eq(id))
+        .select(diesel::dsl::max(execution_events::id))
+        .first::<Option<i64>>(conn)
+        .await
+        .map(|newest| newest.unwrap_or(0))
+}
+
 async fn log_event(
     conn: &mut AsyncPgConnection,
     id: Uuid,
