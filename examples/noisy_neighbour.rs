@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-/// Concurrent victim loops (each: one embedding, then one `/users/me`).
+/// Concurrent victim loops of each call (one-sentence embeddings, `/users/me`).
 const VICTIM_LOOPS: usize = 2;
 /// Concurrent loops sending maximum-size embeddings requests.
 const FLOOD_EMBED_LOOPS: usize = 4;
@@ -115,12 +115,11 @@ async fn sign_up(client: &reqwest::Client, base: &str, name: &str) -> Account {
     }
 }
 
-/// The victim's closed loop: one sentence embedded, then `/users/me`.
+/// One of the victim's closed loops: the same call, again and again.
 async fn victim_loop(
     client: reqwest::Client,
-    base: String,
-    token: String,
-    model: String,
+    request: impl Fn(u64) -> reqwest::RequestBuilder,
+    call: &'static str,
     stop: CancellationToken,
     tallies: Tallies,
 ) {
@@ -129,21 +128,10 @@ async fn victim_loop(
         n += 1;
         let started = Instant::now();
         let outcome = client
-            .post(format!("{base}/api/v1/inference/embeddings"))
-            .bearer_auth(&token)
-            .json(&json!({"model": model, "input": format!("The victim asks about meeting number {n} today.")}))
-            .send()
+            .execute(request(n).build().unwrap())
             .await
             .map(|response| response.status().as_u16());
-        record(&tallies, "victim: one-sentence embedding", started, outcome);
-        let started = Instant::now();
-        let outcome = client
-            .get(format!("{base}/api/v1/users/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .map(|response| response.status().as_u16());
-        record(&tallies, "victim: GET /users/me", started, outcome);
+        record(&tallies, call, started, outcome);
     }
 }
 
@@ -157,18 +145,39 @@ async fn measure_victim(
 ) -> BTreeMap<&'static str, Tally> {
     let tallies = Tallies::default();
     let stop = CancellationToken::new();
-    let loops: Vec<_> = (0..VICTIM_LOOPS)
-        .map(|_| {
-            tokio::spawn(victim_loop(
-                client.clone(),
-                base.to_owned(),
-                victim.token.clone(),
-                model.to_owned(),
-                stop.clone(),
-                tallies.clone(),
-            ))
-        })
-        .collect();
+    let mut loops = Vec::new();
+    for _ in 0..VICTIM_LOOPS {
+        let (http, url, token, model) = (
+            client.clone(),
+            base.to_owned(),
+            victim.token.clone(),
+            model.to_owned(),
+        );
+        let embed = move |n: u64| {
+            http.post(format!("{url}/api/v1/inference/embeddings"))
+                .bearer_auth(&token)
+                .json(&json!({"model": model, "input": format!("The victim asks about meeting number {n} today.")}))
+        };
+        loops.push(tokio::spawn(victim_loop(
+            client.clone(),
+            embed,
+            "victim: one-sentence embedding",
+            stop.clone(),
+            tallies.clone(),
+        )));
+        let (http, url, token) = (client.clone(), base.to_owned(), victim.token.clone());
+        let me = move |_| {
+            http.get(format!("{url}/api/v1/users/me"))
+                .bearer_auth(&token)
+        };
+        loops.push(tokio::spawn(victim_loop(
+            client.clone(),
+            me,
+            "victim: GET /users/me",
+            stop.clone(),
+            tallies.clone(),
+        )));
+    }
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.cancel();
     for task in loops {

@@ -14,6 +14,8 @@ SECONDS_EACH=${BENCH_SECONDS:-15}
 PORT=${BENCH_NOISY_PORT:-18081}
 BASE="http://127.0.0.1:$PORT"
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+# TESSERA_BIN=path/to/an/older/tessera measures that build instead, for a before/after.
+BIN=${TESSERA_BIN:-$TARGET_DIR/release/tessera}
 MODEL_DIR=${INFERENCE_MODEL_DIR:-models/all-MiniLM-L6-v2}
 [ -f "$MODEL_DIR/model.safetensors" ] || { echo "noisy neighbour: skipped (no model in $MODEL_DIR; run task model-fetch)"; exit 0; }
 
@@ -25,7 +27,7 @@ export APP_ENV=development LOCAL_POSTGRES_DIR=.data/bench-noisy-postgres HOST=12
 export JWT_SECRET=bench-only-secret-0123456789abcdef0123456789
 export INFERENCE_DEVICE=${INFERENCE_DEVICE:-cpu} INFERENCE_MODEL_DIR="$MODEL_DIR"
 unset DATABASE_URL
-"$TARGET_DIR/release/tessera" serve >"$WORK/serve.out" 2>"$WORK/serve.err" &
+"$BIN" serve >"$WORK/serve.out" 2>"$WORK/serve.err" &
 SERVER_PID=$!
 for _ in $(seq 1 600); do curl -fs "$BASE/ready" 2>/dev/null | grep -q '"state":"ready"' && break; sleep 0.1; done
 curl -fs "$BASE/ready" | grep -q '"state":"ready"' || { echo "the service did not become ready:" >&2; cat "$WORK/serve.err" >&2; exit 1; }

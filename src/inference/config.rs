@@ -15,8 +15,9 @@ pub struct InferenceConfig {
     pub device: DeviceChoice,
     /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
     pub model_dir: PathBuf,
-    /// `INFERENCE_BATCH_MAX_TOKENS`: most tokens in one engine call.
-    pub batch_max_tokens: usize,
+    /// `INFERENCE_BATCH_MAX_TOKENS`: most tokens in one engine call; unset,
+    /// [`InferenceConfig::batch_tokens_for`] picks by backend.
+    pub batch_max_tokens: Option<usize>,
     /// `INFERENCE_BATCH_MAX_WAIT_MS`: longest a request waits for others to share its batch.
     pub batch_max_wait: Duration,
     /// `INFERENCE_QUEUE_CAPACITY`: most requests waiting for the engine; more get 503.
@@ -50,7 +51,7 @@ impl Default for InferenceConfig {
         Self {
             device: DeviceChoice::Auto,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
-            batch_max_tokens: 8192,
+            batch_max_tokens: None,
             batch_max_wait: Duration::ZERO,
             queue_capacity: 256,
             max_inputs: 2048,
@@ -65,7 +66,23 @@ impl Default for InferenceConfig {
     }
 }
 
+/// Tokens in one engine call when `INFERENCE_BATCH_MAX_TOKENS` is unset, on
+/// the CPU and on a GPU. An engine call cannot be interrupted, so its length
+/// bounds how long another user's one sentence waits behind someone's large
+/// request: on a 2-core CPU, under a flood, that sentence's p99 was 12 s with
+/// 8,192-token calls and 2 s with 1,024 (`task bench-noisy`), and short
+/// sentences batch well within 1,024; a GPU runs 8,192 in milliseconds and
+/// needs batches that large to be busy.
+pub const DEFAULT_BATCH_TOKENS: (usize, usize) = (1_024, 8_192);
+
 impl InferenceConfig {
+    /// The tokens of one engine call on `backend` (`cpu` or `gpu`).
+    pub fn batch_tokens_for(&self, backend: &str) -> usize {
+        let (cpu, gpu) = DEFAULT_BATCH_TOKENS;
+        self.batch_max_tokens
+            .unwrap_or(if backend == "gpu" { gpu } else { cpu })
+    }
+
     /// Reads the inference variables over [`InferenceConfig::default`].
     pub fn from_vars(vars: &Vars<'_>, env: AppEnv) -> Result<Self, ConfigError> {
         let defaults = Self::default();
@@ -73,8 +90,10 @@ impl InferenceConfig {
         Ok(Self {
             device: vars.parse("INFERENCE_DEVICE", defaults.device)?,
             model_dir: vars.parse("INFERENCE_MODEL_DIR", defaults.model_dir)?,
-            batch_max_tokens: vars
-                .positive("INFERENCE_BATCH_MAX_TOKENS", defaults.batch_max_tokens)?,
+            batch_max_tokens: match vars.optional("INFERENCE_BATCH_MAX_TOKENS") {
+                None => None,
+                Some(_) => Some(vars.positive("INFERENCE_BATCH_MAX_TOKENS", 1)?),
+            },
             batch_max_wait: Duration::from_millis(
                 vars.parse("INFERENCE_BATCH_MAX_WAIT_MS", default_wait_ms)?,
             ),

@@ -151,12 +151,12 @@ impl InferenceState {
     }
 
     fn settle(&self, result: Result<EmbeddingEngine, EngineError>, components: &ReadinessReports) {
-        let limits = BatcherLimits {
-            max_batch_tokens: self.config.batch_max_tokens,
-            max_wait: self.config.batch_max_wait,
-            queue_capacity: self.config.queue_capacity,
-        };
         let started = result.and_then(|engine| {
+            let limits = BatcherLimits {
+                max_batch_tokens: self.config.batch_tokens_for(engine.backend_info().backend),
+                max_wait: self.config.batch_max_wait,
+                queue_capacity: self.config.queue_capacity,
+            };
             let engine = Arc::new(engine);
             let batcher = Batcher::start(engine.clone(), limits).map_err(EngineError::Thread)?;
             Ok(LoadedEngine {
