@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::executions::{start_runner, test_kinds, worker_settings};
-use common::{TestApp, TestResponse};
+use common::{DEFAULT_PASSWORD, TestApp, TestResponse, access_token};
 use serde_json::{Value, json};
 use tessera::users::models::Role;
 
@@ -581,6 +581,54 @@ async fn cancel(app: &TestApp, token: &str, id: &str) {
         .send()
         .await;
     assert_eq!(response.status, StatusCode::ACCEPTED, "{}", response.text());
+}
+
+#[tokio::test]
+async fn a_demoted_admin_cannot_re_run_what_only_admins_may_submit() {
+    let app = TestApp::spawn().await;
+    let (ada, ada_token) = app.signed_in("ada@example.com", Role::Admin).await;
+    let (_, other_admin) = app.signed_in("root@example.com", Role::Admin).await;
+    let urgent = json!({"kind": "sleep", "input": {"duration_ms": 120_000}, "priority": 5});
+    let created = submit(&app, &ada_token, urgent).await;
+    assert_eq!(created.status, StatusCode::ACCEPTED, "{}", created.text());
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    let cancelled = app
+        .post(&format!("{PATH}/{id}/cancel"))
+        .bearer(&ada_token)
+        .send()
+        .await;
+    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.text());
+    let demoted = app
+        .patch(&format!("/api/v1/users/{}", ada.id))
+        .bearer(&other_admin)
+        .json(json!({"role": "user"}))
+        .send()
+        .await;
+    assert_eq!(demoted.status, StatusCode::OK, "{}", demoted.text());
+    // Demotion may end her sign-ins; she signs in again, as a user now.
+    let pair = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let ada_token = access_token(&pair).to_owned();
+
+    let problem = retry(&app, &ada_token, &id)
+        .await
+        .assert_problem(StatusCode::FORBIDDEN, "admin_required");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("body.priority") && detail.contains("body.input.duration_ms"),
+        "{detail}"
+    );
+    let status = app
+        .get(&format!("{PATH}/{id}"))
+        .bearer(&other_admin)
+        .send()
+        .await;
+    assert_eq!(
+        status.json()["status"],
+        "cancelled",
+        "nothing was re-queued"
+    );
+    let rerun = retry(&app, &other_admin, &id).await;
+    assert_eq!(rerun.status, StatusCode::ACCEPTED, "{}", rerun.text());
 }
 
 async fn retry(app: &TestApp, token: &str, id: &str) -> TestResponse {

@@ -80,10 +80,8 @@ pub fn validate(
         return Err(AppError::internal("a validated kind has no queue"));
     };
     let input = checked.value;
-    let mut reserved_for_admins = checked.reserved_for_admins;
-    if request.priority.is_some_and(|priority| priority > 0) {
-        reserved_for_admins.insert(0, FieldError::body("priority").because("above 0"));
-    }
+    let reserved_for_admins =
+        admin_only(request.priority.unwrap_or(0), checked.reserved_for_admins);
     let name = match &request.name {
         Some(name) => name.trim().to_owned(),
         None => generated_name(registry, &request.kind, &input),
@@ -261,6 +259,29 @@ pub async fn submit(
         enqueue(conn, submission).await
     })
     .await
+}
+
+/// What of a submission only admins may ask for: a priority above 0, and what
+/// the kind reserves (`kind_reserved`, e.g. a sleep longer than a minute).
+fn admin_only(priority: i16, mut kind_reserved: Vec<FieldError>) -> Vec<FieldError> {
+    if priority > 0 {
+        kind_reserved.insert(0, FieldError::body("priority").because("above 0"));
+    }
+    kind_reserved
+}
+
+/// The same rules for a re-run: a user demoted since submitting (or one
+/// re-running an admin's work) may not re-queue what only admins may submit.
+fn refuse_rerun_reserved_for_admins(
+    registry: &KindRegistry,
+    execution: &Execution,
+) -> Result<(), AppError> {
+    // A stored input that no longer parses reserves nothing; it fails when run.
+    let kind_reserved = registry
+        .check_input(&execution.kind, &execution.input)
+        .map(|checked| checked.reserved_for_admins)
+        .unwrap_or_default();
+    refuse_reserved_for_admins(&admin_only(execution.priority, kind_reserved))
 }
 
 /// 403 when the submission asks for what only admins may, naming each field.
@@ -456,6 +477,9 @@ pub async fn retry(
         return Err(refusal);
     }
     let exempt = user.role == Role::Admin;
+    if !exempt {
+        refuse_rerun_reserved_for_admins(&executions.registry, &execution)?;
+    }
     let cost = executions.registry.cost(&execution.kind, &execution.input);
     let quotas = executions.quotas.clone();
     conn.transaction::<_, AppError, _>(async move |conn| {
