@@ -597,7 +597,12 @@ async fn a_demoted_admin_cannot_re_run_what_only_admins_may_submit() {
         .bearer(&ada_token)
         .send()
         .await;
-    assert_eq!(cancelled.status, StatusCode::ACCEPTED, "{}", cancelled.text());
+    assert_eq!(
+        cancelled.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        cancelled.text()
+    );
     let demoted = app
         .patch(&format!("/api/v1/users/{}", ada.id))
         .bearer(&other_admin)
