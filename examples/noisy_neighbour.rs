@@ -198,14 +198,25 @@ fn flood_body(model: &str) -> Value {
     json!({"model": model, "input": vec![text; FLOOD_INPUTS]})
 }
 
-async fn flood_embeddings(
+/// What every flood loop shares: the client, the service, the flooder's
+/// token, the stop signal and the tallies.
+#[derive(Clone)]
+struct Flood {
     client: reqwest::Client,
     base: String,
     token: String,
-    model: String,
     stop: CancellationToken,
     tallies: Tallies,
-) {
+}
+
+async fn flood_embeddings(flood: Flood, model: String) {
+    let Flood {
+        client,
+        base,
+        token,
+        stop,
+        tallies,
+    } = flood;
     let body = flood_body(&model);
     while !stop.is_cancelled() {
         let started = Instant::now();
@@ -238,14 +249,14 @@ async fn flood_embeddings(
 
 /// Opens an event stream on `execution` and holds it until the server ends it
 /// or the flood stops; then opens another.
-async fn flood_stream(
-    client: reqwest::Client,
-    base: String,
-    token: String,
-    execution: String,
-    stop: CancellationToken,
-    tallies: Tallies,
-) {
+async fn flood_stream(flood: Flood, execution: String) {
+    let Flood {
+        client,
+        base,
+        token,
+        stop,
+        tallies,
+    } = flood;
     while !stop.is_cancelled() {
         let started = Instant::now();
         let opened = client
@@ -283,13 +294,14 @@ async fn flood_stream(
     }
 }
 
-async fn flood_submissions(
-    client: reqwest::Client,
-    base: String,
-    token: String,
-    stop: CancellationToken,
-    tallies: Tallies,
-) {
+async fn flood_submissions(flood: Flood) {
+    let Flood {
+        client,
+        base,
+        token,
+        stop,
+        tallies,
+    } = flood;
     while !stop.is_cancelled() {
         let started = Instant::now();
         let outcome = client
@@ -330,43 +342,28 @@ fn start_flood(
     stop: &CancellationToken,
     tallies: &Tallies,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    let args = || {
-        (
-            client.clone(),
-            base.to_owned(),
-            flooder.token.clone(),
-            stop.clone(),
-            tallies.clone(),
-        )
+    let flood = Flood {
+        client: client.clone(),
+        base: base.to_owned(),
+        token: flooder.token.clone(),
+        stop: stop.clone(),
+        tallies: tallies.clone(),
     };
+    let mut tasks = Vec::new();
     for _ in 0..FLOOD_EMBED_LOOPS {
-        let (client, base, token, stop, tallies) = args();
         tasks.push(tokio::spawn(flood_embeddings(
-            client,
-            base,
-            token,
+            flood.clone(),
             model.to_owned(),
-            stop,
-            tallies,
         )));
     }
     for _ in 0..FLOOD_STREAMS {
-        let (client, base, token, stop, tallies) = args();
         tasks.push(tokio::spawn(flood_stream(
-            client,
-            base,
-            token,
+            flood.clone(),
             execution.to_owned(),
-            stop,
-            tallies,
         )));
     }
     for _ in 0..FLOOD_SUBMIT_LOOPS {
-        let (client, base, token, stop, tallies) = args();
-        tasks.push(tokio::spawn(flood_submissions(
-            client, base, token, stop, tallies,
-        )));
+        tasks.push(tokio::spawn(flood_submissions(flood.clone())));
     }
     tasks
 }
