@@ -58,6 +58,45 @@ fn the_error_shape_is_one_component_used_by_every_operation() {
     }
 }
 
+#[test]
+fn every_operation_has_a_generator_friendly_id_and_a_short_summary() {
+    // Client generators name methods after operationIds (`usersList`), so each is
+    // `{tag}-{words}` in kebab case, unique, and stable across refactors; Swagger UI
+    // already shows method and path, so a summary never repeats them.
+    let spec = spec();
+    let mut seen = std::collections::HashSet::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in METHODS {
+            let Some(operation) = item.get(method) else {
+                continue;
+            };
+            let id = operation["operationId"].as_str().unwrap_or_default();
+            let tag = operation["tags"][0].as_str().unwrap();
+            let words = id.strip_prefix(&format!("{tag}-")).unwrap_or_default();
+            assert!(
+                !words.is_empty()
+                    && words.split('-').all(
+                        |word| !word.is_empty() && word.bytes().all(|b| b.is_ascii_lowercase())
+                    ),
+                "{method} {path}: operationId {id:?} is not `{tag}-kebab-case`"
+            );
+            assert!(seen.insert(id.to_owned()), "operationId {id} is used twice");
+            let summary = operation["summary"].as_str().unwrap_or_default();
+            assert!(
+                !summary.is_empty() && !summary.contains('\n') && summary.len() <= 90,
+                "{method} {path}: summary {summary:?} is not one short line"
+            );
+            assert!(
+                !summary.contains(path.as_str())
+                    && !summary.contains("/api/")
+                    && !summary.starts_with(&format!("{} ", method.to_uppercase()))
+                    && !summary.starts_with(&format!("`{}", method.to_uppercase())),
+                "{method} {path}: summary {summary:?} repeats the method or path"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let app = TestApp::spawn().await;

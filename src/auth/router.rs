@@ -46,8 +46,10 @@ where
         .routes(routes!(change_password))
 }
 
-/// `POST /api/v1/auth/token`: the OAuth2 password grant (form-encoded).
-#[utoipa::path(post, path = "/auth/token", tag = TAG,
+/// Sign in with an email and a password.
+///
+/// The OAuth2 password grant (form-encoded): answers an access token and a refresh token.
+#[utoipa::path(post, path = "/auth/token", tag = TAG, operation_id = "auth-sign-in",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "A token pair.", body = TokenResponse),
@@ -67,8 +69,10 @@ async fn issue_token(
     ))
 }
 
-/// `POST /api/v1/auth/refresh`: exchange a refresh token for a new pair (single use).
-#[utoipa::path(post, path = "/auth/refresh", tag = TAG,
+/// Exchange a refresh token for a new pair.
+///
+/// Each refresh token works once; presenting a used one ends its whole sign-in.
+#[utoipa::path(post, path = "/auth/refresh", tag = TAG, operation_id = "auth-refresh",
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new token pair; the old refresh token is spent.", body = TokenResponse),
@@ -84,8 +88,8 @@ async fn refresh_token(
     ))
 }
 
-/// `POST /api/v1/auth/logout`: revoke the refresh token's sign-in.
-#[utoipa::path(post, path = "/auth/logout", tag = TAG,
+/// Sign out: end the refresh token's sign-in.
+#[utoipa::path(post, path = "/auth/logout", tag = TAG, operation_id = "auth-sign-out",
     request_body = RefreshRequest,
     responses((status = 204, description = "Revoked (or already unknown).")))]
 async fn logout(
@@ -96,8 +100,8 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/v1/auth/logout-all`: revoke every session of the caller, access tokens included.
-#[utoipa::path(post, path = "/auth/logout-all", tag = TAG,
+/// End every session of the caller, access tokens included.
+#[utoipa::path(post, path = "/auth/logout-all", tag = TAG, operation_id = "auth-sign-out-everywhere",
     security(("bearer" = [])),
     responses(
         (status = 204, description = "Every session revoked."),
@@ -111,8 +115,8 @@ async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `PUT /api/v1/auth/password`: change the password; every other session ends.
-#[utoipa::path(put, path = "/auth/password", tag = TAG,
+/// Change one's password; every other session ends.
+#[utoipa::path(put, path = "/auth/password", tag = TAG, operation_id = "auth-change-password",
     request_body = ChangePasswordRequest,
     security(("bearer" = [])),
     responses(

@@ -45,9 +45,10 @@ where
         .routes(routes!(metrics_text))
 }
 
-/// `GET /health`: the process is up and answering. Touches no dependency, so a
-/// database outage never makes an orchestrator restart a healthy process.
-#[utoipa::path(get, path = "/health", tag = TAG,
+/// Report that the process is up.
+///
+/// Touches no dependency, so a database outage never makes an orchestrator restart a healthy process.
+#[utoipa::path(get, path = "/health", tag = TAG, operation_id = "health-live",
     responses((status = 200, description = "The process answers.", body = HealthStatus)))]
 async fn health() -> axum::Json<HealthStatus> {
     axum::Json(HealthStatus {
@@ -56,11 +57,10 @@ async fn health() -> axum::Json<HealthStatus> {
     })
 }
 
-/// `GET /ready`: the service can do its work: the database answers within the
-/// acquire timeout, every migration is applied and shutdown has not begun. The
-/// body also reports optional components (the embedding engine), which never
-/// fail the check.
-#[utoipa::path(get, path = "/ready", tag = TAG,
+/// Report whether the service can do its work.
+///
+/// The database answers within the acquire timeout, every migration is applied and shutdown has not begun. The body also reports optional components (the embedding engine), which never fail the check.
+#[utoipa::path(get, path = "/ready", tag = TAG, operation_id = "health-ready",
     responses(
         (status = 200, description = "Ready for traffic.", body = HealthStatus),
         (status = 503, description = "Not ready; `detail` names the failing check.",
@@ -99,11 +99,11 @@ fn not_ready(reason: &str) -> AppError {
     }
 }
 
-/// `GET /metrics`: every metric in the Prometheus text format.
+/// Export every metric in the Prometheus text format.
 ///
 /// With `METRICS_TOKEN` set the scraper sends it as a bearer token; production
 /// without one refuses every scrape.
-#[utoipa::path(get, path = "/metrics", tag = TAG,
+#[utoipa::path(get, path = "/metrics", tag = TAG, operation_id = "health-metrics",
     security((), ("metrics_token" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition format.",

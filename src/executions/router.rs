@@ -50,14 +50,16 @@ fn execution_location(id: Uuid) -> String {
     format!("/api/v1/executions/{id}")
 }
 
-/// `POST /api/v1/executions`: submit work (`202`); an `Idempotency-Key` makes retries safe.
+/// Submit work to run in the background.
+///
+/// Answers `202` at once; an `Idempotency-Key` makes retries safe.
 ///
 /// Bounded per user (admins are exempt): at most `MAX_UNFINISHED_EXECUTIONS_PER_USER`
 /// queued or running executions, and for metered kinds a daily allowance
 /// (`embed_texts`: `MAX_EMBED_TEXTS_PER_DAY` texts in any 24 hours). A `priority`
 /// above 0 and a `sleep` over a minute are for admins. The input may take at most
 /// 64 KiB as compact JSON (`embed_texts`: 8 MiB, within `REQUEST_BODY_LIMIT_BYTES`).
-#[utoipa::path(post, path = "/executions", tag = TAG,
+#[utoipa::path(post, path = "/executions", tag = TAG, operation_id = "executions-create",
     request_body = CreateExecutionRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key and body return the same execution.")),
     security(("bearer" = [])),
@@ -108,11 +110,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     }
 }
 
-/// `GET /api/v1/executions`: the caller's executions (everyone's for admins with `all=true`), newest first.
+/// List the caller's executions, newest first.
+///
+/// Admins see everyone's with `all=true`.
 ///
 /// Items are summaries, without `input`, `result` and `errors` (`GET
 /// /executions/{id}` has them), so a page is small whatever the work was.
-#[utoipa::path(get, path = "/executions", tag = TAG,
+#[utoipa::path(get, path = "/executions", tag = TAG, operation_id = "executions-list",
     params(ExecutionListQuery),
     security(("bearer" = [])),
     responses(
@@ -128,8 +132,8 @@ async fn list_executions(
     Ok(axum::Json(service::list(&platform, &user, query).await?))
 }
 
-/// `POST /api/v1/executions/generate-name`: the name the service would give this submission.
-#[utoipa::path(post, path = "/executions/generate-name", tag = TAG,
+/// Preview the name the service would give a submission.
+#[utoipa::path(post, path = "/executions/generate-name", tag = TAG, operation_id = "executions-generate-name",
     request_body = GenerateNameRequest,
     security(("bearer" = [])),
     responses(
@@ -150,8 +154,8 @@ async fn generate_name(
     }))
 }
 
-/// `GET /api/v1/executions/{id}`: status, attempt, progress, result and error history.
-#[utoipa::path(get, path = "/executions/{id}", tag = TAG,
+/// Read one execution: status, attempt, progress, result and error history.
+#[utoipa::path(get, path = "/executions/{id}", tag = TAG, operation_id = "executions-get",
     params(("id" = Uuid, Path, description = "The execution's id.")),
     security(("bearer" = [])),
     responses(
@@ -166,8 +170,8 @@ async fn get_execution(
     Ok(axum::Json(service::get(&platform, &user, id).await?.into()))
 }
 
-/// `DELETE /api/v1/executions/{id}`: remove a finished execution.
-#[utoipa::path(delete, path = "/executions/{id}", tag = TAG,
+/// Delete a finished execution.
+#[utoipa::path(delete, path = "/executions/{id}", tag = TAG, operation_id = "executions-delete",
     params(("id" = Uuid, Path, description = "The execution's id.")),
     security(("bearer" = [])),
     responses(
@@ -184,8 +188,8 @@ async fn delete_execution(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /api/v1/executions/{id}/cancel`: cancel queued work at once, or signal running work.
-#[utoipa::path(post, path = "/executions/{id}/cancel", tag = TAG,
+/// Cancel an execution: queued work at once, running work by signal.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = TAG, operation_id = "executions-cancel",
     params(("id" = Uuid, Path, description = "The execution's id.")),
     security(("bearer" = [])),
     responses(
@@ -202,11 +206,11 @@ async fn cancel_execution(
     Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
 }
 
-/// `POST /api/v1/executions/{id}/retry`: queue a failed or cancelled execution again.
+/// Queue a failed or cancelled execution again.
 ///
 /// One execution may be re-run at most `MAX_EXECUTION_RERUNS` times (`reruns`
 /// counts them); a re-run passes the same per-user quotas as a submission.
-#[utoipa::path(post, path = "/executions/{id}/retry", tag = TAG,
+#[utoipa::path(post, path = "/executions/{id}/retry", tag = TAG, operation_id = "executions-retry",
     params(("id" = Uuid, Path, description = "The execution's id.")),
     security(("bearer" = [])),
     responses(
@@ -225,10 +229,10 @@ async fn retry_execution(
     Ok((StatusCode::ACCEPTED, axum::Json(execution.into())))
 }
 
-/// `GET /api/v1/executions/{id}/events`: Server-Sent Events of every status
-/// and progress change, resumable with `Last-Event-ID`; ends when the execution
-/// finishes, after the stream's maximum lifetime, or when the caller's access ends.
-#[utoipa::path(get, path = "/executions/{id}/events", tag = TAG,
+/// Follow an execution's status and progress as Server-Sent Events.
+///
+/// Resumable with `Last-Event-ID`; ends when the execution finishes, after the stream's maximum lifetime, or when the caller's access ends.
+#[utoipa::path(get, path = "/executions/{id}/events", tag = TAG, operation_id = "executions-events",
     description = "Server-Sent Events of every status and progress change of the execution, \
         pushed as they happen. The stream ends when the execution finishes and every event was sent. \
         It also ends cleanly after `EVENT_STREAM_MAX_SECONDS` (an hour by default): reconnect with \

@@ -39,9 +39,10 @@ where
         .routes(routes!(batch_results))
 }
 
-/// `POST /api/v1/inference/embeddings`: OpenAI's embeddings API. Point an OpenAI
-/// client's `base_url` at `/api/v1/inference` and use an access token as the key.
-#[utoipa::path(post, path = "/inference/embeddings", tag = TAG,
+/// Embed texts (OpenAI's embeddings API).
+///
+/// Point an OpenAI client's `base_url` at `/api/v1/inference` and use an access token as the key.
+#[utoipa::path(post, path = "/inference/embeddings", tag = TAG, operation_id = "inference-create-embeddings",
     request_body = EmbeddingsRequest,
     security(("bearer" = [])),
     responses(
@@ -60,8 +61,8 @@ async fn create_embeddings(
     Ok(timed(axum::Json(response), timing))
 }
 
-/// `GET /api/v1/inference/models`: the loaded model, its size, backend and adapter.
-#[utoipa::path(get, path = "/inference/models", tag = TAG,
+/// List the loaded model with its size, backend and adapter.
+#[utoipa::path(get, path = "/inference/models", tag = TAG, operation_id = "inference-list-models",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The loaded models.", body = ModelList),
@@ -74,8 +75,8 @@ async fn list_models(
     service::models(&inference).map(axum::Json)
 }
 
-/// `POST /api/v1/inference/similarity`: cosine similarity of one text with others.
-#[utoipa::path(post, path = "/inference/similarity", tag = TAG,
+/// Rank texts by cosine similarity to one text.
+#[utoipa::path(post, path = "/inference/similarity", tag = TAG, operation_id = "inference-similarity",
     request_body = SimilarityRequest,
     security(("bearer" = [])),
     responses(
@@ -93,9 +94,8 @@ async fn compare_similarity(
     Ok(timed(axum::Json(response), timing))
 }
 
-/// `GET /api/v1/inference/batches/{execution_id}/embeddings`: the vectors an
-/// `embed_texts` execution has stored so far, page by page.
-#[utoipa::path(get, path = "/inference/batches/{execution_id}/embeddings", tag = TAG,
+/// Page through the vectors an `embed_texts` execution has stored so far.
+#[utoipa::path(get, path = "/inference/batches/{execution_id}/embeddings", tag = TAG, operation_id = "inference-batch-results",
     params(("execution_id" = uuid::Uuid, Path, description = "The `embed_texts` execution."), BatchResultsQuery),
     security(("bearer" = [])),
     responses(

@@ -47,8 +47,10 @@ fn versioned(status: StatusCode, user: User) -> Versioned<UserResponse> {
     Versioned::new(status, user.id, user.revision, UserResponse::from(user))
 }
 
-/// `POST /api/v1/users`: sign up (or, for admins, create any account).
-#[utoipa::path(post, path = "/users", tag = TAG,
+/// Sign up, or create any account as an admin.
+///
+/// Anyone may sign up as a user; an admin may also choose the role and the active flag.
+#[utoipa::path(post, path = "/users", tag = TAG, operation_id = "users-create",
     request_body = CreateUserRequest,
     security((), ("bearer" = [])),
     responses(
@@ -69,8 +71,10 @@ async fn create_user(
     Ok(versioned(StatusCode::CREATED, user).at(location))
 }
 
-/// `GET /api/v1/users`: every account, newest first (admins only).
-#[utoipa::path(get, path = "/users", tag = TAG,
+/// List every account, newest first.
+///
+/// Admins only; cursor-paginated.
+#[utoipa::path(get, path = "/users", tag = TAG, operation_id = "users-list",
     params(UserListQuery),
     security(("bearer" = [])),
     responses(
@@ -87,8 +91,8 @@ async fn list_users(
     Ok(axum::Json(service::list(&platform, query).await?))
 }
 
-/// `GET /api/v1/users/me`: the caller's account.
-#[utoipa::path(get, path = "/users/me", tag = TAG,
+/// Read the caller's own account.
+#[utoipa::path(get, path = "/users/me", tag = TAG, operation_id = "users-get-me",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's account.", body = UserResponse, headers(("ETag" = String))),
@@ -99,8 +103,8 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
     versioned(StatusCode::OK, user).unless_current(&headers)
 }
 
-/// `PATCH /api/v1/users/me`: change one's email or name.
-#[utoipa::path(patch, path = "/users/me", tag = TAG,
+/// Change one's own email or name.
+#[utoipa::path(patch, path = "/users/me", tag = TAG, operation_id = "users-update-me",
     request_body = UpdateMeRequest,
     security(("bearer" = [])),
     responses(
@@ -138,8 +142,10 @@ async fn update_me(
     Ok(versioned(StatusCode::OK, updated))
 }
 
-/// `DELETE /api/v1/users/me`: delete one's own account (needs the password).
-#[utoipa::path(delete, path = "/users/me", tag = TAG,
+/// Delete one's own account.
+///
+/// Needs the current password; every session of the account ends.
+#[utoipa::path(delete, path = "/users/me", tag = TAG, operation_id = "users-delete-me",
     request_body = DeleteMeRequest,
     security(("bearer" = [])),
     responses(
@@ -170,8 +176,10 @@ async fn delete_me(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /api/v1/users/{id}`: any account (admins only).
-#[utoipa::path(get, path = "/users/{id}", tag = TAG,
+/// Read any account.
+///
+/// Admins only.
+#[utoipa::path(get, path = "/users/{id}", tag = TAG, operation_id = "users-get",
     params(("id" = uuid::Uuid, Path, description = "The account's id.")),
     security(("bearer" = [])),
     responses(
@@ -190,8 +198,10 @@ async fn get_user(
     Ok(versioned(StatusCode::OK, user).unless_current(&headers))
 }
 
-/// `PATCH /api/v1/users/{id}`: change any account, including role and active flag (admins only).
-#[utoipa::path(patch, path = "/users/{id}", tag = TAG,
+/// Change any account, role and active flag included.
+///
+/// Admins only.
+#[utoipa::path(patch, path = "/users/{id}", tag = TAG, operation_id = "users-update",
     params(("id" = uuid::Uuid, Path, description = "The account's id.")),
     request_body = UpdateUserRequest,
     security(("bearer" = [])),
@@ -220,8 +230,10 @@ async fn update_user(
     Ok(versioned(StatusCode::OK, updated))
 }
 
-/// `DELETE /api/v1/users/{id}`: delete any account (admins only).
-#[utoipa::path(delete, path = "/users/{id}", tag = TAG,
+/// Delete any account.
+///
+/// Admins only.
+#[utoipa::path(delete, path = "/users/{id}", tag = TAG, operation_id = "users-delete",
     params(("id" = uuid::Uuid, Path, description = "The account's id.")),
     security(("bearer" = [])),
     responses(
