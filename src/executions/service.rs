@@ -116,14 +116,15 @@ fn bounds(request: &CreateExecutionRequest, idempotency_key: Option<&str>) -> Ve
             "value_error",
         ));
     };
-    if let Some(name) = &request.name {
-        let length = name.trim().chars().count();
-        if length == 0 || length > 100 || name.chars().any(char::is_control) {
-            fail(
-                &["body", "name"],
-                "must be 1 to 100 characters, without control characters",
-            );
-        }
+    if request
+        .name
+        .as_deref()
+        .is_some_and(|name| !is_valid_name(name))
+    {
+        fail(
+            &["body", "name"],
+            "must be 1 to 100 characters, not only whitespace, without control characters",
+        );
     }
     if request
         .priority
@@ -162,6 +163,15 @@ fn bounds(request: &CreateExecutionRequest, idempotency_key: Option<&str>) -> Ve
         }
     }
     errors
+}
+
+/// Whether `name` may name an execution: 1 to 100 characters as sent (the
+/// document's `maxLength` counts them the same way), not only whitespace, no
+/// control characters (the pattern of `CreateExecutionRequest::name`).
+fn is_valid_name(name: &str) -> bool {
+    (1..=100).contains(&name.chars().count())
+        && !name.trim().is_empty()
+        && !name.chars().any(char::is_control)
 }
 
 /// A fingerprint of the submission, to tell a retry from a different request
@@ -407,10 +417,18 @@ async fn visible(
 /// One page of the caller's executions (everyone's for admins asking `all`).
 pub async fn list(
     platform: &Platform,
+    registry: &KindRegistry,
     user: &User,
     query: ExecutionListQuery,
 ) -> Result<Page<ExecutionSummary>, AppError> {
     let mut validator = Validator::new();
+    if query
+        .kind
+        .as_deref()
+        .is_some_and(|kind| !registry.knows(kind))
+    {
+        validator.push(registry.unknown_kind(FieldError::query("kind")));
+    }
     let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
     let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
         Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))

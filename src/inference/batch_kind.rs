@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayItems, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::core::platform::Platform;
@@ -63,9 +65,9 @@ impl EmbedTexts {
 #[serde(deny_unknown_fields)]
 pub struct EmbedTextsInput {
     /// The texts (1 to `INFERENCE_BATCH_JOB_MAX_TEXTS`, none empty).
-    #[schema(example = json!(["A man is eating food.", "A man rides a horse."]))]
+    #[schema(min_items = 1, example = json!(["A man is eating food.", "A man rides a horse."]))]
     pub texts: Vec<String>,
-    /// The model (`GET /api/v1/inference/models`).
+    /// The model (`GET /api/v1/inference/models`; `<organisation>/<model>` is accepted too).
     #[schema(example = "all-MiniLM-L6-v2")]
     pub model: String,
     /// Cut over-long texts instead of failing (default `INFERENCE_TRUNCATE`).
@@ -143,6 +145,29 @@ impl ExecutionKind for EmbedTexts {
 
     fn describe(&self, input: &EmbedTextsInput) -> String {
         format!("Embed {} texts with {}", input.texts.len(), input.model)
+    }
+
+    /// The type's schema with this deployment's bounds: at most
+    /// `INFERENCE_BATCH_JOB_MAX_TEXTS` texts, none empty or holding U+0000, and
+    /// the served model.
+    fn input_schema(&self) -> RefOr<Schema> {
+        let mut schema = EmbedTextsInput::schema();
+        if let RefOr::T(Schema::Object(input)) = &mut schema {
+            if let Some(RefOr::T(Schema::Array(texts))) = input.properties.get_mut("texts") {
+                texts.max_items = Some(self.inference.config.batch_job_max_texts);
+                if let ArrayItems::RefOrSchema(text) = &mut texts.items
+                    && let RefOr::T(Schema::Object(text)) = text.as_mut()
+                {
+                    text.min_length = Some(1);
+                    // PostgreSQL cannot store U+0000, so no kind's input may hold it.
+                    text.pattern = Some(r"^[^\x00]*$".to_owned());
+                }
+            }
+            if let Some(RefOr::T(Schema::Object(model))) = input.properties.get_mut("model") {
+                model.enum_values = Some(vec![self.inference.model_name().into()]);
+            }
+        }
+        schema
     }
 
     async fn run(
