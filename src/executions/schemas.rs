@@ -41,7 +41,9 @@ pub struct CreateExecutionRequest {
     /// Higher runs first, -100 to 100 (default 0); above 0 is for admins (`403 admin_required`).
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i16>,
-    /// Not before this time (UTC; at most a year ahead, else `422`).
+    /// Not before this time (UTC; a time past runs as soon as a worker is free).
+    /// Any time the format allows: a far one only holds one of its owner's
+    /// `MAX_UNFINISHED_EXECUTIONS_PER_USER` places until it is cancelled.
     pub run_at: Option<DateTime<Utc>>,
     /// Attempts before it fails for good, 1 to 25 (default 3).
     #[schema(minimum = 1, maximum = 25)]

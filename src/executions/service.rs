@@ -147,12 +147,6 @@ fn bounds(request: &CreateExecutionRequest, idempotency_key: Option<&str>) -> Ve
             "must be between 1 and 86400 seconds",
         );
     }
-    if request
-        .run_at
-        .is_some_and(|run_at| run_at > Utc::now() + chrono::Duration::days(366))
-    {
-        fail(&["body", "run_at"], "must be at most a year ahead");
-    }
     if let Some(key) = idempotency_key {
         let visible = key.bytes().all(|byte| (0x21..=0x7e).contains(&byte));
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !visible {
