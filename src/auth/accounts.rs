@@ -6,7 +6,7 @@
 use diesel_async::AsyncConnection;
 use uuid::Uuid;
 
-use crate::auth::password::validate_password;
+use crate::auth::password::{bounded_password, validate_password};
 use crate::auth::service::{self, AuthState};
 use crate::auth::sessions;
 use crate::core::db::DbPool;
@@ -95,9 +95,9 @@ pub async fn delete_own(
     users::delete(platform, user.id, expected_revision).await
 }
 
-/// Changes the caller's own profile. Changing the email — the login, and so
-/// the account — needs the current password (checked through the limiter)
-/// and ends every other sign-in; a name change needs neither.
+/// Changes the caller's own profile. Sending an email — the login, and so
+/// the account — needs the current password (checked through the limiter),
+/// and a changed one ends every other sign-in; a name change needs neither.
 pub async fn update_own_profile(
     platform: &Platform,
     auth: &AuthState,
@@ -107,11 +107,20 @@ pub async fn update_own_profile(
     current_password: Option<&str>,
 ) -> Result<User, AppError> {
     let user = caller.user;
+    // A password sent along is bounded as the document says, needed or not.
+    if let Some(password) = current_password {
+        bounded_password(password).map_err(|invalid| {
+            invalid_fields([(FieldError::body("current_password"), Some(invalid))])
+        })?;
+    }
+    // Any `email` needs the password, as the document says, even the current
+    // one; only a different one ends the other sign-ins.
+    let email_given = changes.email.is_some();
     let email_changes = changes
         .email
         .as_deref()
-        .is_some_and(|email| email.trim() != user.email);
-    if email_changes {
+        .is_some_and(|email| email != user.email);
+    if email_given {
         let Some(password) = current_password else {
             return Err(AppError::Validation(vec![
                 FieldError::body("current_password")

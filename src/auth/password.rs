@@ -24,30 +24,36 @@ pub const MIN_PASSWORD_CHARS: usize = 8;
 /// Longest accepted password, in characters (bounds the hashing cost of one request).
 pub const MAX_PASSWORD_CHARS: usize = 128;
 
-/// Longest password accepted for checking, in bytes: a guess longer than any
-/// password we let anyone set is refused before it costs a hash or a row.
-pub const MAX_CREDENTIAL_BYTES: usize = 1024;
+/// Longest password accepted for checking, in characters: a guess longer than
+/// any password we let anyone set is refused before it costs a hash or a row.
+/// Counted in characters, as the document's `maxLength` counts; at most 4 KiB
+/// of UTF-8, a trivial argon2 input.
+pub const MAX_CREDENTIAL_CHARS: usize = 1024;
 
 /// Longest sign-in name (an email), in characters (RFC 5321's path limit).
 pub const MAX_USERNAME_CHARS: usize = 254;
 
 /// Checks that a password presented for verification is not absurdly long.
 pub fn bounded_password(password: &str) -> Result<(), Invalid> {
-    if password.len() > MAX_CREDENTIAL_BYTES {
+    if password.chars().count() > MAX_CREDENTIAL_CHARS {
         Err(Invalid::new(format!(
-            "must be at most {MAX_CREDENTIAL_BYTES} bytes"
+            "must be at most {MAX_CREDENTIAL_CHARS} characters"
         )))
     } else {
         Ok(())
     }
 }
 
-/// Checks that a sign-in name is not longer than any email can be.
+/// Checks that a sign-in name is not longer than any email can be and holds
+/// no control character (no email does; PostgreSQL cannot even store NUL,
+/// and the name is looked up and, when unknown, kept as a limiter key).
 pub fn bounded_username(username: &str) -> Result<(), Invalid> {
     if username.chars().count() > MAX_USERNAME_CHARS {
         Err(Invalid::new(format!(
             "must be at most {MAX_USERNAME_CHARS} characters"
         )))
+    } else if username.chars().any(char::is_control) {
+        Err(Invalid::new("must not contain control characters"))
     } else {
         Ok(())
     }
@@ -346,5 +352,18 @@ mod tests {
         assert!(validate_password("long enough").is_ok());
         assert!(validate_password(&"x".repeat(129)).is_err());
         assert!(validate_password(&"é".repeat(8)).is_ok());
+    }
+
+    #[test]
+    fn presented_credentials_are_bounded_in_characters() {
+        // Characters, as the document's maxLength counts: 1,024 of them are
+        // checked however many bytes they take.
+        assert!(bounded_password(&"é".repeat(MAX_CREDENTIAL_CHARS)).is_ok());
+        assert!(bounded_password(&"x".repeat(MAX_CREDENTIAL_CHARS + 1)).is_err());
+        assert!(bounded_username(&"é".repeat(MAX_USERNAME_CHARS)).is_ok());
+        assert!(bounded_username(&"x".repeat(MAX_USERNAME_CHARS + 1)).is_err());
+        for control in ["ada\u{0}@example.com", "ada@example.com\n", "\u{85}"] {
+            assert!(bounded_username(control).is_err(), "{control:?}");
+        }
     }
 }

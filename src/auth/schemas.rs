@@ -5,22 +5,38 @@ use utoipa::ToSchema;
 
 use crate::core::config::REDACTED;
 
+/// The grants `POST /auth/token` supports (any other is a 400 `unsupported_grant_type`).
+// Only documented: the form keeps the field a string, so that another grant
+// gets OAuth2's own answer (RFC 6749 §5.2) rather than a parse error.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum GrantType {
+    /// The resource owner password credentials grant.
+    Password,
+}
+
 /// The OAuth2 password grant, form-encoded (what Swagger UI's Authorize sends).
+// A form has no `null`: an optional field is sent or left out, so none is
+// documented as nullable (a fuzzer would otherwise send the text "null").
 #[derive(Deserialize, ToSchema)]
 pub struct TokenForm {
     /// `password` (the only grant supported); may be omitted.
+    #[schema(value_type = GrantType, required = false)]
     pub grant_type: Option<String>,
-    /// The account's email (at most 254 characters).
-    #[schema(max_length = 254)]
+    /// The account's email (at most 254 characters, no control characters).
+    #[schema(max_length = 254, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub username: String,
-    /// The account's password (at most 1024 bytes are checked).
-    #[schema(format = Password)]
+    /// The account's password (at most 1024 characters).
+    #[schema(format = Password, max_length = 1024)]
     pub password: String,
     /// Ignored; accepted because OAuth2 clients send it.
+    #[schema(nullable = false)]
     pub scope: Option<String>,
     /// Ignored; accepted because OAuth2 clients send it.
+    #[schema(nullable = false)]
     pub client_id: Option<String>,
     /// Ignored; accepted because OAuth2 clients send it.
+    #[schema(nullable = false)]
     pub client_secret: Option<String>,
 }
 
@@ -80,11 +96,11 @@ impl std::fmt::Debug for RefreshRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
-    /// The password now.
-    #[schema(format = Password)]
+    /// The password now (at most 1024 characters).
+    #[schema(format = Password, max_length = 1024)]
     pub current_password: String,
     /// The new password, 8 to 128 characters.
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 128)]
     pub new_password: String,
 }
 

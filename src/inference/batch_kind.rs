@@ -201,7 +201,7 @@ impl ExecutionKind for EmbedTexts {
 fn ready_runtime(inference: &InferenceState) -> Result<Arc<LoadedEngine>, JobError> {
     match inference.status() {
         EngineStatus::Ready(runtime) => Ok(runtime),
-        EngineStatus::Loading => Err(JobError::Failed(
+        EngineStatus::Downloading | EngineStatus::Loading => Err(JobError::Failed(
             "the embedding model is still loading on this worker".into(),
         )),
         EngineStatus::Unavailable(reason) => Err(JobError::internal(

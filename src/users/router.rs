@@ -18,8 +18,8 @@ use crate::shared::error::{AppError, Problem};
 use crate::shared::pagination::Page;
 use crate::users::models::User;
 use crate::users::schemas::{
-    CreateUserRequest, DeleteMeRequest, UpdateMeRequest, UpdateUserRequest, UserListQuery,
-    UserResponse,
+    CreateUserRequest, DeleteMeRequest, UpdateMeBody, UpdateMeRequest, UpdateUserRequest,
+    UserListQuery, UserResponse,
 };
 use crate::users::service::{self, RequestedChanges};
 
@@ -105,7 +105,7 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
 
 /// Change one's own email or name.
 #[utoipa::path(patch, path = "/users/me", tag = TAG, operation_id = "users-update-me",
-    request_body = UpdateMeRequest,
+    request_body = UpdateMeBody,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),

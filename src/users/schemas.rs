@@ -1,12 +1,19 @@
 //! Request and response bodies of `/api/v1/users`.
 
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{
+    AllOfBuilder, AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::core::config::REDACTED;
-use crate::users::models::{Role, User};
+use crate::shared::pagination::Cursor;
+use crate::users::models::{Email, FullName, Role, User};
 
 /// An account as clients see it.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -46,30 +53,77 @@ impl From<User> for UserResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// A valid email address, unique case-insensitively.
-    #[schema(example = "ada@example.com")]
+    #[schema(value_type = Email)]
     pub email: String,
-    /// 1 to 100 characters.
-    #[schema(example = "Ada Lovelace")]
+    /// The name shown to people.
+    #[schema(value_type = FullName)]
     pub full_name: String,
     /// 8 to 128 characters.
-    #[schema(example = "correct horse battery staple", format = Password)]
+    #[schema(example = "correct horse battery staple", format = Password, min_length = 8, max_length = 128)]
     pub password: String,
     /// Only admins may set this; defaults to `user`.
     pub role: Option<Role>,
 }
 
-/// Changes to one's own profile.
+/// The fields of a change to one's own profile.
+// Documented as `UpdateMeFields`: the request body's schema is `UpdateMeBody`,
+// which adds the rule that an `email` needs `current_password`.
 #[derive(Deserialize, ToSchema)]
+#[schema(as = UpdateMeFields)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
     /// A new email address (the login): needs `current_password`, and ends
     /// every other sign-in.
+    #[schema(value_type = Option<Email>)]
     pub email: Option<String>,
     /// A new name.
+    #[schema(value_type = Option<FullName>)]
     pub full_name: Option<String>,
-    /// The password now (at most 1024 bytes); required when `email` changes.
-    #[schema(format = Password)]
+    /// The password now (at most 1024 characters); required with `email`.
+    #[schema(format = Password, max_length = 1024)]
     pub current_password: Option<String>,
+}
+
+/// `PATCH /users/me`'s body as documented: [`UpdateMeRequest`]'s fields, and
+/// the rule a field's schema cannot state alone: an `email` comes with a
+/// `current_password` (else 422). A generated client then refuses to send
+/// `{"email": …}` without it, as the server would.
+pub struct UpdateMeBody;
+
+impl PartialSchema for UpdateMeBody {
+    fn schema() -> RefOr<Schema> {
+        let no_email =
+            ObjectBuilder::new().property("email", ObjectBuilder::new().schema_type(Type::Null));
+        let with_password = ObjectBuilder::new()
+            .property(
+                "current_password",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password))),
+            )
+            .required("current_password");
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name(UpdateMeRequest::name()))
+            .item(AnyOfBuilder::new().item(no_email).item(with_password))
+            .description(Some(
+                "Changes to one's own profile; a new `email` needs `current_password`.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for UpdateMeBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("UpdateMeRequest")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((
+            UpdateMeRequest::name().into_owned(),
+            UpdateMeRequest::schema(),
+        ));
+        <UpdateMeRequest as ToSchema>::schemas(schemas);
+    }
 }
 
 impl std::fmt::Debug for UpdateMeRequest {
@@ -90,8 +144,10 @@ impl std::fmt::Debug for UpdateMeRequest {
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     /// A new email address.
+    #[schema(value_type = Option<Email>)]
     pub email: Option<String>,
     /// A new name.
+    #[schema(value_type = Option<FullName>)]
     pub full_name: Option<String>,
     /// A new role.
     pub role: Option<Role>,
@@ -114,8 +170,8 @@ impl std::fmt::Debug for CreateUserRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteMeRequest {
-    /// The current password.
-    #[schema(format = Password)]
+    /// The current password (at most 1024 characters).
+    #[schema(format = Password, max_length = 1024)]
     pub password: String,
 }
 
@@ -136,11 +192,14 @@ pub struct UserListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<Cursor>)]
     pub cursor: Option<String>,
     /// Only accounts with this role.
     pub role: Option<Role>,
     /// Only active (`true`) or inactive (`false`) accounts.
     pub active: Option<bool>,
-    /// Only emails starting with this, case-insensitively.
+    /// Only emails starting with this, case-insensitively (at most 254
+    /// characters, no control characters).
+    #[param(max_length = 254, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     pub email_prefix: Option<String>,
 }

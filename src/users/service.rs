@@ -9,9 +9,9 @@ use uuid::Uuid;
 use crate::core::http::conditional;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
-use crate::shared::pagination::{DEFAULT_LIMIT, Page, checked_limit, fetch_limit};
+use crate::shared::pagination::{Cursor, DEFAULT_LIMIT, Page, checked_limit, fetch_limit};
 use crate::shared::validation::{Invalid, Validator};
-use crate::users::models::{Email, FullName, NewUser, Role, User, UserChanges};
+use crate::users::models::{Email, FullName, MAX_EMAIL_CHARS, NewUser, Role, User, UserChanges};
 use crate::users::repository::{self, UserFilter};
 use crate::users::schemas::{UserListQuery, UserResponse};
 
@@ -89,14 +89,19 @@ pub async fn list(
     let mut validator = Validator::new();
     let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
     let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
-        Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))
+        Cursor::parse(&cursor).map(Cursor::key)
     });
     let email_prefix = validator.check_optional(
         FieldError::query("email_prefix"),
         query.email_prefix,
         |prefix| {
-            if prefix.chars().count() > 254 {
-                Err(Invalid::new("must be at most 254 characters"))
+            if prefix.chars().count() > MAX_EMAIL_CHARS {
+                Err(Invalid::new(format!(
+                    "must be at most {MAX_EMAIL_CHARS} characters"
+                )))
+            } else if prefix.chars().any(char::is_control) {
+                // No email holds one, and PostgreSQL cannot even bind NUL.
+                Err(Invalid::new("must not contain control characters"))
             } else {
                 Ok(prefix)
             }

@@ -75,14 +75,16 @@ pub fn ensure_redoc_bundle() {
     }
 }
 
-/// Polls `/ready` until the embedding engine has finished loading; returns its report.
+/// Polls `/ready` until the embedding engine has finished downloading and
+/// loading; returns its report.
 pub async fn settled_inference_report(app: &TestApp) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let response = app.get("/ready").send().await;
         assert_eq!(response.status, StatusCode::OK, "{}", response.text());
         let report = response.json()["components"]["inference"].clone();
-        if report["state"] != "loading" || Instant::now() > deadline {
+        let settling = report["state"] == "loading" || report["state"] == "downloading";
+        if !settling || Instant::now() > deadline {
             return report;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -7,6 +7,7 @@
 //! - [`requests`]: the request builder, [`TestResponse`], `assert_problem`.
 //! - [`skips`]: skipping tests that need a GPU or the real model.
 //! - [`executions`], [`tiny_model`]: helpers for those domains' tests.
+//! - [`tools`]: the npm packages and Schemathesis the contract tests drive.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
@@ -17,6 +18,7 @@ pub mod executions;
 pub mod requests;
 pub mod skips;
 pub mod tiny_model;
+pub mod tools;
 
 use std::path::PathBuf;
 

@@ -154,6 +154,12 @@ impl EmbeddingEngine {
         self.tokenizer.encode_marking_truncation(texts)
     }
 
+    /// How many tokens each whole text holds (special tokens included), past
+    /// what the model reads.
+    pub fn count_tokens<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<usize>, EngineError> {
+        self.tokenizer.count_whole(texts)
+    }
+
     /// A short name for the model: its directory's name (`all-MiniLM-L6-v2`).
     pub fn model_name(&self) -> String {
         model_name(&self.model_dir)

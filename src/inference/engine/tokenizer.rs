@@ -98,6 +98,9 @@ pub struct Tokenized {
 /// The model's WordPiece (or other) tokenizer, configured for the engine.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation, to count a whole text's tokens:
+    /// the truncating one stops reading once it has enough, so it cannot say.
+    whole: Tokenizer,
     path: PathBuf,
 }
 
@@ -128,13 +131,32 @@ impl TextTokenizer {
         // The shipped tokenizer.json pads every input to a fixed 128 tokens and truncates
         // there: both would change the embeddings, so they are replaced.
         inner.with_padding(None);
+        let mut whole = inner.clone();
+        whole.with_truncation(None).map_err(error)?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_seq_length,
                 ..TruncationParams::default()
             }))
             .map_err(error)?;
-        Ok(Self { inner, path })
+        Ok(Self { inner, whole, path })
+    }
+
+    /// How many tokens each whole text holds, special tokens included, however
+    /// many the model reads: what a client is told when it asks how long a text is.
+    pub fn count_whole<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<usize>, EngineError> {
+        texts
+            .iter()
+            .map(|text| {
+                self.whole
+                    .encode(text.as_ref(), true)
+                    .map(|encoding| encoding.len())
+                    .map_err(|source| EngineError::Tokenizer {
+                        path: self.path.clone(),
+                        source,
+                    })
+            })
+            .collect()
     }
 
     /// Token ids of each text, special tokens included, truncated to `max_seq_length`.
