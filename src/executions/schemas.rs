@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::core::http::extract::parse_nested_json;
 use crate::executions::models::{Execution, ExecutionSummaryRow, Status};
 use crate::shared::error::AppError;
+use crate::shared::pagination::Cursor;
 
 /// Submits background work. The document shows it as a union over the
 /// registered kinds (`executions::document`); this type's own schema is
@@ -279,7 +280,7 @@ pub struct ExecutionListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
-    #[param(value_type = Option<Uuid>)]
+    #[param(inline, value_type = Option<Cursor>)]
     pub cursor: Option<String>,
     /// Only this status.
     pub status: Option<Status>,

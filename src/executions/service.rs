@@ -21,8 +21,8 @@ use crate::executions::queue::NotificationHub;
 use crate::executions::repository::{self, ExecutionFilter};
 use crate::executions::schemas::{CreateExecutionRequest, ExecutionListQuery, ExecutionSummary};
 use crate::shared::error::{AppError, FieldError, LocSegment};
-use crate::shared::pagination::{Page, checked_limit, fetch_limit};
-use crate::shared::validation::{Invalid, Validator};
+use crate::shared::pagination::{Cursor, Page, checked_limit, fetch_limit};
+use crate::shared::validation::Validator;
 use crate::users::models::{Role, User};
 
 /// Longest accepted `Idempotency-Key`.
@@ -425,7 +425,7 @@ pub async fn list(
     }
     let limit = validator.check(FieldError::query("limit"), checked_limit(query.limit));
     let before = validator.check_optional(FieldError::query("cursor"), query.cursor, |cursor| {
-        Uuid::parse_str(&cursor).map_err(|_| Invalid::new("is not a cursor this API returned"))
+        Cursor::parse(&cursor).map(Cursor::key)
     });
     validator.into_result()?;
     let everyone = query.all.unwrap_or(false);
