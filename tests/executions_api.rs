@@ -1164,10 +1164,15 @@ async fn the_served_document_states_this_deployments_bounds() {
     assert_eq!(texts["minItems"], 1);
     assert_eq!(texts["items"]["minLength"], 1);
     assert_eq!(
-        component(&spec, "EmbedTextsInput")["properties"]["model"]["enum"],
-        json!([TEST_MODEL])
+        component(&spec, "EmbedTextsInput")["properties"]["model"]["pattern"],
+        format!("^([^\\x00]*/)?{TEST_MODEL}$")
     );
     let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let by_id = json!({"kind": "embed_texts", "input": {"texts": ["a"], "model": format!("org/{TEST_MODEL}")}});
+    assert_eq!(
+        submit(&app, &token, by_id).await.status,
+        StatusCode::ACCEPTED
+    );
     let over = submit(&app, &token, embed_texts(&texts_of(51))).await;
     over.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
     let at = submit(&app, &token, embed_texts(&texts_of(50))).await;

@@ -149,7 +149,7 @@ impl ExecutionKind for EmbedTexts {
 
     /// The type's schema with this deployment's bounds: at most
     /// `INFERENCE_BATCH_JOB_MAX_TEXTS` texts, none empty or holding U+0000, and
-    /// the served model.
+    /// the served model's names.
     fn input_schema(&self) -> RefOr<Schema> {
         let mut schema = EmbedTextsInput::schema();
         if let RefOr::T(Schema::Object(input)) = &mut schema {
@@ -164,7 +164,7 @@ impl ExecutionKind for EmbedTexts {
                 }
             }
             if let Some(RefOr::T(Schema::Object(model))) = input.properties.get_mut("model") {
-                model.enum_values = Some(vec![self.inference.model_name().into()]);
+                model.pattern = Some(model_pattern(&self.inference.model_name()));
             }
         }
         schema
@@ -195,6 +195,21 @@ impl ExecutionKind for EmbedTexts {
             results: format!("/api/v1/inference/batches/{execution_id}/embeddings"),
         })
     }
+}
+
+/// The names [`names_model`] accepts for `model`, as a pattern: the name
+/// itself or anything ending in `/` and the name (a Hugging Face id), never
+/// U+0000. A pattern rather than an enum, so that a client may pass the
+/// `id` that `GET /inference/models` lists (a string) without a cast.
+fn model_pattern(model: &str) -> String {
+    let escaped: String = model
+        .chars()
+        .flat_map(|character| {
+            let special = "\\^$.|?*+()[]{}".contains(character);
+            special.then_some('\\').into_iter().chain([character])
+        })
+        .collect();
+    format!(r"^([^\x00]*/)?{escaped}$")
 }
 
 /// The loaded engine, or a failed attempt saying why this worker has none.
@@ -459,6 +474,15 @@ fn failed(error: impl std::fmt::Display) -> JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_model_pattern_escapes_the_name() {
+        assert_eq!(
+            model_pattern("bge-small-en-v1.5"),
+            r"^([^\x00]*/)?bge-small-en-v1\.5$"
+        );
+        assert_eq!(model_pattern("a+b(c)"), r"^([^\x00]*/)?a\+b\(c\)$");
+    }
 
     #[test]
     fn a_refused_chunk_lists_twenty_errors_and_counts_the_rest() {
