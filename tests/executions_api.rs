@@ -117,15 +117,16 @@ async fn invalid_submissions_list_every_problem() {
         assert_eq!(problem["errors"][0]["loc"], loc, "{input}");
         assert_eq!(problem["errors"][0]["type"], kind, "{input}");
     }
-    let far = (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339();
-    let problem = submit(
+    // Any date-time the document allows is accepted: a far one just waits.
+    let far = submit(
         &app,
         &token,
-        json!({"kind": "sleep", "input": {"duration_ms": 1}, "run_at": far}),
+        json!({"kind": "sleep", "input": {"duration_ms": 1}, "run_at": "9999-12-31T23:59:59Z"}),
     )
-    .await
-    .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_eq!(problem["errors"][0]["loc"], json!(["body", "run_at"]));
+    .await;
+    assert_eq!(far.status, StatusCode::ACCEPTED, "{}", far.text());
+    assert_eq!(far.json()["run_at"], "9999-12-31T23:59:59Z");
+    assert_eq!(far.json()["status"], "queued");
     app.post(PATH)
         .json(sleep(1))
         .send()
@@ -351,7 +352,13 @@ async fn lists_filter_and_page() {
             .len(),
         1
     );
-    for bad in ["status=done", "limit=0", "cursor=x", "colour=red"] {
+    for bad in [
+        "status=done",
+        "limit=0",
+        "cursor=x",
+        "colour=red",
+        "kind=teleport",
+    ] {
         app.get(&format!("{PATH}?{bad}"))
             .bearer(&token)
             .send()
@@ -1022,10 +1029,273 @@ async fn no_re_run_at_all_when_the_bound_is_zero() {
         .assert_problem(StatusCode::CONFLICT, "rerun_limit_reached");
 }
 
+/// The app's document, as `/openapi.json` serves it.
+fn document() -> Value {
+    serde_json::to_value(tessera::app::openapi()).unwrap()
+}
+
+/// The schema of `name` among the document's components.
+fn component<'a>(spec: &'a Value, name: &str) -> &'a Value {
+    spec["components"]["schemas"]
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} is a component"))
+}
+
+/// The schema of the `name` parameter of `method path`.
+fn parameter<'a>(spec: &'a Value, method: &str, path: &str, name: &str) -> &'a Value {
+    spec["paths"][path][method]["parameters"]
+        .as_array()
+        .and_then(|parameters| parameters.iter().find(|p| p["name"] == name))
+        .map(|parameter| &parameter["schema"])
+        .unwrap_or_else(|| panic!("{method} {path} has a {name} parameter"))
+}
+
 #[test]
-fn every_kind_has_its_schemas_in_the_document() {
-    let spec = serde_json::to_value(tessera::app::openapi()).unwrap();
-    for name in ["SleepInput", "SleepOutput"] {
-        assert!(spec["components"]["schemas"].get(name).is_some(), "{name}");
+fn submissions_and_responses_are_unions_over_the_registered_kinds() {
+    let spec = document();
+    assert_eq!(
+        component(&spec, "ExecutionKind")["enum"],
+        json!(["embed_texts", "sleep"])
+    );
+    for (union, suffix) in [
+        ("CreateExecutionRequest", "ExecutionRequest"),
+        ("GenerateNameRequest", "GenerateNameRequest"),
+        ("ExecutionResponse", "Execution"),
+    ] {
+        let schema = component(&spec, union);
+        assert_eq!(schema["discriminator"]["propertyName"], "kind", "{union}");
+        for (kind, prefix) in [("sleep", "Sleep"), ("embed_texts", "EmbedTexts")] {
+            let target = format!("#/components/schemas/{prefix}{suffix}");
+            assert_eq!(schema["discriminator"]["mapping"][kind], json!(target));
+            assert!(
+                schema["oneOf"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!({"$ref": target}))
+            );
+        }
     }
+    let sleep = component(&spec, "SleepExecutionRequest");
+    assert_eq!(
+        sleep["unevaluatedProperties"], false,
+        "closed, like the server"
+    );
+    assert_eq!(
+        sleep["allOf"][0]["$ref"],
+        "#/components/schemas/ExecutionOptions"
+    );
+    assert_eq!(
+        sleep["allOf"][1]["properties"]["kind"]["enum"],
+        json!(["sleep"])
+    );
+    assert_eq!(
+        sleep["allOf"][1]["properties"]["input"]["$ref"],
+        "#/components/schemas/SleepInput"
+    );
+    let options = component(&spec, "ExecutionOptions");
+    for shared in ["name", "priority", "run_at", "max_attempts", "timeout_s"] {
+        assert!(options["properties"].get(shared).is_some(), "{shared}");
+    }
+    let response = &component(&spec, "EmbedTextsExecution")["allOf"];
+    assert_eq!(response[0]["$ref"], "#/components/schemas/ExecutionSummary");
+    assert_eq!(
+        response[1]["properties"]["input"]["$ref"],
+        "#/components/schemas/EmbedTextsInput"
+    );
+    assert_eq!(
+        response[1]["properties"]["result"]["oneOf"],
+        json!([{"$ref": "#/components/schemas/EmbedTextsOutput"}, {"type": "null"}])
+    );
+    assert_eq!(
+        component(&spec, "ExecutionSummary")["properties"]["kind"]["$ref"],
+        "#/components/schemas/ExecutionKind"
+    );
+}
+
+#[test]
+fn the_executions_parameters_state_the_servers_rules() {
+    let spec = document();
+    let list = |name| parameter(&spec, "get", "/api/v1/executions", name).clone();
+    assert_eq!(list("limit")["minimum"], 1);
+    assert_eq!(list("limit")["maximum"], 100);
+    assert_eq!(list("cursor")["format"], "uuid");
+    assert_eq!(list("kind")["$ref"], "#/components/schemas/ExecutionKind");
+    assert_eq!(list("status")["$ref"], "#/components/schemas/Status");
+    let key = parameter(&spec, "post", "/api/v1/executions", "Idempotency-Key");
+    assert_eq!(
+        key,
+        &json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"})
+    );
+    let last = parameter(
+        &spec,
+        "get",
+        "/api/v1/executions/{id}/events",
+        "Last-Event-ID",
+    );
+    assert_eq!(last["type"], "integer", "a number, never null");
+    assert_eq!(last["minimum"], 0);
+    for (method, path) in [
+        ("get", "/api/v1/executions/{id}"),
+        ("delete", "/api/v1/executions/{id}"),
+        ("post", "/api/v1/executions/{id}/cancel"),
+        ("post", "/api/v1/executions/{id}/retry"),
+        ("get", "/api/v1/executions/{id}/events"),
+    ] {
+        assert_eq!(
+            parameter(&spec, method, path, "id")["format"],
+            "uuid",
+            "{method} {path}"
+        );
+    }
+    let event = &spec["paths"]["/api/v1/executions/{id}/events"]["get"]["responses"]["200"]["content"]
+        ["text/event-stream"]["schema"];
+    assert_eq!(
+        event["$ref"], "#/components/schemas/ExecutionStreamEvent",
+        "each event is described"
+    );
+}
+
+#[tokio::test]
+async fn the_served_document_states_this_deployments_bounds() {
+    let app = TestApp::spawn_with(&[("INFERENCE_BATCH_JOB_MAX_TEXTS", "50")]).await;
+    let spec = app.get("/openapi.json").send().await.json();
+    let texts = &component(&spec, "EmbedTextsInput")["properties"]["texts"];
+    assert_eq!(texts["maxItems"], 50);
+    assert_eq!(texts["minItems"], 1);
+    assert_eq!(texts["items"]["minLength"], 1);
+    assert_eq!(
+        component(&spec, "EmbedTextsInput")["properties"]["model"]["pattern"],
+        format!("^([^\\x00]*/)?{TEST_MODEL}$")
+    );
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let by_id = json!({"kind": "embed_texts", "input": {"texts": ["a"], "model": format!("org/{TEST_MODEL}")}});
+    assert_eq!(
+        submit(&app, &token, by_id).await.status,
+        StatusCode::ACCEPTED
+    );
+    let over = submit(&app, &token, embed_texts(&texts_of(51))).await;
+    over.assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let at = submit(&app, &token, embed_texts(&texts_of(50))).await;
+    assert_eq!(at.status, StatusCode::ACCEPTED, "{}", at.text());
+}
+
+fn texts_of(count: usize) -> Vec<String> {
+    (0..count).map(|index| format!("text {index}")).collect()
+}
+
+#[tokio::test]
+async fn numbers_are_read_as_the_document_types_them() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    // JSON Schema's `integer` is any number without a fractional part.
+    let whole = submit(
+        &app,
+        &token,
+        json!({"kind": "sleep", "input": {"duration_ms": 1500.0, "steps": 3.0}, "max_attempts": 8.0}),
+    )
+    .await;
+    assert_eq!(whole.status, StatusCode::ACCEPTED, "{}", whole.text());
+    assert_eq!(whole.json()["max_attempts"], 8);
+    assert_eq!(whole.json()["input"]["duration_ms"], 1500);
+    assert_eq!(whole.json()["input"]["steps"], 3);
+    let named = app
+        .post(&format!("{PATH}/generate-name"))
+        .bearer(&token)
+        .json(json!({"kind": "sleep", "input": {"duration_ms": 2000.0}}))
+        .send()
+        .await;
+    assert_eq!(named.json()["name"], "sleep · Sleep 2.0 s");
+    for (body, loc) in [
+        (
+            json!({"kind": "sleep", "input": {"duration_ms": 1}, "max_attempts": 8.5}),
+            json!(["body", "max_attempts"]),
+        ),
+        (
+            json!({"kind": "sleep", "input": {"duration_ms": 1.5}}),
+            json!(["body", "input", "duration_ms"]),
+        ),
+        (
+            json!({"kind": "sleep", "input": {"duration_ms": 1, "fail_first_attempts": 26}}),
+            json!(["body", "input", "fail_first_attempts"]),
+        ),
+        (
+            json!({"kind": "sleep", "input": {"duration_ms": 1}, "priority": 1e300}),
+            json!(["body", "priority"]),
+        ),
+    ] {
+        let problem = submit(&app, &token, body.clone())
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(problem["errors"][0]["loc"], loc, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn names_are_checked_as_the_documented_pattern_says() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let named = |name: String| json!({"kind": "sleep", "input": {"duration_ms": 1}, "name": name});
+    for refused in [
+        String::new(),
+        " \t\u{3000}\u{a0}".to_owned(),
+        "tab\there".to_owned(),
+        "nul\u{0}".to_owned(),
+        "next line\u{85}".to_owned(),
+        "x".repeat(101),
+        format!(" {} ", "x".repeat(99)),
+    ] {
+        let problem = submit(&app, &token, named(refused.clone()))
+            .await
+            .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+        assert_eq!(
+            problem["errors"][0]["loc"],
+            json!(["body", "name"]),
+            "{refused:?}"
+        );
+    }
+    for (accepted, stored) in [
+        ("x".repeat(100), "x".repeat(100)),
+        ("  padded\u{3000}".to_owned(), "padded".to_owned()),
+        ("\u{feff}".to_owned(), "\u{feff}".to_owned()),
+        ("日本語 ✓".to_owned(), "日本語 ✓".to_owned()),
+    ] {
+        let response = submit(&app, &token, named(accepted.clone())).await;
+        assert_eq!(response.status, StatusCode::ACCEPTED, "{accepted:?}");
+        assert_eq!(response.json()["name"], json!(stored));
+    }
+}
+
+#[tokio::test]
+async fn strings_postgresql_cannot_store_are_refused_not_failed_on() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let body = json!({"kind": "embed_texts", "input": {
+        "texts": ["fine", "nul \u{0} inside", "fine", "\u{0}"],
+        "model": TEST_MODEL,
+    }});
+    let problem = submit(&app, &token, body)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    let locs: Vec<&Value> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| &error["loc"])
+        .collect();
+    assert_eq!(
+        locs,
+        [
+            &json!(["body", "input", "texts", 1]),
+            &json!(["body", "input", "texts", 3])
+        ]
+    );
+    let many = json!({"kind": "embed_texts", "input": {
+        "texts": vec!["\u{0}"; 500],
+        "model": TEST_MODEL,
+    }});
+    let problem = submit(&app, &token, many)
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    assert_eq!(problem["errors"].as_array().map(Vec::len), Some(20));
+    assert!(items(&app.get(PATH).bearer(&token).send().await).is_empty());
 }

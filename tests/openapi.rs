@@ -169,7 +169,10 @@ fn collect_rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) 
 
 #[tokio::test]
 async fn the_served_document_is_the_printed_one() {
-    let app = TestApp::spawn().await;
+    // The served document states the deployment's model (`embed_texts`' input);
+    // this app's is named like the default one, and absent, so it loads nothing.
+    let model_dir = repo_root().join(".data/no-model-in-tests/all-MiniLM-L6-v2");
+    let app = TestApp::spawn_with(&[("INFERENCE_MODEL_DIR", model_dir.to_str().unwrap())]).await;
     let response = app.get("/openapi.json").send().await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(response.json(), spec());

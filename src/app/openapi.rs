@@ -62,7 +62,9 @@ impl Modify for BearerScheme {
 )]
 pub(super) struct ApiDoc;
 
-/// Sets the version, adds every execution kind's input and output schema, and
+/// Sets the version, adds the components the kind registry generates (every
+/// kind's input and output, and the submission, name-preview and response
+/// unions over the kinds, which replace the derived schemas of those names), and
 /// gives every operation a `default` response in the problem shape, so clients
 /// learn the one error schema from any operation.
 pub(super) fn complete_spec(mut spec: openapi::OpenApi, kinds: &KindRegistry) -> openapi::OpenApi {

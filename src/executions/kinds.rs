@@ -21,6 +21,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::core::http::extract::parse_nested_json;
 use crate::executions::context::{JobContext, JobError};
+use crate::executions::document;
 use crate::shared::error::{FieldError, LocSegment};
 
 /// The queue kinds run on unless they name another.
@@ -47,6 +48,7 @@ pub trait ExecutionKind: Send + Sync + 'static {
     const MAX_INPUT_BYTES: usize = DEFAULT_MAX_INPUT_BYTES;
 
     /// Rules beyond the input's shape; each error's `loc` is relative to `input`.
+    /// (Every kind's strings are refused if they hold U+0000, which cannot be stored.)
     fn validate(&self, input: &Self::Input) -> Vec<FieldError>;
 
     /// The units of metered work this input asks for (`embed_texts`: one per
@@ -67,6 +69,14 @@ pub trait ExecutionKind: Send + Sync + 'static {
     /// A short description of this input, for generated names (`"Sleep 1.5 s"`).
     fn describe(&self, input: &Self::Input) -> String;
 
+    /// The input's schema as this deployment checks it, for the OpenAPI
+    /// document: the type's own schema unless the kind's bounds are
+    /// configured (how many texts, which model), which a kind states here so
+    /// that a generated client knows them too.
+    fn input_schema(&self) -> RefOr<Schema> {
+        Self::Input::schema()
+    }
+
     /// Does the work.
     fn run(
         &self,
@@ -86,6 +96,18 @@ pub struct CheckedInput {
     pub reserved_for_admins: Vec<FieldError>,
 }
 
+/// What the OpenAPI document says of one kind: its name, and its input's and
+/// output's component names and schemas.
+#[derive(Clone)]
+pub struct KindSchemas {
+    /// The name clients submit.
+    pub name: &'static str,
+    /// The input's component name and schema (as [`ExecutionKind::input_schema`] states it).
+    pub input: (String, RefOr<Schema>),
+    /// The output's component name and schema.
+    pub output: (String, RefOr<Schema>),
+}
+
 /// A kind with its types erased, as the registry holds it.
 trait ErasedKind: Send + Sync {
     fn queue(&self) -> &'static str;
@@ -94,7 +116,7 @@ trait ErasedKind: Send + Sync {
     fn describe(&self, input: &Value) -> String;
     fn run(&self, input: Value, context: JobContext)
     -> BoxFuture<'static, Result<Value, JobError>>;
-    fn schemas(&self) -> [(String, RefOr<Schema>); 2];
+    fn schemas(&self) -> KindSchemas;
 }
 
 struct Erased<K>(Arc<K>);
@@ -115,6 +137,10 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
                     ))
                     .kind("too_large"),
             ]);
+        }
+        let unstorable = strings_holding_nul(input);
+        if !unstorable.is_empty() {
+            return Err(located_in_input(unstorable));
         }
         let typed: K::Input = parse_nested_json(input, &["body", "input"])?;
         let errors = self.0.validate(&typed);
@@ -161,11 +187,12 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
         .boxed()
     }
 
-    fn schemas(&self) -> [(String, RefOr<Schema>); 2] {
-        [
-            (K::Input::name().into_owned(), K::Input::schema()),
-            (K::Output::name().into_owned(), K::Output::schema()),
-        ]
+    fn schemas(&self) -> KindSchemas {
+        KindSchemas {
+            name: K::NAME,
+            input: (K::Input::name().into_owned(), self.0.input_schema()),
+            output: (K::Output::name().into_owned(), K::Output::schema()),
+        }
     }
 }
 
@@ -175,6 +202,42 @@ fn located_in_input(mut errors: Vec<FieldError>) -> Vec<FieldError> {
         error
             .loc
             .splice(0..0, [LocSegment::from("body"), LocSegment::from("input")]);
+    }
+    errors
+}
+
+/// The most strings holding U+0000 that one refusal lists.
+const MAX_LISTED_NUL_STRINGS: usize = 20;
+
+/// An error for each string in `value` that holds U+0000 (the first
+/// [`MAX_LISTED_NUL_STRINGS`]), located relative to it: PostgreSQL's `jsonb`
+/// cannot store that character, so such an input could never be enqueued.
+fn strings_holding_nul(value: &Value) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let mut pending = vec![(value, Vec::<LocSegment>::new())];
+    while let Some((value, loc)) = pending.pop() {
+        if errors.len() == MAX_LISTED_NUL_STRINGS {
+            break;
+        }
+        match value {
+            Value::String(text) if text.contains('\0') => errors.push(FieldError::new(
+                loc,
+                "must not contain U+0000 (a NUL character)",
+                "value_error",
+            )),
+            Value::Array(items) => {
+                pending.extend(items.iter().enumerate().rev().map(|(index, item)| {
+                    (item, [loc.as_slice(), &[LocSegment::Index(index)]].concat())
+                }))
+            }
+            Value::Object(fields) => pending.extend(fields.iter().rev().map(|(key, item)| {
+                (
+                    item,
+                    [loc.as_slice(), &[LocSegment::from(key.as_str())]].concat(),
+                )
+            })),
+            _ => {}
+        }
     }
     errors
 }
@@ -256,15 +319,23 @@ impl KindRegistry {
     pub fn check_input(&self, kind: &str, input: &Value) -> Result<CheckedInput, Vec<FieldError>> {
         match self.kinds.get(kind) {
             Some(erased) => erased.check(input),
-            None => Err(vec![
-                FieldError::body("kind")
-                    .because(format!(
-                        "is not a known kind (known: {})",
-                        self.names().join(", ")
-                    ))
-                    .kind("enum"),
-            ]),
+            None => Err(vec![self.unknown_kind(FieldError::body("kind"))]),
         }
+    }
+
+    /// Whether `kind` is registered.
+    pub fn knows(&self, kind: &str) -> bool {
+        self.kinds.contains_key(kind)
+    }
+
+    /// The error of a field that names no registered kind, listing those that are.
+    pub fn unknown_kind(&self, field: FieldError) -> FieldError {
+        field
+            .because(format!(
+                "is not a known kind (known: {})",
+                self.names().join(", ")
+            ))
+            .kind("enum")
     }
 
     /// The units of metered work a stored `input` of `kind` asks for (0 for
@@ -292,12 +363,12 @@ impl KindRegistry {
             .map(|erased| erased.run(input, context))
     }
 
-    /// Every kind's input and output schema, for the OpenAPI document.
+    /// The executions components of the OpenAPI document: every kind's input
+    /// and output, and the unions over the kinds that submissions, name
+    /// previews and responses are ([`document::components`]).
     pub fn schemas(&self) -> Vec<(String, RefOr<Schema>)> {
-        self.kinds
-            .values()
-            .flat_map(|kind| kind.schemas())
-            .collect()
+        let kinds: Vec<KindSchemas> = self.kinds.values().map(|kind| kind.schemas()).collect();
+        document::components(&kinds)
     }
 }
 
@@ -318,11 +389,15 @@ pub struct SleepInput {
     #[schema(maximum = 86_400_000, example = 1500)]
     pub duration_ms: u64,
     /// How many progress reports to make along the way (1 to 100, default 10).
+    /// The schema states no `default`: generated clients would take a
+    /// property with one for required.
     #[serde(default = "default_steps")]
-    #[schema(minimum = 1, maximum = 100, default = 10)]
+    #[schema(minimum = 1, maximum = 100)]
     pub steps: u32,
-    /// Fail this many first attempts on purpose, to show retries (default 0).
+    /// Fail this many first attempts on purpose, to show retries (0 to 25, as
+    /// many as `max_attempts` may allow; default 0).
     #[serde(default)]
+    #[schema(maximum = 25)]
     pub fail_first_attempts: u32,
 }
 
@@ -353,6 +428,12 @@ impl ExecutionKind for Sleep {
         }
         if !(1..=100).contains(&input.steps) {
             errors.push(FieldError::field("steps").because("must be between 1 and 100"));
+        }
+        if input.fail_first_attempts > 25 {
+            errors.push(
+                FieldError::field("fail_first_attempts")
+                    .because("must be at most 25 (the most attempts an execution may have)"),
+            );
         }
         errors
     }
@@ -419,6 +500,23 @@ mod tests {
             &json!("x".repeat(100_000)),
             DEFAULT_MAX_INPUT_BYTES
         ));
+    }
+
+    #[test]
+    fn strings_holding_nul_are_located_wherever_they_are() {
+        let input = json!({"a": ["ok", "x\u{0}"], "b": {"c": "\u{0}"}, "d": 0});
+        let errors = strings_holding_nul(&input);
+        let locs: Vec<Vec<LocSegment>> = errors.into_iter().map(|error| error.loc).collect();
+        assert_eq!(
+            locs,
+            [
+                vec![LocSegment::from("a"), LocSegment::Index(1)],
+                vec![LocSegment::from("b"), LocSegment::from("c")],
+            ]
+        );
+        let many = Value::Array(vec![Value::from("\u{0}"); 100]);
+        assert_eq!(strings_holding_nul(&many).len(), MAX_LISTED_NUL_STRINGS);
+        assert!(strings_holding_nul(&json!({"fine": ["text", 1, null]})).is_empty());
     }
 
     #[test]

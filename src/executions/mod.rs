@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod context;
+pub mod document;
 pub mod events;
 pub mod kinds;
 pub mod models;

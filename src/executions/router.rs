@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -19,8 +20,8 @@ use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
 use crate::executions::events;
 use crate::executions::schemas::{
-    CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, ExecutionSummary,
-    GenerateNameRequest, GeneratedName,
+    CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, ExecutionStreamEvent,
+    ExecutionSummary, GenerateNameRequest, GeneratedName, read_body,
 };
 use crate::executions::service::{self, ExecutionsState};
 use crate::shared::error::{AppError, FieldError, Problem};
@@ -61,7 +62,8 @@ fn execution_location(id: Uuid) -> String {
 /// 64 KiB as compact JSON (`embed_texts`: 8 MiB, within `REQUEST_BODY_LIMIT_BYTES`).
 #[utoipa::path(post, path = "/executions", tag = TAG, operation_id = "executions-create",
     request_body = CreateExecutionRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key and body return the same execution.")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$",
+        description = "Makes the request safe to retry: the same key and body return the same execution (1 to 255 visible ASCII characters).")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted; `Location` names the execution.", body = ExecutionResponse, headers(("Location" = String))),
@@ -76,8 +78,9 @@ async fn create_execution(
     State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<CreateExecutionRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, AppError> {
+    let request: CreateExecutionRequest = read_body(body)?;
     let key = idempotency_key(&headers)?;
     let (execution, created) =
         service::submit(&platform, &executions, &user, &request, key.as_deref()).await?;
@@ -122,14 +125,17 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
     responses(
         (status = 200, description = "One page of execution summaries (no `input`, `result` or `errors`).", body = Page<ExecutionSummary>),
         (status = 403, description = "`all=true` from a non-admin.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid filters.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filters: a `limit` out of range, a `cursor` this API did not return, an unknown `status` or `kind`, an unknown parameter.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_executions(
     State(platform): State<Platform>,
+    State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
     ApiQuery(query): ApiQuery<ExecutionListQuery>,
 ) -> Result<axum::Json<Page<ExecutionSummary>>, AppError> {
-    Ok(axum::Json(service::list(&platform, &user, query).await?))
+    Ok(axum::Json(
+        service::list(&platform, &executions.registry, &user, query).await?,
+    ))
 }
 
 /// Preview the name the service would give a submission.
@@ -143,8 +149,9 @@ async fn list_executions(
 async fn generate_name(
     State(executions): State<ExecutionsState>,
     CurrentUser(_user): CurrentUser,
-    ApiJson(request): ApiJson<GenerateNameRequest>,
+    ApiJson(body): ApiJson<Value>,
 ) -> Result<axum::Json<GeneratedName>, AppError> {
+    let request: GenerateNameRequest = read_body(body)?;
     let checked = executions
         .registry
         .check_input(&request.kind, &request.input)
@@ -244,11 +251,11 @@ async fn retry_execution(
         on each replica; a stream's slot is free again as soon as its connection closes.",
     params(
         ("id" = Uuid, Path, description = "The execution's id."),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event."),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Resume after this event: the `id` of the last event received."),
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "`event: status` and `event: progress` messages; `data` is JSON with `execution_id` and the change.", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "`event: status` and `event: progress` messages; `data` is JSON with `execution_id` and the change.", body = ExecutionStreamEvent, content_type = "text/event-stream"),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`too_many_streams`: you have as many streams open as one account may; close one (`Retry-After`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`overloaded`: the service has as many streams (or requests) open as it serves (`Retry-After`).", body = Problem, content_type = "application/problem+json"),

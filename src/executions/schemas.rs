@@ -1,30 +1,50 @@
 //! Request and response bodies of `/api/v1/executions`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+use crate::core::http::extract::parse_nested_json;
 use crate::executions::models::{Execution, ExecutionSummaryRow, Status};
+use crate::shared::error::AppError;
+use crate::shared::pagination::Cursor;
 
-/// Submits background work.
+/// Submits background work. The document shows it as a union over the
+/// registered kinds (`executions::document`); this type's own schema is
+/// where the options every kind shares are written.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExecutionRequest {
-    /// Which kind of work (`GET /openapi.json` lists each kind's input schema, e.g. `SleepInput`).
-    #[schema(example = "sleep")]
+    /// Which kind of work.
+    #[schema(value_type = KindName)]
     pub kind: String,
     /// The kind's input: at most 64 KiB as compact JSON (`embed_texts`: 8 MiB,
     /// within `REQUEST_BODY_LIMIT_BYTES`).
-    #[schema(value_type = Object, example = json!({"duration_ms": 1500}))]
+    #[schema(value_type = Object)]
     pub input: Value,
-    /// A name to show; generated from the kind and input when absent (1 to 100 characters).
+    /// A name to show (1 to 100 characters, not only whitespace, no control
+    /// characters; stored trimmed); generated from the kind and input when absent.
+    /// The pattern spells out the whitespace `str::trim` removes, so that every
+    /// regex engine reads the same set.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: Option<String>,
-    /// Higher runs first, -100 to 100 (default 0); above 0 is for admins.
+    /// Higher runs first, -100 to 100 (default 0); above 0 is for admins (`403 admin_required`).
     #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i16>,
-    /// Not before this time (UTC; at most a year ahead).
+    /// Not before this time (UTC; a time past runs as soon as a worker is free).
+    /// Any time the format allows: a far one only holds one of its owner's
+    /// `MAX_UNFINISHED_EXECUTIONS_PER_USER` places until it is cancelled.
     pub run_at: Option<DateTime<Utc>>,
     /// Attempts before it fails for good, 1 to 25 (default 3).
     #[schema(minimum = 1, maximum = 25)]
@@ -32,6 +52,64 @@ pub struct CreateExecutionRequest {
     /// Per-attempt time limit in seconds, 1 to 86400 (default: none).
     #[schema(minimum = 1, maximum = 86400)]
     pub timeout_s: Option<i32>,
+}
+
+/// The name of a registered kind. Its own schema is any string; the document
+/// lists the registered names in its place (`ExecutionKind`).
+pub struct KindName;
+
+impl utoipa::PartialSchema for KindName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A kind of background work this deployment runs; each has its own input and output schema.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for KindName {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ExecutionKind")
+    }
+}
+
+/// Reads a request body as JSON Schema reads it: a number with no fractional
+/// part (`8.0`) is the integer it equals, as the document's `integer` fields
+/// allow, though serde would refuse it for an integer field. Every field
+/// error is located under `body`.
+pub fn read_body<T: DeserializeOwned>(mut body: Value) -> Result<T, AppError> {
+    whole_numbers_as_integers(&mut body);
+    parse_nested_json(&body, &["body"]).map_err(AppError::Validation)
+}
+
+/// Rewrites every float in `value` that equals an integer as that integer.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(integer) = number.as_f64().and_then(exact_integer) {
+                *number = integer;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+/// `float` as a JSON integer when it is one within `i64` or `u64`.
+fn exact_integer(float: f64) -> Option<serde_json::Number> {
+    if float.fract() != 0.0 {
+        return None;
+    }
+    // Casts saturate; a float that is not exactly the integer it casts to is out of range.
+    let signed = float as i64;
+    if signed as f64 == float {
+        return Some(signed.into());
+    }
+    let unsigned = float as u64;
+    (unsigned as f64 == float).then(|| unsigned.into())
 }
 
 /// One failed attempt.
@@ -45,79 +123,50 @@ pub struct AttemptError {
     pub message: String,
 }
 
-/// An execution as clients see it.
+/// An execution as clients see it: its summary and, what a list leaves out,
+/// its input, result and error history. The document shows it per kind
+/// (`executions::document`), with each kind's input and output schema.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ExecutionResponse {
-    /// Its id.
-    pub id: Uuid,
-    /// Whose it is.
-    pub owner_id: Uuid,
-    /// Which kind of work.
-    pub kind: String,
-    /// Its name.
-    pub name: String,
-    /// Where it is in its life.
-    pub status: Status,
+    /// What a list shows of it.
+    #[serde(flatten)]
+    pub summary: ExecutionSummary,
     /// The input as validated (defaults filled in).
     #[schema(value_type = Object)]
     pub input: Value,
-    /// The output, once succeeded.
+    /// The output once it succeeded; `null` until then.
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
-    /// 0 to 100.
-    pub progress: i16,
-    /// What the work last said it was doing.
-    pub progress_message: Option<String>,
-    /// The current or last attempt (0 before the first).
-    pub attempt: i32,
-    /// Attempts allowed.
-    pub max_attempts: i32,
-    /// Per-attempt time limit.
-    pub timeout_s: Option<i32>,
-    /// Higher runs first.
-    pub priority: i16,
-    /// Every failed attempt, oldest first.
+    /// The errors of its last 10 failed attempts, oldest first.
     pub errors: Vec<AttemptError>,
-    /// Cancellation was asked while it runs.
-    pub cancel_requested: bool,
-    /// How often it was re-run (at most `MAX_EXECUTION_RERUNS`).
-    pub reruns: i32,
-    /// Not before.
-    pub run_at: DateTime<Utc>,
-    /// Submitted at.
-    pub created_at: DateTime<Utc>,
-    /// First started at.
-    pub started_at: Option<DateTime<Utc>>,
-    /// Finished at.
-    pub finished_at: Option<DateTime<Utc>>,
-    /// Last changed at.
-    pub updated_at: DateTime<Utc>,
 }
 
 impl From<Execution> for ExecutionResponse {
     fn from(execution: Execution) -> Self {
         Self {
             errors: serde_json::from_value(execution.errors).unwrap_or_default(),
-            id: execution.id,
-            owner_id: execution.owner_id,
-            kind: execution.kind,
-            name: execution.name,
-            status: execution.status,
+            summary: ExecutionSummary {
+                id: execution.id,
+                owner_id: execution.owner_id,
+                kind: execution.kind,
+                name: execution.name,
+                status: execution.status,
+                progress: execution.progress,
+                progress_message: execution.progress_message,
+                attempt: execution.attempt,
+                max_attempts: execution.max_attempts,
+                timeout_s: execution.timeout_s,
+                priority: execution.priority,
+                cancel_requested: execution.cancel_requested,
+                reruns: execution.reruns,
+                run_at: execution.run_at,
+                created_at: execution.created_at,
+                started_at: execution.started_at,
+                finished_at: execution.finished_at,
+                updated_at: execution.updated_at,
+            },
             input: execution.input,
             result: execution.result,
-            progress: execution.progress,
-            progress_message: execution.progress_message,
-            attempt: execution.attempt,
-            max_attempts: execution.max_attempts,
-            timeout_s: execution.timeout_s,
-            priority: execution.priority,
-            cancel_requested: execution.cancel_requested,
-            reruns: execution.reruns,
-            run_at: execution.run_at,
-            created_at: execution.created_at,
-            started_at: execution.started_at,
-            finished_at: execution.finished_at,
-            updated_at: execution.updated_at,
         }
     }
 }
@@ -132,34 +181,40 @@ pub struct ExecutionSummary {
     /// Whose it is.
     pub owner_id: Uuid,
     /// Which kind of work.
+    #[schema(value_type = KindName)]
     pub kind: String,
     /// Its name.
     pub name: String,
     /// Where it is in its life.
     pub status: Status,
     /// 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
     pub progress: i16,
     /// What the work last said it was doing.
+    #[schema(required)]
     pub progress_message: Option<String>,
     /// The current or last attempt (0 before the first).
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
-    /// Per-attempt time limit.
+    /// Per-attempt time limit in seconds.
+    #[schema(required)]
     pub timeout_s: Option<i32>,
     /// Higher runs first.
     pub priority: i16,
     /// Cancellation was asked while it runs.
     pub cancel_requested: bool,
-    /// How often it was re-run.
+    /// How often it was re-run (at most `MAX_EXECUTION_RERUNS`).
     pub reruns: i32,
     /// Not before.
     pub run_at: DateTime<Utc>,
     /// Submitted at.
     pub created_at: DateTime<Utc>,
     /// First started at.
+    #[schema(required)]
     pub started_at: Option<DateTime<Utc>>,
     /// Finished at.
+    #[schema(required)]
     pub finished_at: Option<DateTime<Utc>>,
     /// Last changed at.
     pub updated_at: DateTime<Utc>,
@@ -190,6 +245,32 @@ impl From<ExecutionSummaryRow> for ExecutionSummary {
     }
 }
 
+/// One Server-Sent Event of `GET /executions/{id}/events`, as `EventSource`
+/// delivers it: the document's description of each message on the stream
+/// (OpenAPI 3.1 describes a `text/event-stream` response by its events).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecutionStreamEvent {
+    /// What changed.
+    pub event: StreamEventName,
+    /// The change as JSON: `execution_id` and `at`, with `status` and `attempt`
+    /// for a `status` event, `progress` (0 to 100) and `message` for a `progress` one.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// The event's place in the execution's log: send it back as `Last-Event-ID` to resume.
+    #[schema(pattern = "^[0-9]+$")]
+    pub id: String,
+}
+
+/// The events of an execution's stream.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamEventName {
+    /// Its status changed (`queued`, `running`, or how it finished).
+    Status,
+    /// Its work reported progress.
+    Progress,
+}
+
 /// Filters and paging of the execution list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -199,20 +280,24 @@ pub struct ExecutionListQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(inline, value_type = Option<Cursor>)]
     pub cursor: Option<String>,
     /// Only this status.
     pub status: Option<Status>,
-    /// Only this kind.
+    /// Only this kind (a registered one).
+    #[param(value_type = Option<KindName>)]
     pub kind: Option<String>,
     /// Admins only: everyone's executions, not just their own.
     pub all: Option<bool>,
 }
 
-/// Asks for the name the service would generate.
+/// Asks for the name the service would generate. The document shows it as a
+/// union over the registered kinds (`executions::document`).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GenerateNameRequest {
     /// Which kind of work.
+    #[schema(value_type = KindName)]
     pub kind: String,
     /// The kind's input.
     #[schema(value_type = Object)]
@@ -225,4 +310,28 @@ pub struct GeneratedName {
     /// Short and descriptive, from the kind and the input.
     #[schema(example = "sleep · Sleep 1.5 s")]
     pub name: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn floats_that_equal_integers_become_those_integers_and_no_others() {
+        let mut body = json!({
+            "a": 8.0, "b": [-3.0, 2.5, 0.0, -0.0], "c": {"d": 1e300, "e": 18_446_744_073_709_549_568.0},
+            "f": 7, "g": "8.0", "h": -9_223_372_036_854_775_808.0_f64,
+        });
+        whole_numbers_as_integers(&mut body);
+        assert_eq!(body["a"], json!(8));
+        assert!(body["a"].is_u64() || body["a"].is_i64());
+        assert_eq!(body["b"], json!([-3, 2.5, 0, 0]));
+        assert!(body["c"]["d"].is_f64(), "out of every integer range");
+        assert!(body["c"]["e"].is_u64(), "within u64 only");
+        assert_eq!(body["f"], json!(7));
+        assert_eq!(body["g"], json!("8.0"), "strings are left alone");
+        assert_eq!(body["h"], json!(i64::MIN));
+    }
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures_util::FutureExt;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayItems, Schema};
+use utoipa::{PartialSchema, ToSchema};
 use uuid::Uuid;
 
 use crate::core::platform::Platform;
@@ -63,9 +65,9 @@ impl EmbedTexts {
 #[serde(deny_unknown_fields)]
 pub struct EmbedTextsInput {
     /// The texts (1 to `INFERENCE_BATCH_JOB_MAX_TEXTS`, none empty).
-    #[schema(example = json!(["A man is eating food.", "A man rides a horse."]))]
+    #[schema(min_items = 1, example = json!(["A man is eating food.", "A man rides a horse."]))]
     pub texts: Vec<String>,
-    /// The model (`GET /api/v1/inference/models`).
+    /// The model (`GET /api/v1/inference/models`; `<organisation>/<model>` is accepted too).
     #[schema(example = "all-MiniLM-L6-v2")]
     pub model: String,
     /// Cut over-long texts instead of failing (default `INFERENCE_TRUNCATE`).
@@ -145,6 +147,29 @@ impl ExecutionKind for EmbedTexts {
         format!("Embed {} texts with {}", input.texts.len(), input.model)
     }
 
+    /// The type's schema with this deployment's bounds: at most
+    /// `INFERENCE_BATCH_JOB_MAX_TEXTS` texts, none empty or holding U+0000, and
+    /// the served model's names.
+    fn input_schema(&self) -> RefOr<Schema> {
+        let mut schema = EmbedTextsInput::schema();
+        if let RefOr::T(Schema::Object(input)) = &mut schema {
+            if let Some(RefOr::T(Schema::Array(texts))) = input.properties.get_mut("texts") {
+                texts.max_items = Some(self.inference.config.batch_job_max_texts);
+                if let ArrayItems::RefOrSchema(text) = &mut texts.items
+                    && let RefOr::T(Schema::Object(text)) = text.as_mut()
+                {
+                    text.min_length = Some(1);
+                    // PostgreSQL cannot store U+0000, so no kind's input may hold it.
+                    text.pattern = Some(r"^[^\x00]*$".to_owned());
+                }
+            }
+            if let Some(RefOr::T(Schema::Object(model))) = input.properties.get_mut("model") {
+                model.pattern = Some(model_pattern(&self.inference.model_name()));
+            }
+        }
+        schema
+    }
+
     async fn run(
         &self,
         input: EmbedTextsInput,
@@ -170,6 +195,21 @@ impl ExecutionKind for EmbedTexts {
             results: format!("/api/v1/inference/batches/{execution_id}/embeddings"),
         })
     }
+}
+
+/// The names [`names_model`] accepts for `model`, as a pattern: the name
+/// itself or anything ending in `/` and the name (a Hugging Face id), never
+/// U+0000. A pattern rather than an enum, so that a client may pass the
+/// `id` that `GET /inference/models` lists (a string) without a cast.
+fn model_pattern(model: &str) -> String {
+    let escaped: String = model
+        .chars()
+        .flat_map(|character| {
+            let special = "\\^$.|?*+()[]{}".contains(character);
+            special.then_some('\\').into_iter().chain([character])
+        })
+        .collect();
+    format!(r"^([^\x00]*/)?{escaped}$")
 }
 
 /// The loaded engine, or a failed attempt saying why this worker has none.
@@ -434,6 +474,15 @@ fn failed(error: impl std::fmt::Display) -> JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_documented_model_pattern_escapes_the_name() {
+        assert_eq!(
+            model_pattern("bge-small-en-v1.5"),
+            r"^([^\x00]*/)?bge-small-en-v1\.5$"
+        );
+        assert_eq!(model_pattern("a+b(c)"), r"^([^\x00]*/)?a\+b\(c\)$");
+    }
 
     #[test]
     fn a_refused_chunk_lists_twenty_errors_and_counts_the_rest() {
