@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -21,7 +20,7 @@ use crate::core::platform::Platform;
 use crate::executions::events;
 use crate::executions::schemas::{
     CreateExecutionRequest, ExecutionListQuery, ExecutionResponse, ExecutionStreamEvent,
-    ExecutionSummary, GenerateNameRequest, GeneratedName, read_body,
+    ExecutionSummary, GenerateNameRequest, GeneratedName,
 };
 use crate::executions::service::{self, ExecutionsState};
 use crate::shared::error::{AppError, FieldError, Problem};
@@ -78,9 +77,8 @@ async fn create_execution(
     State(executions): State<ExecutionsState>,
     CurrentUser(user): CurrentUser,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(request): ApiJson<CreateExecutionRequest>,
 ) -> Result<Response, AppError> {
-    let request: CreateExecutionRequest = read_body(body)?;
     let key = idempotency_key(&headers)?;
     let (execution, created) =
         service::submit(&platform, &executions, &user, &request, key.as_deref()).await?;
@@ -149,9 +147,8 @@ async fn list_executions(
 async fn generate_name(
     State(executions): State<ExecutionsState>,
     CurrentUser(_user): CurrentUser,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(request): ApiJson<GenerateNameRequest>,
 ) -> Result<axum::Json<GeneratedName>, AppError> {
-    let request: GenerateNameRequest = read_body(body)?;
     let checked = executions
         .registry
         .check_input(&request.kind, &request.input)

@@ -3,7 +3,6 @@
 use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::RefOr;
@@ -11,9 +10,7 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::core::http::extract::parse_nested_json;
 use crate::executions::models::{Execution, ExecutionSummaryRow, Status};
-use crate::shared::error::AppError;
 use crate::shared::pagination::Cursor;
 
 /// Submits background work. The document shows it as a union over the
@@ -73,43 +70,6 @@ impl ToSchema for KindName {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("ExecutionKind")
     }
-}
-
-/// Reads a request body as JSON Schema reads it: a number with no fractional
-/// part (`8.0`) is the integer it equals, as the document's `integer` fields
-/// allow, though serde would refuse it for an integer field. Every field
-/// error is located under `body`.
-pub fn read_body<T: DeserializeOwned>(mut body: Value) -> Result<T, AppError> {
-    whole_numbers_as_integers(&mut body);
-    parse_nested_json(&body, &["body"]).map_err(AppError::Validation)
-}
-
-/// Rewrites every float in `value` that equals an integer as that integer.
-fn whole_numbers_as_integers(value: &mut Value) {
-    match value {
-        Value::Number(number) => {
-            if let Some(integer) = number.as_f64().and_then(exact_integer) {
-                *number = integer;
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
-        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
-        _ => {}
-    }
-}
-
-/// `float` as a JSON integer when it is one within `i64` or `u64`.
-fn exact_integer(float: f64) -> Option<serde_json::Number> {
-    if float.fract() != 0.0 {
-        return None;
-    }
-    // Casts saturate; a float that is not exactly the integer it casts to is out of range.
-    let signed = float as i64;
-    if signed as f64 == float {
-        return Some(signed.into());
-    }
-    let unsigned = float as u64;
-    (unsigned as f64 == float).then(|| unsigned.into())
 }
 
 /// One failed attempt.
@@ -310,28 +270,4 @@ pub struct GeneratedName {
     /// Short and descriptive, from the kind and the input.
     #[schema(example = "sleep · Sleep 1.5 s")]
     pub name: String,
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn floats_that_equal_integers_become_those_integers_and_no_others() {
-        let mut body = json!({
-            "a": 8.0, "b": [-3.0, 2.5, 0.0, -0.0], "c": {"d": 1e300, "e": 18_446_744_073_709_549_568.0},
-            "f": 7, "g": "8.0", "h": -9_223_372_036_854_775_808.0_f64,
-        });
-        whole_numbers_as_integers(&mut body);
-        assert_eq!(body["a"], json!(8));
-        assert!(body["a"].is_u64() || body["a"].is_i64());
-        assert_eq!(body["b"], json!([-3, 2.5, 0, 0]));
-        assert!(body["c"]["d"].is_f64(), "out of every integer range");
-        assert!(body["c"]["e"].is_u64(), "within u64 only");
-        assert_eq!(body["f"], json!(7));
-        assert_eq!(body["g"], json!("8.0"), "strings are left alone");
-        assert_eq!(body["h"], json!(i64::MIN));
-    }
 }

@@ -129,8 +129,8 @@ async fn batch_results(
         .map(axum::Json)
 }
 
-/// `POST /api/v1/inference/tokenize`: each text's token ids, count and whole
-/// length as the model reads them, to warn before sending a text that is too long.
+/// Each text's token ids, count and whole length as the model reads them, so a
+/// client can warn before sending a text that is too long.
 #[utoipa::path(post, path = "/inference/tokenize", tag = TAG, operation_id = "inference-tokenize",
     summary = "Count and show the tokens the model reads of each text",
     description = "What a client needs to warn \"too long\" before embedding: the ids the model reads (at most `max_tokens`), whether the text was `truncated`, and its whole length. Charged like embeddings: every token tokenized counts against the caller's tokens a minute.",

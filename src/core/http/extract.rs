@@ -12,10 +12,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::shared::error::{AppError, FieldError, LocSegment};
 
-/// A JSON request body, deserialised into `T`.
+/// A JSON request body, deserialised into `T` by [`parse_json`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -134,7 +135,7 @@ fn parse_urlencoded<T: DeserializeOwned>(bytes: &[u8], source: &str) -> Result<T
 /// Deserialises a JSON value nested in a request (e.g. `input` of an
 /// execution) as `T`; field errors are located under `prefix`.
 pub fn parse_nested_json<T: DeserializeOwned>(
-    value: &serde_json::Value,
+    value: &Value,
     prefix: &[&str],
 ) -> Result<T, Vec<FieldError>> {
     serde_path_to_error::deserialize(value).map_err(|error| {
@@ -186,21 +187,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiPath<uuid::Uuid> {
     }
 }
 
-/// Parses `bytes` as `T`: syntax errors are 400, shape errors 422 with a location.
+/// Parses `bytes` as `T`: syntax errors are 400, shape errors 422 with a
+/// location. Numbers are read as JSON Schema reads them: one with no
+/// fractional part (`8.0`) is the integer it equals, so a body the document
+/// allows is not refused by serde's stricter integer fields.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().clone();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                AppError::Validation(vec![field_error("body", &path, &inner.to_string())])
-            }
-            _ => malformed(&inner),
-        }
-    })?;
-    deserializer.end().map_err(|error| malformed(&error))?;
-    Ok(value)
+    let mut body: Value = serde_json::from_slice(bytes).map_err(|error| malformed(&error))?;
+    whole_numbers_as_integers(&mut body);
+    parse_nested_json(&body, &["body"]).map_err(AppError::Validation)
 }
 
 fn malformed(error: &serde_json::Error) -> AppError {
@@ -244,8 +238,38 @@ fn field_error(source: &str, path: &serde_path_to_error::Path, message: &str) ->
     FieldError::new(loc, message, kind)
 }
 
+/// Rewrites every float in `value` that equals an integer as that integer.
+fn whole_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(integer) = number.as_f64().and_then(exact_integer) {
+                *number = integer;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers_as_integers),
+        _ => {}
+    }
+}
+
+/// `float` as a JSON integer when it is one within `i64` or `u64`.
+fn exact_integer(float: f64) -> Option<serde_json::Number> {
+    if float.fract() != 0.0 {
+        return None;
+    }
+    // Casts saturate; a float that is not exactly the integer it casts to is out of range.
+    let signed = float as i64;
+    if signed as f64 == float {
+        return Some(signed.into());
+    }
+    let unsigned = float as u64;
+    (unsigned as f64 == float).then(|| unsigned.into())
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]
@@ -261,6 +285,17 @@ mod tests {
             Err(AppError::Validation(errors)) => errors,
             other => panic!("expected a validation error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn whole_floats_fill_integer_fields_and_fractions_do_not() {
+        let probe: Probe = parse_json(br#"{"name": "x", "tags": [8.0, 9]}"#).unwrap();
+        assert_eq!(probe.tags, [8, 9]);
+        let fraction = errors_of(r#"{"name": "x", "tags": [8.5]}"#);
+        assert_eq!(
+            fraction[0].loc,
+            vec!["body".into(), "tags".into(), LocSegment::Index(0)]
+        );
     }
 
     #[test]
@@ -294,5 +329,22 @@ mod tests {
                 })
             ));
         }
+    }
+
+    #[test]
+    fn floats_that_equal_integers_become_those_integers_and_no_others() {
+        let mut body = json!({
+            "a": 8.0, "b": [-3.0, 2.5, 0.0, -0.0], "c": {"d": 1e300, "e": 18_446_744_073_709_549_568.0},
+            "f": 7, "g": "8.0", "h": -9_223_372_036_854_775_808.0_f64,
+        });
+        whole_numbers_as_integers(&mut body);
+        assert_eq!(body["a"], json!(8));
+        assert!(body["a"].is_u64() || body["a"].is_i64());
+        assert_eq!(body["b"], json!([-3, 2.5, 0, 0]));
+        assert!(body["c"]["d"].is_f64(), "out of every integer range");
+        assert!(body["c"]["e"].is_u64(), "within u64 only");
+        assert_eq!(body["f"], json!(7));
+        assert_eq!(body["g"], json!("8.0"), "strings are left alone");
+        assert_eq!(body["h"], json!(i64::MIN));
     }
 }
