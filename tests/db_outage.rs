@@ -110,9 +110,10 @@ impl OutageRig {
             .route("/probe/db", get(needs_database))
             .route("/probe/slow", get(slow_write))
             .with_state(pool);
-        let router = application
-            .router()
-            .merge(apply_middleware(probes, &config.http, config.env));
+        let router =
+            application
+                .router()
+                .merge(apply_middleware(probes, &config.http, config.env, &[]));
         wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(5)).await;
         Self { cluster, router }
     }

@@ -43,7 +43,7 @@ fn probe_router(overrides: &[(&str, &str)], release: Arc<Notify>) -> Router {
                 "released"
             }),
         );
-    apply_middleware(routes, &config.http, AppEnv::Test)
+    apply_middleware(routes, &config.http, AppEnv::Test, &[])
 }
 
 async fn panicking_handler() -> &'static str {

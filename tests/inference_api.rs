@@ -1128,6 +1128,53 @@ async fn inference_errors_also_carry_openais_error_member() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn errors_no_inference_handler_produced_carry_openais_error_member_too() {
+    // The body limit's 413, the fallback's 404 and the router's 405 come from
+    // layers outside the inference routes; an OpenAI client sees their reason too.
+    let server =
+        InferenceApp::start("api-openai-outer", &[("REQUEST_BODY_LIMIT_BYTES", "1024")]).await;
+    let oversized = server
+        .app
+        .post(EMBEDDINGS)
+        .bearer(&server.token)
+        .json(json!({"model": server.model, "input": "x".repeat(4096)}))
+        .send()
+        .await;
+    let unknown = server
+        .app
+        .post("/api/v1/inference/chat/completions")
+        .bearer(&server.token)
+        .json(json!({}))
+        .send()
+        .await;
+    let wrong_method = server
+        .app
+        .get(EMBEDDINGS)
+        .bearer(&server.token)
+        .send()
+        .await;
+    for (response, status, kind) in [
+        (
+            oversized,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+        ),
+        (unknown, StatusCode::NOT_FOUND, "invalid_request_error"),
+        (
+            wrong_method,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request_error",
+        ),
+    ] {
+        let body = response.json();
+        assert_eq!(response.status, status, "{body}");
+        assert_eq!(body["error"]["type"], kind, "{body}");
+        assert_eq!(body["error"]["code"], body["code"], "{body}");
+        assert_eq!(body["error"]["message"], body["detail"], "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn token_ids_written_as_whole_floats_are_token_ids() {
     let server = InferenceApp::start("api-float-ids", &[]).await;
     let ids = server.engine.tokenize(&["hello"]).unwrap().remove(0);

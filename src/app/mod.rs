@@ -82,7 +82,12 @@ fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
         .merge(docs::router(spec, redoc_bundle, config.is_development()))
         .fallback(unknown_route)
         .with_state(state);
-    http::apply_middleware(router, &config.http, config.env)
+    http::apply_middleware(
+        router,
+        &config.http,
+        config.env,
+        &[crate::inference::router::OPENAI_BASE_PATH],
+    )
 }
 
 /// The seeders `tessera seed` and startup seeding run, in order.

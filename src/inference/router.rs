@@ -27,6 +27,12 @@ use crate::shared::error::{AppError, Problem};
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "inference";
 
+/// Where OpenAI's clients are pointed (`base_url`): every error under it
+/// also carries OpenAI's `error` member besides the problem's own fields,
+/// since OpenAI's SDKs build their exceptions' message, `type`, `param` and
+/// `code` from it (and show only the status without it).
+pub const OPENAI_BASE_PATH: &str = "/api/v1/inference/";
+
 /// The inference routes.
 pub fn router<S>() -> OpenApiRouter<S>
 where
@@ -41,17 +47,6 @@ where
         .routes(routes!(compare_similarity))
         .routes(routes!(batch_results))
         .routes(routes!(tokenize))
-        .layer(axum::middleware::map_response(with_openai_error))
-}
-
-/// Gives every error these routes answer OpenAI's `error` member besides the
-/// problem's own fields: OpenAI's SDKs build their exceptions' message,
-/// `type`, `param` and `code` from it (and show only the status without it).
-async fn with_openai_error(mut response: Response) -> Response {
-    if let Some(problem) = response.extensions_mut().get_mut::<Problem>() {
-        problem.add_openai_error();
-    }
-    response
 }
 
 /// Embed texts (OpenAI's embeddings API).

@@ -33,7 +33,14 @@ use crate::core::metrics;
 pub use guards::{HeldPermit, LoadShedder};
 
 /// Wraps `router` (every route and the fallback) in the service's middleware.
-pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Router {
+/// Errors answered under one of `openai_prefixes` (the OpenAI-compatible
+/// routes) also carry OpenAI's `error` member, whichever layer produced them.
+pub fn apply_middleware(
+    router: Router,
+    config: &HttpConfig,
+    env: AppEnv,
+    openai_prefixes: &'static [&'static str],
+) -> Router {
     // Install the recorder before the first request, or its numbers are lost.
     metrics::handle();
     let shedder = Arc::new(LoadShedder::new(config.max_in_flight));
@@ -55,7 +62,9 @@ pub fn apply_middleware(router: Router, config: &HttpConfig, env: AppEnv) -> Rou
             security_headers::add(env, request, next)
         }))
         .layer(middleware::from_fn(metrics::track_http))
-        .layer(middleware::from_fn(problem::write_problem_bodies))
+        .layer(middleware::from_fn(move |request, next| {
+            problem::write_problem_bodies(openai_prefixes, request, next)
+        }))
         .layer(CompressionLayer::new())
         .layer(trace::layer())
         .layer(middleware::from_fn(request_id::assign))

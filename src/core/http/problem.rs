@@ -21,22 +21,35 @@ use crate::shared::error::{PROBLEM_CONTENT_TYPE, Problem, problem_response};
 /// Bare client-error bodies up to this size are kept as the problem's detail.
 const MAX_DETAIL_BYTES: usize = 512;
 
-/// Middleware: turns error responses into problem-details bodies.
-pub async fn write_problem_bodies(request: Request, next: Next) -> Response {
+/// Middleware: turns error responses into problem-details bodies. Under a
+/// path that starts with one of `openai_prefixes`, the body also carries
+/// OpenAI's `error` member, which OpenAI's SDKs build their exceptions from.
+pub async fn write_problem_bodies(
+    openai_prefixes: &[&str],
+    request: Request,
+    next: Next,
+) -> Response {
     let request_id = request
         .extensions()
         .get::<RequestId>()
         .map(|id| id.0.clone());
+    let path = request.uri().path();
+    let for_openai_clients = openai_prefixes
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
     let response = next.run(request).await;
-    if let Some(problem) = response.extensions().get::<Problem>().cloned() {
-        let (parts, _) = response.into_parts();
-        return with_problem_body(parts, problem, request_id);
+    let (parts, mut problem) = match response.extensions().get::<Problem>().cloned() {
+        Some(problem) => (response.into_parts().0, problem),
+        None if is_bare_error(&response) => {
+            let (parts, body) = response.into_parts();
+            let problem = bare_problem(&parts, body).await;
+            (parts, problem)
+        }
+        None => return response,
+    };
+    if for_openai_clients {
+        problem.add_openai_error();
     }
-    if !is_bare_error(&response) {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let problem = bare_problem(&parts, body).await;
     with_problem_body(parts, problem, request_id)
 }
 
