@@ -19,7 +19,7 @@ use common::{FAST_SETTINGS, TestRequest, repo_root, test_settings};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 use tessera::app::Application;
 use tessera::core::db::{DbPool, Migrator};
-use tessera::core::http::apply_middleware;
+use tessera::core::http::{RouteNeeds, apply_middleware};
 use tessera::core::local_postgres::LocalPostgres;
 use tessera::shared::error::AppError;
 
@@ -110,10 +110,12 @@ impl OutageRig {
             .route("/probe/db", get(needs_database))
             .route("/probe/slow", get(slow_write))
             .with_state(pool);
-        let router =
-            application
-                .router()
-                .merge(apply_middleware(probes, &config.http, config.env, &[]));
+        let router = application.router().merge(apply_middleware(
+            probes,
+            &config.http,
+            config.env,
+            RouteNeeds::default(),
+        ));
         wait_for(&router, "/ready", StatusCode::OK, Duration::from_secs(5)).await;
         Self { cluster, router }
     }

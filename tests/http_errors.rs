@@ -16,8 +16,8 @@ use axum::routing::{get, post};
 use common::{TestApp, TestRequest, test_settings};
 use serde::Deserialize;
 use tessera::core::config::AppEnv;
-use tessera::core::http::apply_middleware;
 use tessera::core::http::extract::ApiJson;
+use tessera::core::http::{RouteNeeds, apply_middleware};
 use tokio::sync::Notify;
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -43,7 +43,7 @@ fn probe_router(overrides: &[(&str, &str)], release: Arc<Notify>) -> Router {
                 "released"
             }),
         );
-    apply_middleware(routes, &config.http, AppEnv::Test, &[])
+    apply_middleware(routes, &config.http, AppEnv::Test, RouteNeeds::default())
 }
 
 async fn panicking_handler() -> &'static str {

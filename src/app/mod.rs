@@ -82,12 +82,11 @@ fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
         .merge(docs::router(spec, redoc_bundle, config.is_development()))
         .fallback(unknown_route)
         .with_state(state);
-    http::apply_middleware(
-        router,
-        &config.http,
-        config.env,
-        &[crate::inference::router::OPENAI_BASE_PATH],
-    )
+    let needs = http::RouteNeeds {
+        openai_prefixes: &[crate::inference::router::OPENAI_BASE_PATH],
+        custom_request_headers: &[crate::auth::browser_sessions::CSRF_HEADER],
+    };
+    http::apply_middleware(router, &config.http, config.env, needs)
 }
 
 /// The seeders `tessera seed` and startup seeding run, in order.

@@ -13,8 +13,9 @@ use crate::executions::kinds::KindRegistry;
 use crate::shared::error::{FieldError, PROBLEM_CONTENT_TYPE, Problem};
 
 /// Declares the `bearer` scheme as OAuth2's password flow, so Swagger UI's
-/// Authorize button signs in through `POST /api/v1/auth/token`, and the
-/// `metrics_token` scheme of `/metrics` scrapers.
+/// Authorize button signs in through `POST /api/v1/auth/token`; the
+/// `api_key` scheme of programs (an operation that takes keys names the
+/// scope it needs); and the `metrics_token` scheme of `/metrics` scrapers.
 struct BearerScheme;
 
 impl Modify for BearerScheme {
@@ -29,6 +30,20 @@ impl Modify for BearerScheme {
                 ))],
                 "An access token from `POST /api/v1/auth/token`, sent as `Authorization: Bearer …`.",
             )),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("tsk_…")
+                    .description(Some(
+                        "An API key from `POST /api/v1/auth/api-keys`, sent as `Authorization: \
+                         Bearer tsk_…`. It reaches only the operations that list this scheme, \
+                         and only with the scope they name.",
+                    ))
+                    .build(),
+            ),
         );
         components.add_security_scheme(
             "metrics_token",

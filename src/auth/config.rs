@@ -1,5 +1,6 @@
 //! The auth domain's settings: signing keys, token lifetimes, sign-up policy,
-//! brute-force limits, password hashing capacity and the first admin.
+//! brute-force limits, password hashing capacity, API keys, browser-session
+//! cookies and the first admin.
 
 use std::time::Duration;
 
@@ -59,6 +60,12 @@ pub struct AuthConfig {
     pub trusted_proxy_hops: usize,
     /// Longest a sign-in lasts, however often its refresh token rotates.
     pub session_lifetime: Duration,
+    /// Most live (unexpired) API keys one account may hold.
+    pub max_api_keys_per_user: u32,
+    /// Whether a browser session's cookie may go without `Secure` when the
+    /// request is for `localhost` (development only: browsers on plain
+    /// `http://localhost` would drop a `Secure` cookie).
+    pub insecure_localhost_cookies: bool,
     /// The first admin's email, for `tessera seed`.
     pub first_admin_email: Option<String>,
     /// The first admin's password; unset in development means "generate one".
@@ -96,6 +103,8 @@ impl AuthConfig {
             session_lifetime: Duration::from_secs(
                 vars.positive("SESSION_LIFETIME_SECONDS", 90 * 86_400)?,
             ),
+            max_api_keys_per_user: vars.positive("API_KEYS_PER_USER", 20)?,
+            insecure_localhost_cookies: env == AppEnv::Development,
             first_admin_email: vars.optional("FIRST_ADMIN_EMAIL"),
             first_admin_password: vars.optional("FIRST_ADMIN_PASSWORD").map(Secret::new),
         })

@@ -1,21 +1,26 @@
 //! Extractors that tell a handler who is calling.
 //!
-//! `CurrentUser` requires a valid bearer token; `AdminUser` also requires the
-//! admin role; `OptionalUser` accepts anonymous callers but still refuses a
-//! bad token. `ClientAddress` names the caller's network address for rate limits.
+//! `CurrentUser` requires a signed-in person (an access token); `AdminUser`
+//! also requires the admin role; `OptionalUser` accepts anonymous callers but
+//! still refuses a bad token. None of them accepts an API key: those reach
+//! only the routes that take a [`ScopedUser`], a signed-in person or a key
+//! holding the route's scope. `ClientAddress` names the caller's network
+//! address for rate limits.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
-use crate::auth::service::{self, AuthState};
+use crate::auth::api_keys::models::Scope;
+use crate::auth::service::{self, AuthState, Authenticated, Credential};
 use crate::core::platform::Platform;
 use crate::shared::error::AppError;
 use crate::users::models::{Role, User};
 
-/// The authenticated caller.
+/// The authenticated caller, signed in with a password.
 #[derive(Debug, Clone)]
 pub struct CurrentUser(pub User);
 
@@ -26,6 +31,42 @@ pub struct AdminUser(pub User);
 /// The caller if a bearer token was sent; anonymous otherwise.
 #[derive(Debug, Clone)]
 pub struct OptionalUser(pub Option<User>);
+
+/// The caller of a route that programs may call too: a signed-in person, or
+/// an API key holding scope `S` (acting as its owner, the user here).
+#[derive(Debug, Clone)]
+pub struct ScopedUser<S>(pub User, pub PhantomData<S>);
+
+/// The scope an API key needs to reach a route, named by a marker type so
+/// that a handler's signature says it: `ScopedUser<InferenceScope>`.
+pub trait RequiredScope {
+    /// The scope.
+    const SCOPE: Scope;
+}
+
+/// Marks the inference routes.
+#[derive(Debug, Clone)]
+pub struct InferenceScope;
+
+impl RequiredScope for InferenceScope {
+    const SCOPE: Scope = Scope::Inference;
+}
+
+/// Marks the routes that read executions.
+#[derive(Debug, Clone)]
+pub struct ExecutionsReadScope;
+
+impl RequiredScope for ExecutionsReadScope {
+    const SCOPE: Scope = Scope::ExecutionsRead;
+}
+
+/// Marks the routes that submit or change executions.
+#[derive(Debug, Clone)]
+pub struct ExecutionsWriteScope;
+
+impl RequiredScope for ExecutionsWriteScope {
+    const SCOPE: Scope = Scope::ExecutionsWrite;
+}
 
 /// The client as the limiter keys it: the address `TRUSTED_PROXY_HOPS` proxies
 /// vouch for (else the connected peer), IPv6 grouped by /64.
@@ -47,9 +88,41 @@ fn bearer_token(parts: &Parts) -> Result<Option<&str>, AppError> {
         .filter(|token| !token.is_empty())
         .ok_or_else(|| AppError::Unauthorized {
             code: "invalid_token",
-            detail: "The Authorization header must be `Bearer <access token>`.".to_owned(),
+            detail: "The Authorization header must be `Bearer <access token or API key>`."
+                .to_owned(),
         })?;
     Ok(Some(token))
+}
+
+/// Who the request's bearer credential speaks for; `None` without one.
+async fn authenticated<S>(parts: &Parts, state: &S) -> Result<Option<Authenticated>, AppError>
+where
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+{
+    let Some(credential) = bearer_token(parts)? else {
+        return Ok(None);
+    };
+    let authenticated = service::authenticate(
+        &Platform::from_ref(state),
+        &AuthState::from_ref(state),
+        credential,
+    )
+    .await?;
+    // The request's log lines name who made it, and with which key.
+    let span = tracing::Span::current();
+    span.record("user_id", tracing::field::display(authenticated.user.id));
+    if let Credential::ApiKey { key_id, .. } = &authenticated.credential {
+        span.record("api_key_id", tracing::field::display(key_id));
+    }
+    Ok(Some(authenticated))
+}
+
+fn not_authenticated() -> AppError {
+    AppError::Unauthorized {
+        code: "not_authenticated",
+        detail: "Sign in and send `Authorization: Bearer <access token>`.".to_owned(),
+    }
 }
 
 impl<S> FromRequestParts<S> for OptionalUser
@@ -61,20 +134,26 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match bearer_token(parts)? {
+        match authenticated(parts, state).await? {
             None => Ok(Self(None)),
-            Some(token) => {
-                let authenticated = service::authenticate(
-                    &Platform::from_ref(state),
-                    &AuthState::from_ref(state),
-                    token,
-                )
-                .await?;
+            Some(Authenticated {
+                user,
+                credential: Credential::Session(session),
+            }) => {
                 // Kept for `CurrentSession`, so a handler that needs the sign-in
                 // does not decode the token twice.
-                parts.extensions.insert(SessionOf(authenticated.session));
-                Ok(Self(Some(authenticated.user)))
+                parts.extensions.insert(SessionOf(session));
+                Ok(Self(Some(user)))
             }
+            Some(Authenticated {
+                credential: Credential::ApiKey { .. },
+                ..
+            }) => Err(AppError::Forbidden {
+                code: "api_key_not_allowed",
+                detail: "API keys cannot manage accounts or credentials; sign in with a password \
+                         for this."
+                    .to_owned(),
+            }),
         }
     }
 }
@@ -89,10 +168,35 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let OptionalUser(user) = OptionalUser::from_request_parts(parts, state).await?;
-        user.map(Self).ok_or_else(|| AppError::Unauthorized {
-            code: "not_authenticated",
-            detail: "Sign in and send `Authorization: Bearer <access token>`.".to_owned(),
-        })
+        user.map(Self).ok_or_else(not_authenticated)
+    }
+}
+
+impl<S, Needed> FromRequestParts<S> for ScopedUser<Needed>
+where
+    S: Send + Sync,
+    Platform: FromRef<S>,
+    AuthState: FromRef<S>,
+    Needed: RequiredScope,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let authenticated = authenticated(parts, state)
+            .await?
+            .ok_or_else(not_authenticated)?;
+        match authenticated.credential {
+            Credential::ApiKey { scopes, .. } if !scopes.contains(&Needed::SCOPE) => {
+                Err(AppError::Forbidden {
+                    code: "insufficient_scope",
+                    detail: format!(
+                        "This API key lacks the `{}` scope this needs.",
+                        Needed::SCOPE.as_str()
+                    ),
+                })
+            }
+            _ => Ok(Self(authenticated.user, PhantomData)),
+        }
     }
 }
 

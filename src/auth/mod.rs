@@ -1,7 +1,10 @@
-//! The auth domain: credentials, tokens and access control, and every account
-//! flow that needs a password (sign-up, self-deletion, the first admin).
+//! The auth domain: credentials (passwords, tokens, API keys, browser
+//! sessions) and access control, and every account flow that needs a password
+//! (sign-up, self-deletion, the first admin).
 
 pub mod accounts;
+pub mod api_keys;
+pub mod browser_sessions;
 pub mod config;
 pub mod extract;
 pub mod limiter;

@@ -1,32 +1,22 @@
-//! `/api/v1/auth`: tokens, refresh, logout and password changes.
+//! `/api/v1/auth`: tokens, refresh, logout, password changes and browser
+//! sessions (API keys have their own router).
 
 use axum::extract::{FromRef, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::api_keys;
+use crate::auth::browser_sessions::{self, AccessTokenResponse, CsrfProof};
 use crate::auth::extract::{ClientAddress, CurrentUser};
 use crate::auth::schemas::{ChangePasswordRequest, RefreshRequest, TokenForm, TokenResponse};
 use crate::auth::service::{self, AuthState};
 use crate::auth::sessions;
 use crate::core::http::extract::{ApiForm, ApiJson};
+use crate::core::http::no_store::NoStore;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, Problem};
-
-/// A token response: `Cache-Control: no-store` and `Pragma: no-cache`
-/// (RFC 6749 §5.1), so no browser or proxy keeps a copy of the tokens.
-struct NoStore<T>(T);
-
-impl<T: serde::Serialize> IntoResponse for NoStore<T> {
-    fn into_response(self) -> Response {
-        let mut response = axum::Json(self.0).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-        response
-    }
-}
 
 /// The OpenAPI tag of these routes.
 pub const TAG: &str = "auth";
@@ -44,6 +34,10 @@ where
         .routes(routes!(logout))
         .routes(routes!(logout_all))
         .routes(routes!(change_password))
+        .routes(routes!(browser_sign_in))
+        .routes(routes!(browser_refresh))
+        .routes(routes!(browser_sign_out))
+        .merge(api_keys::router::router())
 }
 
 /// Sign in with an email and a password.
@@ -135,5 +129,90 @@ async fn change_password(
 ) -> Result<NoStore<TokenResponse>, AppError> {
     Ok(NoStore(
         service::change_password(&platform, &auth, &user, request, &client).await?,
+    ))
+}
+
+/// Sign in from a browser: the refresh token goes in an HttpOnly cookie.
+///
+/// The same form and checks as `POST /auth/token`; the body carries only the
+/// access token. Send `X-Tessera-Csrf: 1`, and from another origin call with
+/// `credentials: "include"` (the origin must be in `CORS_ALLOWED_ORIGINS`).
+#[utoipa::path(post, path = "/auth/session", tag = TAG, operation_id = "auth-session-sign-in",
+    params(("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`).")),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Signed in; `Set-Cookie` holds the refresh token (`HttpOnly; Secure; SameSite=Strict; Path=/api/v1/auth/session`).", body = AccessTokenResponse, headers(("Set-Cookie" = String, description = "`tessera_refresh`, the session's refresh token."))),
+        (status = 401, description = "Incorrect email or password (the same answer for both).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The CSRF header is missing or the request is cross-site, or the account is deactivated.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed sign-ins; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many sign-ins in progress; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn browser_sign_in(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    ClientAddress(client): ClientAddress,
+    headers: HeaderMap,
+    ApiForm(form): ApiForm<TokenForm>,
+) -> Result<Response, AppError> {
+    browser_sessions::check_csrf(&headers)?;
+    let pair = service::login(&platform, &auth, form, &client).await?;
+    Ok(browser_sessions::issued(&auth, &headers, pair))
+}
+
+/// Renew a browser session's access token; the cookie rotates.
+///
+/// Reads the refresh token from the cookie. Like `POST /auth/refresh`, each
+/// cookie value works once: a reused one ends the whole sign-in.
+#[utoipa::path(post, path = "/auth/session/refresh", tag = TAG, operation_id = "auth-session-refresh",
+    params(
+        ("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
+        ("tessera_refresh" = Option<String>, Cookie, nullable = false, description = "The session's refresh token, set by the sign-in (the browser sends it)."),
+    ),
+    responses(
+        (status = 200, description = "A new access token; `Set-Cookie` holds the next refresh token.", body = AccessTokenResponse, headers(("Set-Cookie" = String, description = "`tessera_refresh`, rotated."))),
+        (status = 401, description = "No cookie, or its token is invalid, expired, revoked or reused (which revokes its whole sign-in); the cookie is cleared.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The CSRF header is missing or the request is cross-site.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn browser_refresh(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    browser_sessions::check_csrf(&headers)?;
+    let token =
+        browser_sessions::refresh_token(&headers).ok_or_else(browser_sessions::no_session)?;
+    match sessions::refresh(&platform, &auth, &token).await {
+        Ok(pair) => Ok(browser_sessions::issued(&auth, &headers, pair)),
+        // The token will never work again: the browser may as well forget it.
+        Err(refused @ AppError::Unauthorized { .. }) => {
+            Ok(browser_sessions::cleared(&auth, &headers, refused))
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Sign out of a browser session: its sign-in ends and the cookie is cleared.
+#[utoipa::path(post, path = "/auth/session/logout", tag = TAG, operation_id = "auth-session-sign-out",
+    params(
+        ("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
+        ("tessera_refresh" = Option<String>, Cookie, nullable = false, description = "The session's refresh token (the browser sends it)."),
+    ),
+    responses(
+        (status = 204, description = "Signed out (or there was no session); the cookie is cleared.", headers(("Set-Cookie" = String, description = "`tessera_refresh`, expired."))),
+        (status = 403, description = "The CSRF header is missing or the request is cross-site.", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn browser_sign_out(
+    State(platform): State<Platform>,
+    State(auth): State<AuthState>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    browser_sessions::check_csrf(&headers)?;
+    if let Some(token) = browser_sessions::refresh_token(&headers) {
+        sessions::logout(&platform, &token).await?;
+    }
+    Ok(browser_sessions::cleared(
+        &auth,
+        &headers,
+        StatusCode::NO_CONTENT,
     ))
 }

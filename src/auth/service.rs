@@ -7,6 +7,7 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::auth::api_keys::{self, models::Scope};
 use crate::auth::config::AuthConfig;
 use crate::auth::limiter::{self, Account};
 use crate::auth::models::NewCredentials;
@@ -246,15 +247,28 @@ pub async fn store_password_hash(
     Ok(())
 }
 
-/// The user an access token speaks for, if the token is still good: valid,
-/// and its user exists, is active and has not revoked it since (the token
-/// version). Checked on every request, so revocation takes effect at once.
+/// Who a bearer credential speaks for, if it is still good: an API key
+/// (`tsk_…`, see [`api_keys::authenticate`]) or an access token that is
+/// valid, whose user exists, is active and has not revoked it since (the
+/// token version), and whose sign-in has not ended. Checked on every
+/// request, so revocation takes effect at once.
 pub async fn authenticate(
     platform: &Platform,
     auth: &AuthState,
-    token: &str,
+    credential: &str,
 ) -> Result<Authenticated, AppError> {
-    let claims = auth.tokens.decode_access(token)?;
+    if api_keys::secret::is_api_key(credential) {
+        let mut conn = platform.pool.get().await?;
+        let holder = api_keys::authenticate(&mut conn, credential).await?;
+        return Ok(Authenticated {
+            user: holder.user,
+            credential: Credential::ApiKey {
+                key_id: holder.key_id,
+                scopes: holder.scopes,
+            },
+        });
+    }
+    let claims = auth.tokens.decode_access(credential)?;
     let mut conn = platform.pool.get().await?;
     let user = match users::find(&mut conn, claims.sub).await? {
         Some(user) if user.is_active && user.token_version == claims.ver => user,
@@ -269,14 +283,28 @@ pub async fn authenticate(
     }
     Ok(Authenticated {
         user,
-        session: claims.sid,
+        credential: Credential::Session(claims.sid),
     })
 }
 
-/// Who a valid access token speaks for, and in which sign-in.
+/// Who a valid credential speaks for, and which credential it was.
 pub struct Authenticated {
     /// The account, as it is now.
     pub user: User,
-    /// The sign-in (refresh-token family) of the token.
-    pub session: Option<Uuid>,
+    /// How they authenticated.
+    pub credential: Credential,
+}
+
+/// The kind of credential a request authenticated with.
+pub enum Credential {
+    /// An access token of a sign-in (refresh-token family); `None` for a
+    /// token issued before sessions were tracked.
+    Session(Option<Uuid>),
+    /// An API key.
+    ApiKey {
+        /// The key's id.
+        key_id: Uuid,
+        /// What it may reach.
+        scopes: Vec<Scope>,
+    },
 }

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::auth::api_keys;
 use crate::auth::config::AuthConfig;
 use crate::auth::models::NewRefreshToken;
 use crate::auth::repository;
@@ -172,11 +173,14 @@ pub(crate) async fn revoke_sessions(
 }
 
 /// Deletes what no check will read again: failed attempts older than the
-/// window and refresh tokens past their expiry. Returns how many rows went.
+/// window, and refresh tokens and API keys that expired before it. Returns
+/// how many rows went.
 pub async fn prune(pool: &DbPool, config: &AuthConfig) -> Result<usize, AppError> {
     let before = Utc::now() - to_chrono(config.failed_login_window)?;
     let mut conn = pool.get().await?;
-    Ok(repository::prune(&mut conn, before).await?)
+    let sign_in_records = repository::prune(&mut conn, before).await?;
+    let keys = api_keys::repository::prune_expired(&mut conn, before).await?;
+    Ok(sign_in_records + keys)
 }
 
 /// Prunes every `every` until `shutdown`, inside a span that names it; a
@@ -192,7 +196,7 @@ pub async fn prune_periodically(
         tokio::select! {
             _ = ticker.tick() => match prune(&pool, &config).await {
                 Ok(0) => {}
-                Ok(pruned) => tracing::info!(pruned, "pruned old sign-in attempts and expired refresh tokens"),
+                Ok(pruned) => tracing::info!(pruned, "pruned old sign-in attempts, expired refresh tokens and API keys"),
                 Err(error) => tracing::warn!(%error, "pruning sign-in records failed; will try again"),
             },
             () = shutdown.cancelled() => return,

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::extract::CurrentUser;
+use crate::auth::extract::{ExecutionsReadScope, ExecutionsWriteScope, ScopedUser};
 use crate::auth::service::AuthState;
 use crate::core::http::HeldPermit;
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
@@ -63,7 +63,7 @@ fn execution_location(id: Uuid) -> String {
     request_body = CreateExecutionRequest,
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$",
         description = "Makes the request safe to retry: the same key and body return the same execution (1 to 255 visible ASCII characters).")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:write"])),
     responses(
         (status = 202, description = "Accepted; `Location` names the execution.", body = ExecutionResponse, headers(("Location" = String))),
         (status = 200, description = "A retry with the same Idempotency-Key and body: the original execution.", body = ExecutionResponse),
@@ -75,7 +75,7 @@ fn execution_location(id: Uuid) -> String {
 async fn create_execution(
     State(platform): State<Platform>,
     State(executions): State<ExecutionsState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsWriteScope>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateExecutionRequest>,
 ) -> Result<Response, AppError> {
@@ -119,7 +119,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 /// /executions/{id}` has them), so a page is small whatever the work was.
 #[utoipa::path(get, path = "/executions", tag = TAG, operation_id = "executions-list",
     params(ExecutionListQuery),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:read"])),
     responses(
         (status = 200, description = "One page of execution summaries (no `input`, `result` or `errors`).", body = Page<ExecutionSummary>),
         (status = 403, description = "`all=true` from a non-admin.", body = Problem, content_type = "application/problem+json"),
@@ -128,7 +128,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
 async fn list_executions(
     State(platform): State<Platform>,
     State(executions): State<ExecutionsState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsReadScope>,
     ApiQuery(query): ApiQuery<ExecutionListQuery>,
 ) -> Result<axum::Json<Page<ExecutionSummary>>, AppError> {
     Ok(axum::Json(
@@ -139,14 +139,14 @@ async fn list_executions(
 /// Preview the name the service would give a submission.
 #[utoipa::path(post, path = "/executions/generate-name", tag = TAG, operation_id = "executions-generate-name",
     request_body = GenerateNameRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:write"])),
     responses(
         (status = 200, description = "The generated name.", body = GeneratedName),
         (status = 422, description = "Unknown kind or invalid input.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn generate_name(
     State(executions): State<ExecutionsState>,
-    CurrentUser(_user): CurrentUser,
+    ScopedUser(_user, _): ScopedUser<ExecutionsWriteScope>,
     ApiJson(request): ApiJson<GenerateNameRequest>,
 ) -> Result<axum::Json<GeneratedName>, AppError> {
     let checked = executions
@@ -161,14 +161,14 @@ async fn generate_name(
 /// Read one execution: status, attempt, progress, result and error history.
 #[utoipa::path(get, path = "/executions/{id}", tag = TAG, operation_id = "executions-get",
     params(("id" = Uuid, Path, description = "The execution's id.")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:read"])),
     responses(
         (status = 200, description = "The execution.", body = ExecutionResponse),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_execution(
     State(platform): State<Platform>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsReadScope>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<axum::Json<ExecutionResponse>, AppError> {
     Ok(axum::Json(service::get(&platform, &user, id).await?.into()))
@@ -177,7 +177,7 @@ async fn get_execution(
 /// Delete a finished execution.
 #[utoipa::path(delete, path = "/executions/{id}", tag = TAG, operation_id = "executions-delete",
     params(("id" = Uuid, Path, description = "The execution's id.")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:write"])),
     responses(
         (status = 204, description = "Deleted."),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
@@ -185,7 +185,7 @@ async fn get_execution(
     ))]
 async fn delete_execution(
     State(platform): State<Platform>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsWriteScope>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, AppError> {
     service::delete(&platform, &user, id).await?;
@@ -195,7 +195,7 @@ async fn delete_execution(
 /// Cancel an execution: queued work at once, running work by signal.
 #[utoipa::path(post, path = "/executions/{id}/cancel", tag = TAG, operation_id = "executions-cancel",
     params(("id" = Uuid, Path, description = "The execution's id.")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:write"])),
     responses(
         (status = 202, description = "Cancelled (if it was queued) or signalled (if running; it ends `cancelled` shortly).", body = ExecutionResponse),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
@@ -203,7 +203,7 @@ async fn delete_execution(
     ))]
 async fn cancel_execution(
     State(platform): State<Platform>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsWriteScope>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
     let execution = service::cancel(&platform, &user, id).await?;
@@ -216,7 +216,7 @@ async fn cancel_execution(
 /// counts them); a re-run passes the same per-user quotas as a submission.
 #[utoipa::path(post, path = "/executions/{id}/retry", tag = TAG, operation_id = "executions-retry",
     params(("id" = Uuid, Path, description = "The execution's id.")),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:write"])),
     responses(
         (status = 202, description = "Queued again, with a fresh set of attempts.", body = ExecutionResponse),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
@@ -226,7 +226,7 @@ async fn cancel_execution(
 async fn retry_execution(
     State(platform): State<Platform>,
     State(executions): State<ExecutionsState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsWriteScope>,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<(StatusCode, axum::Json<ExecutionResponse>), AppError> {
     let execution = service::retry(&platform, &executions, &user, id).await?;
@@ -250,7 +250,7 @@ async fn retry_execution(
         ("id" = Uuid, Path, description = "The execution's id."),
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_i64, description = "Resume after this event: the `id` of the last event received."),
     ),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["executions:read"])),
     responses(
         (status = 200, description = "`event: status` and `event: progress` messages; `data` is JSON with `execution_id` and the change.", body = ExecutionStreamEvent, content_type = "text/event-stream"),
         (status = 404, description = "No execution of yours has this id.", body = Problem, content_type = "application/problem+json"),
@@ -261,7 +261,7 @@ async fn stream_events(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
     State(executions): State<ExecutionsState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<ExecutionsReadScope>,
     ApiPath(id): ApiPath<Uuid>,
     headers: HeaderMap,
     permit: HeldPermit,

@@ -12,7 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::extract::CurrentUser;
+use crate::auth::extract::{InferenceScope, ScopedUser};
 use crate::auth::service::AuthState;
 use crate::core::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::core::platform::Platform;
@@ -54,7 +54,7 @@ where
 /// Point an OpenAI client's `base_url` at `/api/v1/inference` and use an access token as the key.
 #[utoipa::path(post, path = "/inference/embeddings", tag = TAG, operation_id = "inference-create-embeddings",
     request_body = EmbeddingsRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["inference"])),
     responses(
         (status = 200, description = "One vector per input, in order. `x-queue-time-ms`, `x-inference-time-ms` and `x-tokenization-time-ms` say where the time went.", body = EmbeddingsResponse),
         (status = 404, description = "Unknown model.", body = Problem, content_type = "application/problem+json"),
@@ -64,7 +64,7 @@ where
     ))]
 async fn create_embeddings(
     State(inference): State<InferenceState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<InferenceScope>,
     ApiJson(request): ApiJson<EmbeddingsRequest>,
 ) -> Result<Response, AppError> {
     let (response, timing) = service::embeddings(&inference, &user, request).await?;
@@ -73,14 +73,14 @@ async fn create_embeddings(
 
 /// List the loaded model with its size, backend and adapter.
 #[utoipa::path(get, path = "/inference/models", tag = TAG, operation_id = "inference-list-models",
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["inference"])),
     responses(
         (status = 200, description = "The loaded models.", body = ModelList),
         (status = 503, description = "The engine is loading or unavailable.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list_models(
     State(inference): State<InferenceState>,
-    CurrentUser(_user): CurrentUser,
+    ScopedUser(_user, _): ScopedUser<InferenceScope>,
 ) -> Result<axum::Json<ModelList>, AppError> {
     service::models(&inference).map(axum::Json)
 }
@@ -88,7 +88,7 @@ async fn list_models(
 /// Rank texts by cosine similarity to one text.
 #[utoipa::path(post, path = "/inference/similarity", tag = TAG, operation_id = "inference-similarity",
     request_body = SimilarityRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["inference"])),
     responses(
         (status = 200, description = "One score per target.", body = SimilarityResponse),
         (status = 422, description = "Empty or over-long texts, too many targets or tokens.", body = Problem, content_type = "application/problem+json"),
@@ -97,7 +97,7 @@ async fn list_models(
     ))]
 async fn compare_similarity(
     State(inference): State<InferenceState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<InferenceScope>,
     ApiJson(request): ApiJson<SimilarityRequest>,
 ) -> Result<Response, AppError> {
     let (response, timing) = service::similarity(&inference, &user, request).await?;
@@ -107,7 +107,7 @@ async fn compare_similarity(
 /// Page through the vectors an `embed_texts` execution has stored so far.
 #[utoipa::path(get, path = "/inference/batches/{execution_id}/embeddings", tag = TAG, operation_id = "inference-batch-results",
     params(("execution_id" = uuid::Uuid, Path, description = "The `embed_texts` execution."), BatchResultsQuery),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["inference"])),
     responses(
         (status = 200, description = "Vectors in index order.", body = BatchResultsPage),
         (status = 404, description = "No such `embed_texts` execution visible to the caller.", body = Problem, content_type = "application/problem+json"),
@@ -115,7 +115,7 @@ async fn compare_similarity(
     ))]
 async fn batch_results(
     State(platform): State<Platform>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<InferenceScope>,
     ApiPath(execution_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<BatchResultsQuery>,
 ) -> Result<axum::Json<BatchResultsPage>, AppError> {
@@ -130,7 +130,7 @@ async fn batch_results(
     summary = "Count and show the tokens the model reads of each text",
     description = "What a client needs to warn \"too long\" before embedding: the ids the model reads (at most `max_tokens`), whether the text was `truncated`, and its whole length. Charged like embeddings: every token tokenized counts against the caller's tokens a minute.",
     request_body = TokenizeRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("api_key" = ["inference"])),
     responses(
         (status = 200, description = "One entry per text, in order. `x-tokenization-time-ms` says how long tokenizing took.", body = TokenizeResponse),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
@@ -141,7 +141,7 @@ async fn batch_results(
     ))]
 async fn tokenize(
     State(inference): State<InferenceState>,
-    CurrentUser(user): CurrentUser,
+    ScopedUser(user, _): ScopedUser<InferenceScope>,
     ApiJson(request): ApiJson<TokenizeRequest>,
 ) -> Result<Response, AppError> {
     let (response, took) = service::tokenize_texts(&inference, &user, request).await?;

@@ -45,6 +45,20 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// API keys, their secrets hashed (auth domain).
+    api_keys (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        name -> Text,
+        secret_hash -> Bytea,
+        scopes -> Array<Text>,
+        created_at -> Timestamptz,
+        expires_at -> Nullable<Timestamptz>,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
     /// Failed logins by key (auth domain).
     login_failures (id) {
         id -> Int8,

@@ -1,6 +1,6 @@
 //! Enums stored as `text` columns (with a CHECK constraint in the migration).
 
-/// Declares a fieldless enum stored as `text` and serialised as snake_case
+/// Declares a fieldless enum stored as `text` and serialised as the same
 /// strings: the diesel `ToSql`/`FromSql` impls, `as_str`, serde and OpenAPI.
 ///
 /// ```text
@@ -22,8 +22,7 @@ macro_rules! text_enum {
             diesel::expression::AsExpression, diesel::deserialize::FromSqlRow,
         )]
         #[diesel(sql_type = diesel::sql_types::Text)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $( $(#[$vmeta])* $variant ),+ }
+        pub enum $name { $( $(#[$vmeta])* #[serde(rename = $text)] $variant ),+ }
 
         impl $name {
             /// The stored and serialised name.

@@ -13,7 +13,7 @@ use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::shared::schema::users;
-use crate::shared::validation::Invalid;
+use crate::shared::validation::{Invalid, label_schema, parse_label};
 
 crate::text_enum! {
     /// What an account may do.
@@ -95,15 +95,6 @@ pub const MAX_FULL_NAME_CHARS: usize = 100;
 /// intranet hosts like `user@localhost`.
 const DOTTED_DOMAIN_PATTERN: &str = r"@[^@]*\.[^@]*[^.@]$";
 
-/// The documented form of a name: no control character anywhere, and at
-/// least one character that is neither a control character nor whitespace
-/// (Unicode's `White_Space`, as Rust's `char::is_whitespace` reads it).
-const FULL_NAME_PATTERN: &str = concat!(
-    r"^[^\u0000-\u001F\u007F-\u009F]*",
-    r"[^\u0000-\u0020\u007F-\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000]",
-    r"[^\u0000-\u001F\u007F-\u009F]*$",
-);
-
 /// A syntactically valid email address, exactly as the user typed it.
 ///
 /// Surrounding whitespace is refused rather than trimmed: the document says
@@ -171,19 +162,7 @@ impl FullName {
     /// Parses a name as sent (the length counts surrounding whitespace, as
     /// the document's `maxLength` does), then trims it.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let length = raw.chars().count();
-        if raw.trim().is_empty() {
-            return Err(Invalid::new("must not be empty"));
-        }
-        if length > MAX_FULL_NAME_CHARS {
-            return Err(Invalid::new(format!(
-                "must be at most {MAX_FULL_NAME_CHARS} characters"
-            )));
-        }
-        if raw.chars().any(char::is_control) {
-            return Err(Invalid::new("must not contain control characters"));
-        }
-        Ok(Self(raw.trim().to_owned()))
+        parse_label(raw, MAX_FULL_NAME_CHARS).map(Self)
     }
 
     /// The name.
@@ -194,17 +173,12 @@ impl FullName {
 
 impl PartialSchema for FullName {
     fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .min_length(Some(1))
-            .max_length(Some(MAX_FULL_NAME_CHARS))
-            .pattern(Some(FULL_NAME_PATTERN))
-            .description(Some(
-                "A name shown to people: 1 to 100 characters, no control characters, not only \
-                 whitespace (surrounding whitespace is dropped).",
-            ))
-            .examples(["Ada Lovelace"])
-            .into()
+        label_schema(
+            MAX_FULL_NAME_CHARS,
+            "A name shown to people: 1 to 100 characters, no control characters, not only \
+             whitespace (surrounding whitespace is dropped).",
+            "Ada Lovelace",
+        )
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod conditional;
 pub mod extract;
+pub mod no_store;
 pub mod problem;
 pub mod request_id;
 
@@ -32,15 +33,25 @@ use crate::core::metrics;
 
 pub use guards::{HeldPermit, LoadShedder};
 
+/// What the application's routes ask of the middleware around them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteNeeds {
+    /// Path prefixes of the OpenAI-compatible routes: errors answered under
+    /// them also carry OpenAI's `error` member, whichever layer produced them.
+    pub openai_prefixes: &'static [&'static str],
+    /// Request headers of the routes' own (beyond the standard ones) that
+    /// pages of the allowed origins may send (CORS).
+    pub custom_request_headers: &'static [&'static str],
+}
+
 /// Wraps `router` (every route and the fallback) in the service's middleware.
-/// Errors answered under one of `openai_prefixes` (the OpenAI-compatible
-/// routes) also carry OpenAI's `error` member, whichever layer produced them.
 pub fn apply_middleware(
     router: Router,
     config: &HttpConfig,
     env: AppEnv,
-    openai_prefixes: &'static [&'static str],
+    needs: RouteNeeds,
 ) -> Router {
+    let openai_prefixes = needs.openai_prefixes;
     // Install the recorder before the first request, or its numbers are lost.
     metrics::handle();
     let shedder = Arc::new(LoadShedder::new(config.max_in_flight));
@@ -57,7 +68,10 @@ pub fn apply_middleware(
         }))
         // Inside CORS and the security headers, so a panic's 500 carries them too.
         .layer(CatchPanicLayer::custom(problem::panic_response))
-        .layer(cors_layer(&config.cors_allowed_origins))
+        .layer(cors_layer(
+            &config.cors_allowed_origins,
+            needs.custom_request_headers,
+        ))
         .layer(middleware::from_fn(move |request, next| {
             security_headers::add(env, request, next)
         }))
@@ -70,7 +84,7 @@ pub fn apply_middleware(
         .layer(middleware::from_fn(request_id::assign))
 }
 
-fn cors_layer(origins: &[String]) -> CorsLayer {
+fn cors_layer(origins: &[String], custom_headers: &'static [&'static str]) -> CorsLayer {
     let origins: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin).ok())
@@ -85,15 +99,20 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             Method::DELETE,
             Method::OPTIONS,
         ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-            HeaderName::from_static(request_id::HEADER),
-            HeaderName::from_static("idempotency-key"),
-            HeaderName::from_static("last-event-id"),
-        ])
+        .allow_headers(
+            [
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header::IF_NONE_MATCH,
+                HeaderName::from_static(request_id::HEADER),
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("last-event-id"),
+            ]
+            .into_iter()
+            .chain(custom_headers.iter().copied().map(HeaderName::from_static))
+            .collect::<Vec<_>>(),
+        )
         .expose_headers([
             header::ETAG,
             header::LOCATION,

@@ -1,5 +1,6 @@
 //! One tracing span per request: method, matched route template, request id,
-//! then status and latency when the response leaves.
+//! the caller (and API key) once authenticated, then status and latency when
+//! the response leaves.
 
 use std::time::Duration;
 
@@ -46,6 +47,8 @@ fn make_span(request: &Request) -> Span {
         method = %request.method(),
         route,
         request_id,
+        user_id = tracing::field::Empty,
+        api_key_id = tracing::field::Empty,
         status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
     )
