@@ -8,6 +8,8 @@
 //!   and warn of no schema-valid data being refused. Operations that end the
 //!   fuzzer's own session run in a pass of their own, as a user of their own.
 //!
+//! - the official OpenAI Python SDK embeds with an API key, and raises its
+//!   own permission error for a key without the `inference` scope;
 //! - the rules the document states hold at their edges (through the router).
 //!
 //! The tools are installed on first use (`npm ci` in `examples/typescript`, a
@@ -24,7 +26,8 @@ use std::process::Command;
 
 use axum::http::StatusCode;
 use common::tools::{
-    ensure_schemathesis, ensure_typescript_packages, run_tool, typescript_example_dir,
+    ensure_openai_sdk, ensure_schemathesis, ensure_typescript_packages, run_tool,
+    typescript_example_dir,
 };
 use common::{DEFAULT_PASSWORD, TestApp, TestDatabase, real_model_dir, skip, test_settings};
 use serde_json::json;
@@ -46,14 +49,16 @@ const SEED: &str = "20261201";
 
 /// Settings of the fuzzed server. Schemathesis signs in with wrong passwords
 /// by design, so the failed-password limits would soon answer it only 429s
-/// (the limiter has tests of its own), and it submits work as fast as it can,
-/// so the quotas go too. Streams end after two seconds (a fuzzed execution
-/// may be a day-long `sleep`), and one worker keeps the run's CPU bounded.
+/// (the limiter has tests of its own), and it submits work and creates keys as
+/// fast as it can, so the quotas and the cap on keys go too. Streams end after
+/// two seconds (a fuzzed execution may be a day-long `sleep`), and one worker
+/// keeps the run's CPU bounded.
 const FUZZ_SETTINGS: &[(&str, &str)] = &[
     ("MAX_FAILED_LOGINS", "1000000"),
     ("MAX_FAILED_LOGINS_PER_CLIENT", "1000000"),
     ("MAX_FAILED_LOGINS_PER_ACCOUNT", "1000000"),
     ("MAX_UNFINISHED_EXECUTIONS_PER_USER", "1000000"),
+    ("API_KEYS_PER_USER", "1000000"),
     ("MAX_EMBED_TEXTS_PER_DAY", "1000000000"),
     ("INFERENCE_TOKENS_PER_MINUTE", "0"),
     ("EVENT_STREAM_MAX_SECONDS", "2"),
@@ -299,8 +304,10 @@ fn fuzz(server: &LiveServer, pass: &FuzzPass) {
         // ~11 s to embed the 2,048 inputs the document allows.
         .args(["--max-response-time", "30"])
         .args(pass.operations)
-        // The hooks keep the fuzzing admin from changing or deleting itself.
+        // The hooks keep the fuzzing admin from changing or deleting itself,
+        // and confirm key creations with its password.
         .env("SCHEMATHESIS_HOOKS", hooks_path())
+        .env("TESSERA_FUZZ_PASSWORD", &pass.account.password)
         .env(
             "TESSERA_FUZZ_PROTECTED_ID",
             pass.protected.map(|id| id.to_string()).unwrap_or_default(),
@@ -446,10 +453,8 @@ async fn schemathesis_finds_nothing_in_inference() {
     .await;
 }
 
-/// Signs `account` in over HTTP and submits a two-text `embed_texts`
-/// execution; its id.
-async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
-    let client = reqwest::Client::new();
+/// Signs `account` in over HTTP; its access token.
+async fn sign_in(client: &reqwest::Client, base_url: &str, account: &Account) -> String {
     let pair: serde_json::Value = client
         .post(format!("{base_url}/api/v1/auth/token"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -464,10 +469,20 @@ async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
         .json()
         .await
         .unwrap();
-    let token = pair["access_token"].as_str().expect("signed in");
+    pair["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("signed in: {pair}"))
+        .to_owned()
+}
+
+/// Signs `account` in over HTTP and submits a two-text `embed_texts`
+/// execution; its id.
+async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
+    let client = reqwest::Client::new();
+    let token = sign_in(&client, base_url, account).await;
     let execution: serde_json::Value = client
         .post(format!("{base_url}/api/v1/executions"))
-        .bearer_auth(token)
+        .bearer_auth(&token)
         .json(&json!({
             "kind": "embed_texts",
             "input": {"model": "all-MiniLM-L6-v2", "texts": ["A man is eating food.", "A man rides a horse."]},
@@ -482,6 +497,78 @@ async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
         .as_str()
         .and_then(|id| id.parse().ok())
         .unwrap_or_else(|| panic!("embed_texts was accepted: {execution}"))
+}
+
+/// Creates an API key with `scopes` for `account` over HTTP; its secret.
+async fn create_api_key(base_url: &str, account: &Account, scopes: &[&str]) -> String {
+    let client = reqwest::Client::new();
+    let token = sign_in(&client, base_url, account).await;
+    let created: serde_json::Value = client
+        .post(format!("{base_url}/api/v1/auth/api-keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "openai client", "scopes": scopes, "current_password": account.password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["secret"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the key was created: {created}"))
+        .to_owned()
+}
+
+/// Runs the OpenAI-client example (`examples/python`) with `key`.
+fn run_openai_example(python: &std::path::Path, base_url: &str, key: &str) -> std::process::Output {
+    Command::new(python)
+        .arg(common::repo_root().join("examples/python/openai_with_api_key.py"))
+        .env("TESSERA_URL", base_url)
+        .env("TESSERA_API_KEY", key)
+        .env("OPENAI_MAX_RETRIES", "0")
+        .output()
+        .unwrap_or_else(|error| panic!("the OpenAI example could not start: {error}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_openai_client_embeds_with_an_api_key() {
+    let python = ensure_openai_sdk();
+    let Some((server, created)) = serve_real_model(
+        "the_official_openai_client",
+        &[],
+        &[("openai@example.com", Role::User)],
+    )
+    .await
+    else {
+        return;
+    };
+    let inference_key = create_api_key(&server.base_url, &created[0], &["inference"]).await;
+    let reader_key = create_api_key(&server.base_url, &created[0], &["executions:read"]).await;
+    let base_url = server.base_url.clone();
+    let (allowed, refused) = off_the_runtime(move || {
+        (
+            run_openai_example(&python, &base_url, &inference_key),
+            run_openai_example(&python, &base_url, &reader_key),
+        )
+    })
+    .await;
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        allowed.status.success() && stdout.contains("2 embeddings of 384 dimensions"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    // The SDK raises its own exception from our OpenAI-shaped error.
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success(),
+        "a key without `inference` is refused"
+    );
+    assert!(
+        stderr.contains("PermissionDeniedError") && stderr.contains("lacks the `inference` scope"),
+        "{stderr}"
+    );
+    drop(server);
 }
 
 // The rules the document now states, at their edges, through the router: the

@@ -138,7 +138,7 @@ async fn change_password(
 /// access token. Send `X-Tessera-Csrf: 1`, and from another origin call with
 /// `credentials: "include"` (the origin must be in `CORS_ALLOWED_ORIGINS`).
 #[utoipa::path(post, path = "/auth/session", tag = TAG, operation_id = "auth-session-sign-in",
-    params(("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`).")),
+    params(("X-Tessera-Csrf" = inline(CsrfProof), Header, description = "Proof that a page of an allowed origin sent this (`1`).")),
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Signed in; `Set-Cookie` holds the refresh token (`HttpOnly; Secure; SameSite=Strict; Path=/api/v1/auth/session`).", body = AccessTokenResponse, headers(("Set-Cookie" = String, description = "`tessera_refresh`, the session's refresh token."))),
@@ -165,7 +165,7 @@ async fn browser_sign_in(
 /// cookie value works once: a reused one ends the whole sign-in.
 #[utoipa::path(post, path = "/auth/session/refresh", tag = TAG, operation_id = "auth-session-refresh",
     params(
-        ("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
+        ("X-Tessera-Csrf" = inline(CsrfProof), Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
         ("tessera_refresh" = Option<String>, Cookie, nullable = false, description = "The session's refresh token, set by the sign-in (the browser sends it)."),
     ),
     responses(
@@ -194,7 +194,7 @@ async fn browser_refresh(
 /// Sign out of a browser session: its sign-in ends and the cookie is cleared.
 #[utoipa::path(post, path = "/auth/session/logout", tag = TAG, operation_id = "auth-session-sign-out",
     params(
-        ("X-Tessera-Csrf" = CsrfProof, Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
+        ("X-Tessera-Csrf" = inline(CsrfProof), Header, description = "Proof that a page of an allowed origin sent this (`1`)."),
         ("tessera_refresh" = Option<String>, Cookie, nullable = false, description = "The session's refresh token (the browser sends it)."),
     ),
     responses(

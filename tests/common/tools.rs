@@ -1,7 +1,7 @@
 //! The client-side tools the contract tests drive: the TypeScript example's npm
-//! packages and a pinned Schemathesis. Each is installed on first use (like
-//! ReDoc's script) and reused afterwards; every command's output is returned,
-//! or shown in full when it fails.
+//! packages, a pinned Schemathesis and the official OpenAI SDK. Each is
+//! installed on first use (like ReDoc's script) and reused afterwards; every
+//! command's output is returned, or shown in full when it fails.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use super::repo_root;
 /// The Schemathesis release the contract tests run (what the project's
 /// notes were measured with); a new one may change what it generates.
 pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// The official OpenAI Python SDK release the API-key test drives.
+pub const OPENAI_SDK_VERSION: &str = "3.57.0";
 
 /// Written last into a finished virtualenv, so a half-done install is redone.
 const INSTALLED_MARKER: &str = ".tessera-installed";
@@ -72,41 +75,52 @@ fn packages_are_current(dir: &Path) -> bool {
     }
 }
 
-/// The `schemathesis` executable of a virtualenv under `~/.cache/tessera/tools`,
-/// created with the pinned release when missing; once per test process.
+/// The `schemathesis` executable of its pinned virtualenv.
 pub fn ensure_schemathesis() -> PathBuf {
-    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
-    INSTALLED
-        .get_or_init(|| {
-            let venv = tools_dir().join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
-            let executable = venv.join("bin/schemathesis");
-            if venv.join(INSTALLED_MARKER).is_file() {
-                return executable;
-            }
-            if venv.exists() {
-                fs::remove_dir_all(&venv).unwrap_or_else(|error| {
-                    panic!("the half-installed {} cannot be removed: {error}", venv.display())
-                });
-            }
-            fs::create_dir_all(tools_dir()).unwrap_or_else(|error| {
-                panic!("{} cannot be created: {error}", tools_dir().display())
-            });
-            run_tool(
-                "creating Schemathesis's virtualenv (install python3-venv: `bash scripts/setup.sh --ci`)",
-                Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            );
-            run_tool(
-                "installing Schemathesis from PyPI",
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check"])
-                    .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
-            );
-            fs::write(venv.join(INSTALLED_MARKER), SCHEMATHESIS_VERSION).unwrap_or_else(|error| {
-                panic!("{} cannot be marked installed: {error}", venv.display())
-            });
-            executable
-        })
-        .clone()
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| ensure_python_package("schemathesis", SCHEMATHESIS_VERSION))
+        .join("bin/schemathesis")
+}
+
+/// The `python` of a virtualenv holding the pinned official OpenAI SDK.
+pub fn ensure_openai_sdk() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| ensure_python_package("openai", OPENAI_SDK_VERSION))
+        .join("bin/python")
+}
+
+/// A virtualenv under `~/.cache/tessera/tools` with `package` at `version`
+/// from PyPI, created when missing (a half-done one is redone).
+fn ensure_python_package(package: &str, version: &str) -> PathBuf {
+    let venv = tools_dir().join(format!("{package}-{version}"));
+    if venv.join(INSTALLED_MARKER).is_file() {
+        return venv;
+    }
+    if venv.exists() {
+        fs::remove_dir_all(&venv).unwrap_or_else(|error| {
+            panic!(
+                "the half-installed {} cannot be removed: {error}",
+                venv.display()
+            )
+        });
+    }
+    fs::create_dir_all(tools_dir())
+        .unwrap_or_else(|error| panic!("{} cannot be created: {error}", tools_dir().display()));
+    run_tool(
+        &format!(
+            "creating {package}'s virtualenv (install python3-venv: `bash scripts/setup.sh --ci`)"
+        ),
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    );
+    run_tool(
+        &format!("installing {package} from PyPI"),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("{package}=={version}")),
+    );
+    fs::write(venv.join(INSTALLED_MARKER), version)
+        .unwrap_or_else(|error| panic!("{} cannot be marked installed: {error}", venv.display()));
+    venv
 }
 
 /// Where tools installed for the tests live: outside the clone, like CI's
