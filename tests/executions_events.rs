@@ -502,3 +502,33 @@ async fn an_event_whose_notification_was_lost_arrives_when_the_listener_reconnec
     let (_, kind, data) = stream.expect_message().await;
     assert_eq!((kind.as_str(), &data["progress"]), ("progress", &json!(60)));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_an_api_key_closes_the_streams_it_opened() {
+    let app = listening_app(&[]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let created = app
+        .post("/api/v1/auth/api-keys")
+        .bearer(&token)
+        .json(json!({"name": "watcher", "scopes": ["executions:read"], "current_password": DEFAULT_PASSWORD}))
+        .send()
+        .await
+        .json();
+    let key = created["secret"].as_str().unwrap();
+    let (by_key, _) = watching(&app, key, &token).await;
+    let (by_session, id) = watching(&app, &token, &token).await;
+    let revoked = app
+        .delete(&format!(
+            "/api/v1/auth/api-keys/{}",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer(&token)
+        .send()
+        .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT);
+    assert_closed(by_key).await;
+    // The owner's own sign-in is another credential: its stream follows on.
+    let mut by_session = by_session;
+    record_progress(&app, &id, 10).await;
+    assert_eq!(by_session.expect_message().await.2["progress"], 10);
+}

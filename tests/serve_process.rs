@@ -1,5 +1,6 @@
 //! The `tessera` binary as people and orchestrators run it: it starts, prints
-//! where its docs are, answers, exits 0 on SIGTERM, logs no secret, manages its
+//! where its docs are, answers, exits 0 on SIGTERM, logs no secret (of its own
+//! or of any credential a client sends), manages its
 //! own PostgreSQL in development, and refuses a bad configuration in one line.
 
 // Test code: a failed step should stop with its message, which is what `expect` does.
@@ -129,6 +130,87 @@ impl Server {
     }
 }
 
+/// What [`use_every_credential`] handled: every secret, and the API key's id.
+struct Credentials {
+    secrets: Vec<(&'static str, String)>,
+    api_key_id: String,
+}
+
+/// Signs up, signs in with a password, creates and uses an API key, and signs
+/// in and refreshes a browser session: every kind of secret crosses the
+/// server, for the log to be searched for them.
+async fn use_every_credential(server: &Server) -> Credentials {
+    let client = reqwest::Client::new();
+    let url = |path: &str| format!("{}/api/v1{path}", server.base_url);
+    let email = "logs@example.com";
+    let password = "a-password-that-must-never-appear-in-logs";
+    let signed_up = client
+        .post(url("/users"))
+        .json(&serde_json::json!({"email": email, "password": password, "full_name": "Log Reader"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
+    let form = [("username", email), ("password", password)];
+    let pair: serde_json::Value = client
+        .post(url("/auth/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = pair["access_token"].as_str().unwrap().to_owned();
+    let refresh = pair["refresh_token"].as_str().unwrap().to_owned();
+    let key: serde_json::Value = client
+        .post(url("/auth/api-keys"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({"name": "logs", "scopes": ["executions:read"], "current_password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let api_key = key["secret"].as_str().unwrap().to_owned();
+    let listed = client
+        .get(url("/executions"))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let browser = client
+        .post(url("/auth/session"))
+        .header("x-tessera-csrf", "1")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let cookie = browser.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let refreshed = client
+        .post(url("/auth/session/refresh"))
+        .header("x-tessera-csrf", "1")
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let cookie_token = cookie.trim_start_matches("tessera_refresh=").to_owned();
+    Credentials {
+        secrets: vec![
+            ("the password", password.to_owned()),
+            ("an access token", access),
+            ("a refresh token", refresh),
+            ("an API key", api_key),
+            ("a session cookie", cookie_token),
+        ],
+        api_key_id: key["id"].as_str().unwrap().to_owned(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_answers_exits_zero_on_sigterm_and_logs_no_secrets() {
     ensure_redoc_bundle();
@@ -160,6 +242,7 @@ async fn serve_answers_exits_zero_on_sigterm_and_logs_no_secrets() {
         .to_str()
         .unwrap()
         .to_owned();
+    let credentials = use_every_credential(&server).await;
 
     let (code, logs) = server.terminate(Duration::from_secs(10));
     assert_eq!(code, 0, "exit code; log:\n{logs}");
@@ -173,6 +256,13 @@ async fn serve_answers_exits_zero_on_sigterm_and_logs_no_secrets() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     assert!(!logs.contains(SECRET), "the JWT secret was logged");
+    for (what, secret) in &credentials.secrets {
+        assert!(!logs.contains(secret.as_str()), "{what} was logged");
+    }
+    assert!(
+        logs.contains(&credentials.api_key_id),
+        "a key's requests name the key (not its secret)"
+    );
     assert!(
         !logs.contains(DB_PASSWORD),
         "the database password was logged"
