@@ -112,8 +112,8 @@ where
     // The request's log lines name who made it, and with which key.
     let span = tracing::Span::current();
     span.record("user_id", tracing::field::display(authenticated.user.id));
-    if let Credential::ApiKey { key_id, .. } = &authenticated.credential {
-        span.record("api_key_id", tracing::field::display(key_id));
+    if let Credential::ApiKey(grant) = &authenticated.credential {
+        span.record("api_key_id", tracing::field::display(grant.key_id));
     }
     Ok(Some(authenticated))
 }
@@ -146,7 +146,7 @@ where
                 Ok(Self(Some(user)))
             }
             Some(Authenticated {
-                credential: Credential::ApiKey { .. },
+                credential: Credential::ApiKey(_),
                 ..
             }) => Err(AppError::Forbidden {
                 code: "api_key_not_allowed",
@@ -186,7 +186,7 @@ where
             .await?
             .ok_or_else(not_authenticated)?;
         match authenticated.credential {
-            Credential::ApiKey { scopes, .. } if !scopes.contains(&Needed::SCOPE) => {
+            Credential::ApiKey(grant) if !grant.scopes.contains(&Needed::SCOPE) => {
                 Err(AppError::Forbidden {
                     code: "insufficient_scope",
                     detail: format!(

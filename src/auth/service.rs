@@ -7,7 +7,7 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
-use crate::auth::api_keys::{self, models::Scope};
+use crate::auth::api_keys::{self, KeyGrant};
 use crate::auth::config::AuthConfig;
 use crate::auth::limiter::{self, Account};
 use crate::auth::models::NewCredentials;
@@ -259,13 +259,10 @@ pub async fn authenticate(
 ) -> Result<Authenticated, AppError> {
     if api_keys::secret::is_api_key(credential) {
         let mut conn = platform.pool.get().await?;
-        let holder = api_keys::authenticate(&mut conn, credential).await?;
+        let (user, grant) = api_keys::authenticate(&mut conn, credential).await?;
         return Ok(Authenticated {
-            user: holder.user,
-            credential: Credential::ApiKey {
-                key_id: holder.key_id,
-                scopes: holder.scopes,
-            },
+            user,
+            credential: Credential::ApiKey(grant),
         });
     }
     let claims = auth.tokens.decode_access(credential)?;
@@ -300,11 +297,6 @@ pub enum Credential {
     /// An access token of a sign-in (refresh-token family); `None` for a
     /// token issued before sessions were tracked.
     Session(Option<Uuid>),
-    /// An API key.
-    ApiKey {
-        /// The key's id.
-        key_id: Uuid,
-        /// What it may reach.
-        scopes: Vec<Scope>,
-    },
+    /// An API key, and what it may reach.
+    ApiKey(KeyGrant),
 }

@@ -34,11 +34,10 @@ use schemas::{
     MAX_KEY_NAME_CHARS,
 };
 
-/// Who a valid API key speaks for, and what it may reach.
-pub struct KeyHolder {
-    /// The key's owner, as the account is now.
-    pub user: User,
-    /// The key's id.
+/// A valid API key's grant: which key, and what it may reach.
+#[derive(Debug, Clone)]
+pub struct KeyGrant {
+    /// The key's id (logged with its requests; not secret).
     pub key_id: Uuid,
     /// The key's scopes.
     pub scopes: Vec<Scope>,
@@ -185,10 +184,14 @@ pub async fn revoke(platform: &Platform, caller: &User, id: Uuid) -> Result<(), 
     }
 }
 
-/// The owner and scopes of a presented key, if it is still good: well-formed,
+/// The owner (as the account is now) and grant of a presented key, if it is
+/// still good: well-formed,
 /// known, its secret matching, unexpired, and its owner active. Every failure
 /// is the same 401 but an expiry, which its owner needs to tell apart.
-pub async fn authenticate(conn: &mut AsyncPgConnection, text: &str) -> Result<KeyHolder, AppError> {
+pub async fn authenticate(
+    conn: &mut AsyncPgConnection,
+    text: &str,
+) -> Result<(User, KeyGrant), AppError> {
     let not_valid = || invalid_token("The API key is not valid.");
     let presented = secret::parse(text).ok_or_else(not_valid)?;
     let row = repository::find(conn, presented.id)
@@ -206,9 +209,9 @@ pub async fn authenticate(conn: &mut AsyncPgConnection, text: &str) -> Result<Ke
     if repository::use_is_news(row.last_used_at, now) {
         repository::touch(conn, row.id).await?;
     }
-    Ok(KeyHolder {
-        user,
+    let grant = KeyGrant {
         key_id: row.id,
         scopes: row.scopes,
-    })
+    };
+    Ok((user, grant))
 }
