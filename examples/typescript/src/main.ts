@@ -273,6 +273,40 @@ async function main(): Promise<void> {
   );
   check(vectors.data.length === 2, "embed_texts stored one vector per text");
 
+  // A program's credential: an API key limited to inference, shown once.
+  const key = expectOk(
+    "create an API key",
+    await api.POST("/api/v1/auth/api-keys", {
+      body: { name: "typed client", scopes: ["inference"], current_password: password },
+    }),
+  );
+  check(key.secret.startsWith(key.prefix), "the key starts with its prefix");
+  const keys = expectOk("list API keys", await api.GET("/api/v1/auth/api-keys"));
+  check(
+    keys.items.some((item) => item.id === key.id && !JSON.stringify(item).includes(key.secret)),
+    "the list shows the key but not its secret",
+  );
+  const program = createClient<paths>({
+    baseUrl,
+    headers: { Authorization: `Bearer ${key.secret}` },
+  });
+  const byKey = expectOk(
+    "embeddings with the API key",
+    await program.POST("/api/v1/inference/embeddings", {
+      body: { model: model.id, input: "A program's text." },
+    }),
+  );
+  check(byKey.data.length === 1, "the key embeds");
+  const outOfScope = await program.GET("/api/v1/executions");
+  check(outOfScope.response.status === 403, "an inference key cannot read executions");
+  const revoked = await api.DELETE("/api/v1/auth/api-keys/{key_id}", {
+    params: { path: { key_id: key.id } },
+  });
+  check(revoked.response.status === 204, "revoking answers 204");
+  const afterRevocation = await program.GET("/api/v1/inference/models");
+  check(afterRevocation.response.status === 401, "a revoked key is refused");
+  console.log(`created, used, listed and revoked API key ${key.prefix}`);
+
   const loggedOut = await api.POST("/api/v1/auth/logout", {
     body: { refresh_token: refreshed.refresh_token },
   });
