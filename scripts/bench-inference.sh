@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
 # `task bench-inference`: the embedding engine's latency and throughput
 # (examples/embed_bench.rs, release build), then the same three cases over the
-# same texts with PyTorch / sentence-transformers (scripts/bench_pytorch.py) on
-# the same cores, so both are measured in the same run.
+# same texts on the same cores with its peers: PyTorch / sentence-transformers
+# (scripts/bench_pytorch.py) and ONNX Runtime on an fp32 export of the same
+# model (scripts/bench_onnxruntime.py), so all are measured in one run; last,
+# Tessera's ratio to each peer (scripts/bench_ratios.py).
 #
 # Environment: DEVICE (cpu|gpu|auto, default cpu) and SECONDS_PER_CASE (default 5)
-# for the Rust bench; INFERENCE_MODEL_DIR for both; SKIP_PYTORCH=1 skips the
-# baseline. The baseline's virtualenv lives in .data/bench-venv (created once).
+# for every engine; INFERENCE_MODEL_DIR for all; SKIP_PEERS=1 skips the peers.
+# Their virtualenv lives in .data/bench-venv (created once; PyPI's torch is the
+# CUDA build, a one-time download of ~3 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_CASE=${SECONDS_PER_CASE:-5}
 VENV=.data/bench-venv
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
 
 bash scripts/model-fetch.sh
 
-cargo run --release --example embed_bench -- "${DEVICE:-cpu}" "$SECONDS_PER_CASE"
+cargo run --release --example embed_bench -- "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | tee "$LOG"
 
-if [ "${SKIP_PYTORCH:-0}" = "1" ]; then
-  echo "pytorch: baseline skipped (SKIP_PYTORCH=1)"
+if [ "${SKIP_PEERS:-0}" = "1" ]; then
+  echo "peers: skipped (SKIP_PEERS=1)"
   exit 0
 fi
 
-if ! "$VENV/bin/python" -c "import sentence_transformers" 2>/dev/null; then
-  echo "pytorch: installing sentence-transformers into $VENV (one-time download of ~3 GB: PyPI's torch is the CUDA build)" >&2
+if ! "$VENV/bin/python" -c "import sentence_transformers, onnxruntime, onnx, onnxscript" 2>/dev/null; then
+  echo "peers: installing sentence-transformers and onnxruntime into $VENV (once)" >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet sentence-transformers
+  "$VENV/bin/pip" install --quiet sentence-transformers onnxruntime onnx onnxscript
 fi
 
-"$VENV/bin/python" scripts/bench_pytorch.py "$SECONDS_PER_CASE" --threads "$(nproc)"
+"$VENV/bin/python" scripts/bench_pytorch.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
+"$VENV/bin/python" scripts/bench_onnxruntime.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
+python3 scripts/bench_ratios.py < "$LOG"
