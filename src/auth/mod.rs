@@ -3,10 +3,13 @@
 
 pub mod accounts;
 pub mod config;
+pub mod email_tokens;
 pub mod extract;
 pub mod limiter;
 pub mod models;
+pub mod outbox;
 pub mod password;
+pub mod recovery;
 pub mod repository;
 pub mod router;
 pub mod schemas;

@@ -1,5 +1,6 @@
-//! The client-side tools the contract tests drive: the TypeScript example's npm
-//! packages and a pinned Schemathesis. Each is installed on first use (like
+//! The tools the tests drive: the TypeScript example's npm packages, a pinned
+//! Schemathesis (the contract tests) and a pinned aiosmtpd (the email tests'
+//! SMTP server). Each is installed on first use (like
 //! ReDoc's script) and reused afterwards; every command's output is returned,
 //! or shown in full when it fails.
 
@@ -78,35 +79,55 @@ pub fn ensure_schemathesis() -> PathBuf {
     static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            let venv = tools_dir().join(format!("schemathesis-{SCHEMATHESIS_VERSION}"));
-            let executable = venv.join("bin/schemathesis");
-            if venv.join(INSTALLED_MARKER).is_file() {
-                return executable;
-            }
-            if venv.exists() {
-                fs::remove_dir_all(&venv).unwrap_or_else(|error| {
-                    panic!("the half-installed {} cannot be removed: {error}", venv.display())
-                });
-            }
-            fs::create_dir_all(tools_dir()).unwrap_or_else(|error| {
-                panic!("{} cannot be created: {error}", tools_dir().display())
-            });
-            run_tool(
-                "creating Schemathesis's virtualenv (install python3-venv: `bash scripts/setup.sh --ci`)",
-                Command::new("python3").arg("-m").arg("venv").arg(&venv),
-            );
-            run_tool(
-                "installing Schemathesis from PyPI",
-                Command::new(venv.join("bin/pip"))
-                    .args(["install", "--quiet", "--disable-pip-version-check"])
-                    .arg(format!("schemathesis=={SCHEMATHESIS_VERSION}")),
-            );
-            fs::write(venv.join(INSTALLED_MARKER), SCHEMATHESIS_VERSION).unwrap_or_else(|error| {
-                panic!("{} cannot be marked installed: {error}", venv.display())
-            });
-            executable
+            pinned_virtualenv("schemathesis", SCHEMATHESIS_VERSION).join("bin/schemathesis")
         })
         .clone()
+}
+
+/// The aiosmtpd release the email tests' SMTP server runs.
+pub const AIOSMTPD_VERSION: &str = "1.4.6";
+
+/// The `python` of a virtualenv with the pinned aiosmtpd (a real SMTP
+/// server), created when missing; once per test process.
+pub fn ensure_aiosmtpd() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| pinned_virtualenv("aiosmtpd", AIOSMTPD_VERSION).join("bin/python"))
+        .clone()
+}
+
+/// A virtualenv under `~/.cache/tessera/tools` holding `package==version`
+/// from PyPI, created when missing (a half-done one is redone).
+fn pinned_virtualenv(package: &str, version: &str) -> PathBuf {
+    let venv = tools_dir().join(format!("{package}-{version}"));
+    if venv.join(INSTALLED_MARKER).is_file() {
+        return venv;
+    }
+    if venv.exists() {
+        fs::remove_dir_all(&venv).unwrap_or_else(|error| {
+            panic!(
+                "the half-installed {} cannot be removed: {error}",
+                venv.display()
+            )
+        });
+    }
+    fs::create_dir_all(tools_dir())
+        .unwrap_or_else(|error| panic!("{} cannot be created: {error}", tools_dir().display()));
+    run_tool(
+        &format!(
+            "creating {package}'s virtualenv (install python3-venv: `bash scripts/setup.sh --ci`)"
+        ),
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+    );
+    run_tool(
+        &format!("installing {package} from PyPI"),
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("{package}=={version}")),
+    );
+    fs::write(venv.join(INSTALLED_MARKER), version)
+        .unwrap_or_else(|error| panic!("{} cannot be marked installed: {error}", venv.display()));
+    venv
 }
 
 /// Where tools installed for the tests live: outside the clone, like CI's
