@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use tessera::auth::outbox::{AccountEmail, Outgoing};
 use tessera::auth::recovery::schemas::PasswordResetConfirmRequest;
 use tessera::auth::recovery::service::{self as recovery, RESET_ANSWER_FLOOR};
+use tessera::auth::verification::schemas::VerifyEmailRequest;
+use tessera::auth::verification::service as verification;
 use tessera::executions::models::{Execution, Status};
 use tessera::shared::error::AppError;
 use tessera::shared::schema::executions;
@@ -85,10 +87,15 @@ async fn send_email_executions(app: &TestApp) -> Vec<Execution> {
 
 /// The token of a queued reset link, read from its execution's input.
 fn token_in(execution: &Execution) -> String {
+    token_of_link(execution, "/reset-password")
+}
+
+/// The token of a queued link to the frontend's `page`, read from its execution's input.
+fn token_of_link(execution: &Execution, page: &str) -> String {
     let link = execution.input["message"]["link"].as_str().unwrap();
-    let prefix = format!("{PUBLIC_URL}/reset-password?token=");
+    let prefix = format!("{PUBLIC_URL}{page}?token=");
     link.strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("{link} is not a reset link"))
+        .unwrap_or_else(|| panic!("{link} is not a {page} link"))
         .to_owned()
 }
 
@@ -228,7 +235,7 @@ async fn an_expired_superseded_or_malformed_token_is_refused() {
     let expired = recovery::confirm_reset(
         &platform(&app),
         &app.auth,
-        &app.recovery,
+        &app.account_mail,
         confirm(&newer),
         later,
     )
@@ -372,7 +379,7 @@ async fn a_rolled_back_transaction_sends_nothing() {
         email: AccountEmail::PasswordChanged,
     };
     let mut conn = app.conn().await;
-    let outbox = app.recovery.outbox.clone();
+    let outbox = app.account_mail.outbox.clone();
     let rolled_back = conn
         .transaction::<(), AppError, _>(async |conn| {
             outbox.enqueue(conn, outgoing("ada@example.com")).await?;
@@ -462,4 +469,196 @@ async fn send_email_is_not_submittable_and_only_admins_see_it() {
         .send()
         .await;
     assert_eq!(listed.json()["items"][0]["id"], json!(id));
+}
+
+/// `POST /auth/verify-email`.
+async fn verify(app: &TestApp, token: &str) -> common::TestResponse {
+    app.post("/api/v1/auth/verify-email")
+        .json(json!({"token": token}))
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn sign_up_mails_a_link_that_verifies_the_address() {
+    let smtp = SmtpServer::start();
+    let (app, _workers) = mail_app(&smtp.url(), &[]).await;
+    let created = app
+        .post("/api/v1/users")
+        .json(json!({"email": "ada@example.com", "full_name": "Ada", "password": DEFAULT_PASSWORD}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    assert_eq!(created.json()["email_verified_at"], Value::Null);
+    let messages = smtp.wait_for(1, PATIENCE).await;
+    assert_eq!(messages[0].rcpt_tos, ["ada@example.com"]);
+    assert_eq!(messages[0].subject, "Confirm your Tessera email address");
+    assert!(
+        messages[0]
+            .text
+            .as_deref()
+            .unwrap()
+            .contains("within 48 hours")
+    );
+    let link = messages[0].link(&format!("{PUBLIC_URL}/verify-email?token="));
+    let token = link.rsplit_once("token=").unwrap().1;
+
+    assert_eq!(verify(&app, token).await.status, StatusCode::NO_CONTENT);
+    let pair = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+    let me = app
+        .get("/api/v1/users/me")
+        .bearer(access_token(&pair))
+        .send()
+        .await;
+    assert!(me.json()["email_verified_at"].is_string(), "{}", me.text());
+    verify(&app, token)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid_verification_token");
+    verify(&app, "not a token")
+        .await
+        .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
+    // Nothing is left to confirm.
+    app.post("/api/v1/users/me/email-verification")
+        .bearer(access_token(&pair))
+        .send()
+        .await
+        .assert_problem(StatusCode::CONFLICT, "email_already_verified");
+}
+
+#[tokio::test]
+async fn an_email_change_applies_only_once_the_new_address_is_verified() {
+    let smtp = SmtpServer::start();
+    let (app, _workers) = mail_app(&smtp.url(), &[]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let me = app.get("/api/v1/users/me").bearer(&token).send().await;
+    let changed = app
+        .patch("/api/v1/users/me")
+        .bearer(&token)
+        .if_match(me.header("etag").unwrap())
+        .json(json!({"email": "ada@new.example.com", "current_password": DEFAULT_PASSWORD}))
+        .send()
+        .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    assert_eq!(changed.json()["email"], "ada@example.com");
+    assert_eq!(changed.json()["pending_email"], "ada@new.example.com");
+    // Until the new address is proven, the old one is the login.
+    app.login_from("ada@new.example.com", DEFAULT_PASSWORD, "192.0.2.7")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    app.login("ada@example.com", DEFAULT_PASSWORD).await;
+
+    let messages = smtp.wait_for(1, PATIENCE).await;
+    assert_eq!(messages[0].rcpt_tos, ["ada@new.example.com"]);
+    let link = messages[0].link(&format!("{PUBLIC_URL}/verify-email?token="));
+    let link_token = link.rsplit_once("token=").unwrap().1;
+    assert_eq!(
+        verify(&app, link_token).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    let pair = app.login("ada@new.example.com", DEFAULT_PASSWORD).await;
+    let me = app
+        .get("/api/v1/users/me")
+        .bearer(access_token(&pair))
+        .send()
+        .await
+        .json();
+    assert_eq!(me["email"], "ada@new.example.com");
+    assert_eq!(me["pending_email"], Value::Null);
+    assert!(me["email_verified_at"].is_string(), "{me}");
+    app.login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.8")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    // The old address hears of it.
+    let messages = smtp.wait_for(2, PATIENCE).await;
+    assert_eq!(messages[1].rcpt_tos, ["ada@example.com"]);
+    assert_eq!(
+        messages[1].subject,
+        "Your Tessera email address was changed"
+    );
+    assert!(
+        messages[1]
+            .text
+            .as_deref()
+            .unwrap()
+            .contains("ada@new.example.com")
+    );
+}
+
+#[tokio::test]
+async fn required_verification_refuses_unverified_sign_ins_until_a_link_is_used() {
+    let app = TestApp::spawn_with(&[
+        ("REQUIRE_VERIFIED_EMAIL", "true"),
+        ("PUBLIC_URL", PUBLIC_URL),
+    ])
+    .await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    let refused = app
+        .login_from("ada@example.com", DEFAULT_PASSWORD, "192.0.2.1")
+        .await;
+    refused.assert_problem(StatusCode::FORBIDDEN, "email_not_verified");
+    // A wrong password still gets the same answer as ever: nothing tells the
+    // account's state to someone without the password.
+    app.login_from("ada@example.com", "wrong password!", "192.0.2.2")
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    // A reset link reached the address: that proves it.
+    ask_for_reset(&app, "ada@example.com", "192.0.2.1").await;
+    let token = token_in(&send_email_executions(&app).await[0]);
+    assert_eq!(
+        reset(&app, &token, "a brand new password").await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.login("ada@example.com", "a brand new password").await;
+}
+
+#[tokio::test]
+async fn resending_supersedes_older_links_is_limited_and_links_expire() {
+    let app = TestApp::spawn_with(&[("PUBLIC_URL", PUBLIC_URL)]).await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let resend = || {
+        app.post("/api/v1/users/me/email-verification")
+            .bearer(&token)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(resend().await.status, StatusCode::ACCEPTED);
+    }
+    let limited = resend().await;
+    limited.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    let queued = send_email_executions(&app).await;
+    assert_eq!(queued.len(), 3);
+    let tokens: Vec<String> = queued
+        .iter()
+        .map(|execution| token_of_link(execution, "/verify-email"))
+        .collect();
+    verify(&app, &tokens[0])
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid_verification_token");
+    // Past its lifetime (48 hours by default) the newest is refused too: time passed in.
+    let later = Utc::now() + chrono::Duration::hours(49);
+    let request = VerifyEmailRequest {
+        token: tokens[2].clone(),
+    };
+    let expired = verification::verify(&platform(&app), &app.account_mail, request, later).await;
+    assert!(
+        matches!(
+            expired,
+            Err(AppError::BadRequest {
+                code: "invalid_verification_token",
+                ..
+            })
+        ),
+        "{expired:?}"
+    );
+    assert_eq!(
+        verify(&app, &tokens[2]).await.status,
+        StatusCode::NO_CONTENT
+    );
+    app.post("/api/v1/users/me/email-verification")
+        .send()
+        .await
+        .assert_problem(StatusCode::UNAUTHORIZED, "not_authenticated");
 }

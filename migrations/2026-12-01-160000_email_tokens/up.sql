@@ -7,7 +7,7 @@
 CREATE TABLE email_tokens (
     id         uuid        PRIMARY KEY,
     user_id    uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    purpose    text        NOT NULL CHECK (purpose IN ('password_reset')),
+    purpose    text        NOT NULL CHECK (purpose IN ('password_reset', 'verify_email')),
     token_hash bytea       NOT NULL UNIQUE,
     email      text        NOT NULL CHECK (octet_length(email) <= 320),
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -29,6 +29,12 @@ CREATE TABLE email_requests (
 );
 CREATE INDEX email_requests_key ON email_requests (key, requested_at);
 CREATE INDEX email_requests_time ON email_requests (requested_at);
+
+-- When the account's address was last proven (a verification link, or a
+-- reset link, used); NULL: never. An email change waits in pending_email
+-- until a link mailed to the new address is used.
+ALTER TABLE users ADD COLUMN email_verified_at timestamptz;
+ALTER TABLE users ADD COLUMN pending_email text CHECK (octet_length(pending_email) <= 320);
 
 -- Work the service enqueues itself (an internal kind, e.g. send_email): its
 -- owner neither sees it nor has it counted against their quotas.

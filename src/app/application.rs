@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{AppState, Settings, build_router, kinds, seeders};
 use crate::auth;
-use crate::auth::recovery::RecoveryState;
+use crate::auth::account_mail::AccountMail;
 use crate::auth::service::{AuthSetupError, AuthState};
 use crate::core::config::PlatformConfig;
 use crate::core::db::{self, DbError, DbPool};
@@ -73,7 +73,7 @@ impl Application {
         let send_email = SendEmail::from_config(settings.email.clone())?;
         let registry = Arc::new(kinds(&inference, send_email));
         let outbox = ExecutionOutbox::new(registry.clone(), settings.email.clone());
-        let recovery = RecoveryState::new(settings.recovery.clone(), Arc::new(outbox));
+        let account_mail = AccountMail::new(settings.account_mail.clone(), Arc::new(outbox));
         let hub = NotificationHub::start(database_url.to_owned());
         let executions = ExecutionsState {
             registry,
@@ -97,7 +97,7 @@ impl Application {
             platform,
             auth,
             executions,
-            recovery,
+            account_mail,
             inference,
         };
         let router = build_router(state.clone(), redoc_bundle(&settings));

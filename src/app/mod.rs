@@ -17,7 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use application::{Application, Seeded, StartupError, seed_database};
 pub use settings::Settings;
 
-use crate::auth::recovery::RecoveryState;
+use crate::auth::account_mail::AccountMail;
 use crate::auth::seed::FirstAdminSeeder;
 use crate::auth::service::AuthState;
 use crate::core::platform::Platform;
@@ -46,8 +46,8 @@ pub struct AppState {
     pub auth: AuthState,
     /// The kinds of background work and the notification hub.
     pub executions: ExecutionsState,
-    /// Password reset by email: its settings and the outbox.
-    pub recovery: RecoveryState,
+    /// The account flows that send mail: their settings and the outbox.
+    pub account_mail: AccountMail,
     /// The embedding engine (loading, ready or unavailable).
     pub inference: InferenceState,
 }
@@ -58,6 +58,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::users::router::router())
         .merge(crate::auth::router::router())
         .merge(crate::auth::recovery::router::router())
+        .merge(crate::auth::verification::router::router())
         .merge(crate::executions::router::router())
         .merge(crate::inference::router::router());
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())

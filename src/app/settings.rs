@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::auth::account_mail::AccountMailConfig;
 use crate::auth::config::AuthConfig;
-use crate::auth::recovery::RecoveryConfig;
 use crate::core::config::{ConfigError, PlatformConfig, Vars};
 use crate::email::config::EmailConfig;
 use crate::executions::config::{EventStreamConfig, QuotaConfig, WorkerConfig};
@@ -18,8 +18,8 @@ pub struct Settings {
     pub platform: Arc<PlatformConfig>,
     /// Tokens, sign-in limits, password hashing and the first admin.
     pub auth: AuthConfig,
-    /// Password reset by email: link lifetime and request limits.
-    pub recovery: RecoveryConfig,
+    /// Password reset and address verification: link lifetimes and request limits.
+    pub account_mail: AccountMailConfig,
     /// Background execution workers.
     pub workers: WorkerConfig,
     /// What one user may ask of the execution queues.
@@ -45,7 +45,7 @@ impl Settings {
         let platform = PlatformConfig::from_vars(&vars)?;
         Ok(Self {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
-            recovery: RecoveryConfig::from_vars(&vars)?,
+            account_mail: AccountMailConfig::from_vars(&vars)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
             quotas: QuotaConfig::from_vars(&vars)?,
             event_streams: EventStreamConfig::from_vars(&vars)?,

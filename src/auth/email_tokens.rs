@@ -38,6 +38,8 @@ pub const MAX_REQUEST_WINDOW: Duration = Duration::from_secs(86_400);
 pub enum Purpose {
     /// Set a new password.
     PasswordReset,
+    /// Prove the address it was mailed to (the account's, or the one it is changing to).
+    VerifyEmail,
 }
 
 impl Purpose {
@@ -45,6 +47,7 @@ impl Purpose {
     fn as_str(self) -> &'static str {
         match self {
             Self::PasswordReset => "password_reset",
+            Self::VerifyEmail => "verify_email",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The auth domain: credentials, tokens and access control, and every account
 //! flow that needs a password (sign-up, self-deletion, the first admin).
 
+pub mod account_mail;
 pub mod accounts;
 pub mod config;
 pub mod email_tokens;
@@ -17,3 +18,4 @@ pub mod seed;
 pub mod service;
 pub mod sessions;
 pub mod tokens;
+pub mod verification;

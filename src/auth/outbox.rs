@@ -27,6 +27,18 @@ pub enum AccountEmail {
     },
     /// A notice that the password was changed through a reset link.
     PasswordChanged,
+    /// A single-use link that proves the address it is mailed to, valid for `expires_in`.
+    VerifyAddress {
+        /// The token the link carries.
+        token: String,
+        /// How long the link works.
+        expires_in: Duration,
+    },
+    /// A notice to the old address that the account's email is now `new_address`.
+    AddressChanged {
+        /// The account's new address.
+        new_address: String,
+    },
 }
 
 /// A message to queue: to whom, about which account.

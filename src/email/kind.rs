@@ -51,6 +51,20 @@ pub enum EmailMessage {
     },
     /// A notice that the password was changed.
     PasswordChanged,
+    /// A link that proves the recipient's address.
+    VerifyEmail {
+        /// The link, with its single-use token.
+        #[schema(max_length = 2048)]
+        link: String,
+        /// How long the link works.
+        expires_in_hours: u32,
+    },
+    /// A notice to the old address that the account's email changed.
+    EmailChanged {
+        /// The account's new address.
+        #[schema(max_length = 254, format = "email")]
+        new_address: String,
+    },
 }
 
 impl EmailMessage {
@@ -59,14 +73,16 @@ impl EmailMessage {
         match self {
             Self::PasswordReset { .. } => "password_reset",
             Self::PasswordChanged => "password_changed",
+            Self::VerifyEmail { .. } => "verify_email",
+            Self::EmailChanged { .. } => "email_changed",
         }
     }
 
     /// The link it carries, if any.
     fn link(&self) -> Option<&str> {
         match self {
-            Self::PasswordReset { link, .. } => Some(link),
-            Self::PasswordChanged => None,
+            Self::PasswordReset { link, .. } | Self::VerifyEmail { link, .. } => Some(link),
+            Self::PasswordChanged | Self::EmailChanged { .. } => None,
         }
     }
 }
@@ -130,6 +146,16 @@ impl SendEmail {
                 expires_in => minutes(*expires_in_minutes),
             },
             EmailMessage::PasswordChanged => context! { product_name, to },
+            EmailMessage::VerifyEmail {
+                link,
+                expires_in_hours,
+            } => context! {
+                product_name, to, link,
+                expires_in => hours(*expires_in_hours),
+            },
+            EmailMessage::EmailChanged { new_address } => {
+                context! { product_name, to, new_address }
+            }
         };
         self.templates.render(message.template(), &context)
     }
@@ -162,6 +188,15 @@ fn minutes(count: u32) -> String {
     }
 }
 
+/// "48 hours", "1 hour".
+fn hours(count: u32) -> String {
+    if count == 1 {
+        "1 hour".to_owned()
+    } else {
+        format!("{count} hours")
+    }
+}
+
 /// The recipient as a mailbox, if the address is one.
 fn mailbox(to: &str) -> Option<Mailbox> {
     (to.len() <= MAX_ADDRESS_LEN && !to.contains(['<', '>', '\r', '\n']))
@@ -186,6 +221,15 @@ impl ExecutionKind for SendEmail {
             errors.push(FieldError::new(
                 vec!["message".into(), "link".into()],
                 "must be an http(s) URL of at most 2048 bytes",
+                "value_error",
+            ));
+        }
+        if let EmailMessage::EmailChanged { new_address } = &input.message
+            && mailbox(new_address).is_none()
+        {
+            errors.push(FieldError::new(
+                vec!["message".into(), "new_address".into()],
+                "must be an email address",
                 "value_error",
             ));
         }

@@ -18,6 +18,9 @@ use crate::shared::error::AppError;
 /// The path of the frontend page a reset link opens (`?token=` follows).
 pub const RESET_PASSWORD_PATH: &str = "/reset-password";
 
+/// The path of the frontend page a verification link opens (`?token=` follows).
+pub const VERIFY_EMAIL_PATH: &str = "/verify-email";
+
 /// Queues account emails as `send_email` executions.
 pub struct ExecutionOutbox {
     registry: Arc<KindRegistry>,
@@ -46,6 +49,17 @@ impl ExecutionOutbox {
                     .unwrap_or(u32::MAX),
             },
             AccountEmail::PasswordChanged => EmailMessage::PasswordChanged,
+            AccountEmail::VerifyAddress { token, expires_in } => EmailMessage::VerifyEmail {
+                link: format!(
+                    "{}{VERIFY_EMAIL_PATH}?token={token}",
+                    self.config.public_url
+                ),
+                expires_in_hours: u32::try_from(expires_in.as_secs().div_ceil(3600))
+                    .unwrap_or(u32::MAX),
+            },
+            AccountEmail::AddressChanged { new_address } => {
+                EmailMessage::EmailChanged { new_address }
+            }
         }
     }
 }

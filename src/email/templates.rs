@@ -30,6 +30,30 @@ const SOURCES: &[(&str, &str)] = &[
         "password_changed/body.html",
         include_str!("../../templates/email/password_changed/body.html"),
     ),
+    (
+        "verify_email/subject.txt",
+        include_str!("../../templates/email/verify_email/subject.txt"),
+    ),
+    (
+        "verify_email/body.txt",
+        include_str!("../../templates/email/verify_email/body.txt"),
+    ),
+    (
+        "verify_email/body.html",
+        include_str!("../../templates/email/verify_email/body.html"),
+    ),
+    (
+        "email_changed/subject.txt",
+        include_str!("../../templates/email/email_changed/subject.txt"),
+    ),
+    (
+        "email_changed/body.txt",
+        include_str!("../../templates/email/email_changed/body.txt"),
+    ),
+    (
+        "email_changed/body.html",
+        include_str!("../../templates/email/email_changed/body.html"),
+    ),
 ];
 
 /// One message, rendered.
@@ -120,6 +144,25 @@ mod tests {
             )
             .expect("password_changed renders");
         assert_eq!(changed.subject, "Your Acme password was changed");
+        let verify = templates
+            .render(
+                "verify_email",
+                &context! {
+                    product_name => "Acme", to => "ada@example.com",
+                    link => "https://app.example.com/verify-email?token=abc",
+                    expires_in => "48 hours",
+                },
+            )
+            .expect("verify_email renders");
+        assert_eq!(verify.subject, "Confirm your Acme email address");
+        assert!(verify.text.contains("within 48 hours"));
+        let moved = templates
+            .render(
+                "email_changed",
+                &context! { product_name => "Acme", to => "ada@example.com", new_address => "ada@new.example" },
+            )
+            .expect("email_changed renders");
+        assert!(moved.text.contains("ada@new.example"));
     }
 
     #[test]

@@ -16,6 +16,8 @@ diesel::table! {
         token_version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        email_verified_at -> Nullable<Timestamptz>,
+        pending_email -> Nullable<Text>,
     }
 }
 

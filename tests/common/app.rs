@@ -10,8 +10,8 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use tessera::app::{Application, Settings};
+use tessera::auth::account_mail::AccountMail;
 use tessera::auth::accounts;
-use tessera::auth::recovery::RecoveryState;
 use tessera::auth::service::AuthState;
 use tessera::core::config::PlatformConfig;
 use tessera::core::db::{DbConnection, DbPool};
@@ -118,8 +118,8 @@ pub struct TestApp {
     pub auth: AuthState,
     /// The app's execution kinds and notification hub.
     pub executions: ExecutionsState,
-    /// The app's password-reset settings and outbox.
-    pub recovery: RecoveryState,
+    /// The app's mailing account flows: settings and outbox.
+    pub account_mail: AccountMail,
     /// The app's database; dropped after the app.
     pub database: TestDatabase,
 }
@@ -144,7 +144,7 @@ impl TestApp {
             config: state.platform.config.clone(),
             auth: state.auth.clone(),
             executions: state.executions.clone(),
-            recovery: state.recovery.clone(),
+            account_mail: state.account_mail.clone(),
             database,
         }
     }

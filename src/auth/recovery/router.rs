@@ -6,8 +6,8 @@ use chrono::Utc;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::account_mail::AccountMail;
 use crate::auth::extract::ClientAddress;
-use crate::auth::recovery::RecoveryState;
 use crate::auth::recovery::schemas::{PasswordResetConfirmRequest, PasswordResetRequest};
 use crate::auth::recovery::service;
 use crate::auth::router::TAG;
@@ -16,13 +16,13 @@ use crate::core::http::extract::ApiJson;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, Problem};
 
-/// The recovery routes, for any state holding the platform, the auth state and the recovery state.
+/// The recovery routes, for any state holding the platform, the auth state and the account mail.
 pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     Platform: FromRef<S>,
     AuthState: FromRef<S>,
-    RecoveryState: FromRef<S>,
+    AccountMail: FromRef<S>,
 {
     OpenApiRouter::new()
         .routes(routes!(request_password_reset))
@@ -43,11 +43,11 @@ where
     ))]
 async fn request_password_reset(
     State(platform): State<Platform>,
-    State(recovery): State<RecoveryState>,
+    State(mail): State<AccountMail>,
     ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<PasswordResetRequest>,
 ) -> Result<StatusCode, AppError> {
-    service::request_reset(&platform, &recovery, request, &client, Utc::now()).await?;
+    service::request_reset(&platform, &mail, request, &client, Utc::now()).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -66,9 +66,9 @@ async fn request_password_reset(
 async fn reset_password(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
-    State(recovery): State<RecoveryState>,
+    State(mail): State<AccountMail>,
     ApiJson(request): ApiJson<PasswordResetConfirmRequest>,
 ) -> Result<StatusCode, AppError> {
-    service::confirm_reset(&platform, &auth, &recovery, request, Utc::now()).await?;
+    service::confirm_reset(&platform, &auth, &mail, request, Utc::now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

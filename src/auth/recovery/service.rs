@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
 
+use crate::auth::account_mail::AccountMail;
 use crate::auth::email_tokens::{self, IssuedToken, Purpose, RequestLimit};
 use crate::auth::models::NewCredentials;
 use crate::auth::outbox::{AccountEmail, Outgoing};
 use crate::auth::password::validate_password;
-use crate::auth::recovery::RecoveryState;
 use crate::auth::recovery::schemas::{PasswordResetConfirmRequest, PasswordResetRequest};
 use crate::auth::repository;
 use crate::auth::service::AuthState;
@@ -42,7 +42,7 @@ fn invalid_reset_token() -> AppError {
 /// either way.
 pub async fn request_reset(
     platform: &Platform,
-    recovery: &RecoveryState,
+    mail: &AccountMail,
     request: PasswordResetRequest,
     client: &str,
     now: DateTime<Utc>,
@@ -55,7 +55,7 @@ pub async fn request_reset(
         let mut conn = platform.pool.get().await?;
         email_tokens::normalise(&mut conn, &email).await?
     };
-    let config = &recovery.config;
+    let config = &mail.config;
     let limits = [
         RequestLimit {
             key: format!("reset:address:{address}"),
@@ -67,7 +67,7 @@ pub async fn request_reset(
         },
     ];
     email_tokens::record_request(&platform.pool, &limits, config.request_window, now).await?;
-    let issued = mail_reset_link(platform, recovery, &email, now).await;
+    let issued = mail_reset_link(platform, mail, &email, now).await;
     tokio::time::sleep_until((started + RESET_ANSWER_FLOOR).into()).await;
     issued
 }
@@ -76,11 +76,11 @@ pub async fn request_reset(
 /// one, and queues its link, in one transaction.
 async fn mail_reset_link(
     platform: &Platform,
-    recovery: &RecoveryState,
+    mail: &AccountMail,
     email: &str,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
-    let ttl = recovery.config.reset_ttl;
+    let ttl = mail.config.reset_ttl;
     let expires_at = now + sessions::to_chrono(ttl)?;
     let token = IssuedToken::generate()?;
     let mut conn = platform.pool.get().await?;
@@ -108,7 +108,7 @@ async fn mail_reset_link(
                 expires_in: ttl,
             },
         };
-        recovery.outbox.enqueue(conn, message).await
+        mail.outbox.enqueue(conn, message).await
     })
     .await
 }
@@ -116,13 +116,13 @@ async fn mail_reset_link(
 /// `POST /auth/password-reset/confirm`: checks the new password (the rules of
 /// sign-up) and the token, then in one transaction consumes the token (and
 /// any other of the account's), sets the password, ends every session of the
-/// account (API keys are other credentials and stay) and queues a notice to
-/// its address. A token that is unknown, used, expired, or mailed to an
+/// account (API keys are other credentials and stay), marks its address
+/// verified (the link reached it) and queues a notice to its address. A token that is unknown, used, expired, or mailed to an
 /// address the account no longer has is one `400 invalid_reset_token`.
 pub async fn confirm_reset(
     platform: &Platform,
     auth: &AuthState,
-    recovery: &RecoveryState,
+    mail: &AccountMail,
     request: PasswordResetConfirmRequest,
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
@@ -165,6 +165,10 @@ pub async fn confirm_reset(
             .ok_or_else(invalid_reset_token)?;
         email_tokens::mark_used(conn, token.id, now).await?;
         email_tokens::supersede(conn, user.id, Purpose::PasswordReset).await?;
+        // The link reached the account's address: that proves it too.
+        if user.email_verified_at.is_none() {
+            users::mark_email_verified(conn, user.id, now).await?;
+        }
         repository::upsert_credentials(
             conn,
             &NewCredentials {
@@ -179,7 +183,7 @@ pub async fn confirm_reset(
             to: user.email,
             email: AccountEmail::PasswordChanged,
         };
-        recovery.outbox.enqueue(conn, notice).await
+        mail.outbox.enqueue(conn, notice).await
     })
     .await
 }
