@@ -364,6 +364,11 @@ async fn a_refused_recipient_fails_the_message_without_retrying() {
         "{message}"
     );
     assert!(smtp.messages().is_empty());
+    let metrics = app.get("/metrics").send().await.text();
+    assert!(
+        metrics.contains("emails_failed_total{template=\"password_reset\",reason=\"refused\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -415,6 +420,13 @@ async fn without_smtp_a_message_is_delivered_to_the_log() {
     let result = sent.result.unwrap();
     assert_eq!(result["delivered_via"], "log");
     assert_eq!(result["smtp_code"], Value::Null);
+    let metrics = app.get("/metrics").send().await.text();
+    for counted in [
+        "emails_queued_total{template=\"password_reset\"}",
+        "emails_sent_total{template=\"password_reset\"}",
+    ] {
+        assert!(metrics.contains(counted), "{counted} in {metrics}");
+    }
 }
 
 #[tokio::test]
