@@ -9,7 +9,7 @@ CREATE TABLE email_tokens (
     user_id    uuid        NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     purpose    text        NOT NULL CHECK (purpose IN ('password_reset', 'verify_email')),
     token_hash bytea       NOT NULL UNIQUE,
-    email      text        NOT NULL CHECK (octet_length(email) <= 320),
+    email      text        NOT NULL CHECK (octet_length(email) <= 1024),
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL,
     used_at    timestamptz
@@ -19,7 +19,7 @@ CREATE INDEX email_tokens_user ON email_tokens (user_id, purpose);
 -- Pruning expired tokens.
 CREATE INDEX email_tokens_expires ON email_tokens (expires_at);
 
--- Requests for an email, by key (`reset:address:<address>`,
+-- Requests for an email, by key (`reset:address:<SHA-256 of the address>`,
 -- `reset:client:<address>`), shared by every replica so the limits hold
 -- across them. Keys are built by the service from bounded parts.
 CREATE TABLE email_requests (
@@ -34,7 +34,7 @@ CREATE INDEX email_requests_time ON email_requests (requested_at);
 -- reset link, used); NULL: never. An email change waits in pending_email
 -- until a link mailed to the new address is used.
 ALTER TABLE users ADD COLUMN email_verified_at timestamptz;
-ALTER TABLE users ADD COLUMN pending_email text CHECK (octet_length(pending_email) <= 320);
+ALTER TABLE users ADD COLUMN pending_email text CHECK (octet_length(pending_email) <= 1024);
 
 -- Work the service enqueues itself (an internal kind, e.g. send_email): its
 -- owner neither sees it nor has it counted against their quotas.

@@ -58,7 +58,8 @@ pub async fn request_reset(
     let config = &mail.config;
     let limits = [
         RequestLimit {
-            key: format!("reset:address:{address}"),
+            // Hashed: 254 characters of an address can be 1 KB of UTF-8, past the key's bound.
+            key: format!("reset:address:{}", hex(&email_tokens::hash(&address))),
             max: config.max_resets_per_address,
         },
         RequestLimit {
@@ -70,6 +71,11 @@ pub async fn request_reset(
     let issued = mail_reset_link(platform, mail, &email, now).await;
     tokio::time::sleep_until((started + RESET_ANSWER_FLOOR).into()).await;
     issued
+}
+
+/// Lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Issues a reset token for the active account with `email`, if there is
