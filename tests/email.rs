@@ -674,3 +674,43 @@ async fn resending_supersedes_older_links_is_limited_and_links_expire() {
         .await
         .assert_problem(StatusCode::UNAUTHORIZED, "not_authenticated");
 }
+
+#[tokio::test]
+async fn a_pending_change_can_be_cancelled_and_changes_are_limited_like_resends() {
+    let app = TestApp::spawn_with(&[
+        ("PUBLIC_URL", PUBLIC_URL),
+        ("EMAIL_VERIFICATION_MAX_PER_ACCOUNT", "2"),
+    ])
+    .await;
+    let (_, token) = app.signed_in("ada@example.com", Role::User).await;
+    let change = |email: &'static str| {
+        let app = &app;
+        let token = &token;
+        async move {
+            let etag = app.get("/api/v1/users/me").bearer(token).send().await;
+            app.patch("/api/v1/users/me")
+                .bearer(token)
+                .if_match(etag.header("etag").unwrap())
+                .json(json!({"email": email, "current_password": DEFAULT_PASSWORD}))
+                .send()
+                .await
+        }
+    };
+    let first = change("ada@one.example.com").await;
+    assert_eq!(first.json()["pending_email"], "ada@one.example.com");
+    let link = token_of_link(&send_email_executions(&app).await[0], "/verify-email");
+    // Sending the current address back cancels it: its link no longer works.
+    let cancelled = change("ADA@example.com").await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["pending_email"], Value::Null);
+    verify(&app, &link)
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "invalid_verification_token");
+    // Each change mails a link: they count like resends, so an account cannot
+    // make the service mail any address at will.
+    assert_eq!(change("ada@two.example.com").await.status, StatusCode::OK);
+    change("ada@three.example.com")
+        .await
+        .assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert_eq!(send_email_executions(&app).await.len(), 2);
+}

@@ -159,8 +159,20 @@ pub async fn update_own_profile(
         if users::find_by_email(&mut conn, address).await?.is_some() {
             return Err(users::email_taken());
         }
+        drop(conn);
+        verification::count_link_request(platform, mail, user.id, Utc::now()).await?;
     }
+    // Sending the current address back cancels a pending change.
+    let cancels = user.pending_email.is_some()
+        && changes
+            .email
+            .as_deref()
+            .is_some_and(|email| email.eq_ignore_ascii_case(&user.email));
     let mut updated = users::update(platform, user.id, expected_revision, changes).await?;
+    if cancels {
+        let mut conn = platform.pool.get().await?;
+        updated = users::cancel_pending_email(&mut conn, user.id).await?;
+    }
     if let Some(address) = new_address {
         let mut conn = platform.pool.get().await?;
         let user_id = user.id;

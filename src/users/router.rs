@@ -109,14 +109,14 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
 /// Change one's own email or name.
 ///
 /// A new email takes effect when the link mailed to it is used; until then
-/// it is `pending_email`.
+/// it is `pending_email` (sending the current email cancels it).
 #[utoipa::path(patch, path = "/users/me", tag = TAG, operation_id = "users-update-me",
     request_body = UpdateMeBody,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),
         (status = 403, description = "`current_password` is wrong (an email change needs it).", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed password checks; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks, or verification links asked for; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),

@@ -280,6 +280,16 @@ pub async fn set_pending_email(
         .ok_or_else(user_not_found)
 }
 
+/// Forgets the address an email change waits to verify (its links then stop working).
+pub async fn cancel_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<User, AppError> {
+    repository::set_pending_email(conn, id, None)
+        .await?
+        .ok_or_else(user_not_found)
+}
+
 /// Makes the pending address `pending` the account's email, verified at `at`:
 /// `None` if the account no longer waits for it; 409 if another account took
 /// the address meanwhile.

@@ -77,17 +77,29 @@ pub async fn resend(
             });
         }
     };
-    let limit = RequestLimit {
-        key: format!("verify:account:{}", user.id),
-        max: mail.config.max_verifications_per_account,
-    };
-    email_tokens::record_request(&platform.pool, &[limit], mail.config.request_window, now).await?;
+    count_link_request(platform, mail, user.id, now).await?;
     let user_id = user.id;
     let mut conn = platform.pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
         mail_verification_link(conn, mail, user_id, &address, now).await
     })
     .await
+}
+
+/// Counts a verification link the account asks to be mailed (a resend or an
+/// email change): at most `EMAIL_VERIFICATION_MAX_PER_ACCOUNT` a window, 429
+/// past it, so an account cannot make the service mail any address at will.
+pub async fn count_link_request(
+    platform: &Platform,
+    mail: &AccountMail,
+    user_id: Uuid,
+    now: DateTime<Utc>,
+) -> Result<(), AppError> {
+    let limit = RequestLimit {
+        key: format!("verify:account:{user_id}"),
+        max: mail.config.max_verifications_per_account,
+    };
+    email_tokens::record_request(&platform.pool, &[limit], mail.config.request_window, now).await
 }
 
 /// `POST /auth/verify-email`: uses a link. For the account's own address it
