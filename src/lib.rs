@@ -20,13 +20,17 @@
 //! - [`inference`]: text embeddings — the engine (a library that knows no HTTP
 //!   or database), the batcher, the OpenAI-compatible API and the
 //!   `embed_texts` execution kind.
+//! - [`email`]: mail delivered as durable executions — the `send_email` kind,
+//!   SMTP (or the log), the templates, and the outbox `auth`'s flows queue through.
 //!
-//! Domains depend downwards only: `users` ← `auth` ← `executions`, `inference`.
+//! Domains depend downwards only: `users` ← `auth` ← `executions`, `inference`,
+//! `email` (which implements `auth`'s outbox port).
 
 pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod core;
+pub mod email;
 pub mod executions;
 pub mod inference;
 pub mod shared;

@@ -1053,10 +1053,20 @@ fn parameter<'a>(spec: &'a Value, method: &str, path: &str, name: &str) -> &'a V
 #[test]
 fn submissions_and_responses_are_unions_over_the_registered_kinds() {
     let spec = document();
+    // send_email is internal: admins see its executions (the kind names and
+    // the responses' union have it), nobody may submit it.
     assert_eq!(
         component(&spec, "ExecutionKind")["enum"],
-        json!(["embed_texts", "sleep"])
+        json!(["embed_texts", "send_email", "sleep"])
     );
+    assert_eq!(
+        component(&spec, "ExecutionResponse")["discriminator"]["mapping"]["send_email"],
+        "#/components/schemas/SendEmailExecution"
+    );
+    for union in ["CreateExecutionRequest", "GenerateNameRequest"] {
+        let mapping = &component(&spec, union)["discriminator"]["mapping"];
+        assert!(mapping.get("send_email").is_none(), "{union}: {mapping}");
+    }
     for (union, suffix) in [
         ("CreateExecutionRequest", "ExecutionRequest"),
         ("GenerateNameRequest", "GenerateNameRequest"),

@@ -152,7 +152,7 @@ async fn metrics_need_the_configured_token() {
 
 #[tokio::test]
 async fn production_serves_no_metrics_without_a_token() {
-    let app = TestApp::spawn_with(&[("APP_ENV", "production")]).await;
+    let app = TestApp::spawn_with(&common::production_overrides()).await;
     let response = app.get("/metrics").send().await;
     response.assert_problem(StatusCode::FORBIDDEN, "metrics_token_required");
 }

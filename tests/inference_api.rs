@@ -556,7 +556,7 @@ async fn a_megabyte_text_is_refused_untokenized_or_cut_to_its_byte_bound() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_production_an_unavailable_engine_names_no_path() {
-    let app = TestApp::spawn_with(&[("APP_ENV", "production")]).await;
+    let app = TestApp::spawn_with(&common::production_overrides()).await;
     let report = settled_inference_report(&app).await;
     assert_eq!(report["state"], "unavailable", "{report}");
     assert!(report.get("model_dir").is_none(), "{report}");

@@ -278,3 +278,34 @@ async fn swagger_ui_keeps_its_token_across_reloads_only_in_development() {
         "in development"
     );
 }
+
+#[test]
+fn every_reference_names_a_component() {
+    // A type used only inside a kind's input or output is not derived into
+    // the components by itself: a dangling `$ref` breaks generated clients.
+    fn refs<'a>(value: &'a Value, found: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(fields) => {
+                if let Some(Value::String(target)) = fields.get("$ref") {
+                    found.push(target);
+                }
+                fields.values().for_each(|field| refs(field, found));
+            }
+            Value::Array(items) => items.iter().for_each(|item| refs(item, found)),
+            _ => {}
+        }
+    }
+    let spec = spec();
+    let mut found = Vec::new();
+    refs(&spec, &mut found);
+    assert!(!found.is_empty());
+    for target in found {
+        let name = target
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{target} points outside the schemas"));
+        assert!(
+            spec["components"]["schemas"].get(name).is_some(),
+            "{target} names no component"
+        );
+    }
+}

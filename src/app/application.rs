@@ -14,12 +14,15 @@ use tracing::Instrument;
 
 use super::{AppState, Settings, build_router, kinds, seeders};
 use crate::auth;
+use crate::auth::account_mail::AccountMail;
 use crate::auth::service::{AuthSetupError, AuthState};
 use crate::core::config::PlatformConfig;
 use crate::core::db::{self, DbError, DbPool};
 use crate::core::platform::Platform;
 use crate::core::seed::{SeedContext, SeedError, SeedOutcome};
 use crate::core::{docs, server};
+use crate::email::kind::SendEmail;
+use crate::email::outbox::ExecutionOutbox;
 use crate::executions::events::EventStreams;
 use crate::executions::queue::{NotificationHub, Runner};
 use crate::executions::service::ExecutionsState;
@@ -41,6 +44,9 @@ pub enum StartupError {
     /// A seeder failed (startup seeding, or `tessera seed`).
     #[error(transparent)]
     Seed(#[from] SeedError),
+    /// The mail transport cannot be built from `SMTP_URL`.
+    #[error("cannot start: SMTP_URL: {0}")]
+    Email(#[from] lettre::transport::smtp::Error),
 }
 
 /// One process's application: the shared state, the HTTP router over it, and
@@ -64,9 +70,13 @@ impl Application {
         let auth = AuthState::new(&settings.auth)?;
         let inference =
             InferenceState::load_in_background(&settings.inference, platform.readiness.clone());
+        let send_email = SendEmail::from_config(settings.email.clone())?;
+        let registry = Arc::new(kinds(&inference, send_email));
+        let outbox = ExecutionOutbox::new(registry.clone(), settings.email.clone());
+        let account_mail = AccountMail::new(settings.account_mail.clone(), Arc::new(outbox));
         let hub = NotificationHub::start(database_url.to_owned());
         let executions = ExecutionsState {
-            registry: Arc::new(kinds(&inference)),
+            registry,
             quotas: Arc::new(settings.quotas.clone()),
             streams: EventStreams::start(
                 settings.event_streams.clone(),
@@ -87,6 +97,7 @@ impl Application {
             platform,
             auth,
             executions,
+            account_mail,
             inference,
         };
         let router = build_router(state.clone(), redoc_bundle(&settings));

@@ -17,11 +17,15 @@ use utoipa_axum::router::OpenApiRouter;
 pub use application::{Application, Seeded, StartupError, seed_database};
 pub use settings::Settings;
 
+use crate::auth::account_mail::AccountMail;
 use crate::auth::seed::FirstAdminSeeder;
 use crate::auth::service::AuthState;
 use crate::core::platform::Platform;
 use crate::core::seed::SeedRegistry;
 use crate::core::{docs, health, http};
+use crate::email::config::EmailConfig;
+use crate::email::kind::SendEmail;
+use crate::email::transport::Transport;
 use crate::executions::kinds::{KindRegistry, Sleep};
 use crate::executions::service::ExecutionsState;
 use crate::inference::InferenceState;
@@ -42,6 +46,8 @@ pub struct AppState {
     pub auth: AuthState,
     /// The kinds of background work and the notification hub.
     pub executions: ExecutionsState,
+    /// The account flows that send mail: their settings and the outbox.
+    pub account_mail: AccountMail,
     /// The embedding engine (loading, ready or unavailable).
     pub inference: InferenceState,
 }
@@ -51,6 +57,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::new()
         .merge(crate::users::router::router())
         .merge(crate::auth::router::router())
+        .merge(crate::auth::recovery::router::router())
+        .merge(crate::auth::verification::router::router())
         .merge(crate::executions::router::router())
         .merge(crate::inference::router::router());
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
@@ -59,18 +67,21 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 }
 
 /// The kinds of background work this deployment runs; `embed_texts` embeds
-/// with `inference`'s engine.
-pub fn kinds(inference: &InferenceState) -> KindRegistry {
+/// with `inference`'s engine, and `send_email` (internal: the account flows
+/// enqueue it, clients cannot) delivers mail.
+pub fn kinds(inference: &InferenceState, send_email: SendEmail) -> KindRegistry {
     KindRegistry::new()
         .register(Sleep)
         .register(EmbedTexts::new(inference.clone()))
+        .register_internal(send_email)
 }
 
 /// The OpenAPI document, as served at `/openapi.json` and printed by `tessera openapi`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let (_, spec) = documented_routes().split_for_parts();
     let inference = InferenceState::disabled(InferenceConfig::default(), "not loaded");
-    openapi::complete_spec(spec, &kinds(&inference))
+    let send_email = SendEmail::with_transport(EmailConfig::default(), Transport::Log);
+    openapi::complete_spec(spec, &kinds(&inference, send_email))
 }
 
 /// The whole HTTP application over `state`: every route, the docs and the middleware.

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::auth::account_mail::AccountMailConfig;
 use crate::auth::config::AuthConfig;
 use crate::core::config::{ConfigError, PlatformConfig, Vars};
+use crate::email::config::EmailConfig;
 use crate::executions::config::{EventStreamConfig, QuotaConfig, WorkerConfig};
 use crate::inference::config::InferenceConfig;
 
@@ -16,6 +18,8 @@ pub struct Settings {
     pub platform: Arc<PlatformConfig>,
     /// Tokens, sign-in limits, password hashing and the first admin.
     pub auth: AuthConfig,
+    /// Password reset and address verification: link lifetimes and request limits.
+    pub account_mail: AccountMailConfig,
     /// Background execution workers.
     pub workers: WorkerConfig,
     /// What one user may ask of the execution queues.
@@ -24,6 +28,8 @@ pub struct Settings {
     pub event_streams: EventStreamConfig,
     /// The embedding engine and the inference API.
     pub inference: InferenceConfig,
+    /// Mail delivery: SMTP, the sender, the links' base URL.
+    pub email: EmailConfig,
 }
 
 impl Settings {
@@ -39,10 +45,12 @@ impl Settings {
         let platform = PlatformConfig::from_vars(&vars)?;
         Ok(Self {
             auth: AuthConfig::from_vars(&vars, platform.env)?,
+            account_mail: AccountMailConfig::from_vars(&vars)?,
             workers: WorkerConfig::from_vars(&vars, platform.http.shutdown_grace)?,
             quotas: QuotaConfig::from_vars(&vars)?,
             event_streams: EventStreamConfig::from_vars(&vars)?,
             inference: InferenceConfig::from_vars(&vars, platform.env)?,
+            email: EmailConfig::from_vars(&vars, platform.env)?,
             platform: Arc::new(platform),
         })
     }
@@ -141,8 +149,25 @@ mod tests {
             "APP_ENV=test with the development secret"
         );
         let secret = "a-real-production-secret-of-forty-bytes!!";
-        let ok = settings(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)])
-            .expect("production with a URL and a real secret is valid");
+        let mail = [
+            ("SMTP_URL", "smtp://mail.example.com:587?tls=required"),
+            ("EMAIL_FROM", "Example <no-reply@example.com>"),
+            ("PUBLIC_URL", "https://app.example.com"),
+        ];
+        assert_eq!(
+            variable_of(&[("APP_ENV", "production"), url, ("JWT_SECRET", secret)]),
+            "SMTP_URL",
+            "production without a mail server"
+        );
+        let ok = settings(&[
+            ("APP_ENV", "production"),
+            url,
+            ("JWT_SECRET", secret),
+            mail[0],
+            mail[1],
+            mail[2],
+        ])
+        .expect("production with a URL, a real secret and a mail server is valid");
         assert_eq!(ok.platform.http.host.to_string(), "0.0.0.0");
         assert_eq!(ok.platform.log_format, LogFormat::Json);
         assert!(!ok.platform.seed_on_startup);

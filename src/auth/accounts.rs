@@ -3,12 +3,15 @@
 //! seeder. The profile itself belongs to `users`; this module hashes the
 //! password and writes profile and credentials in one transaction.
 
+use chrono::Utc;
 use diesel_async::AsyncConnection;
 use uuid::Uuid;
 
+use crate::auth::account_mail::AccountMail;
 use crate::auth::password::{bounded_password, validate_password};
 use crate::auth::service::{self, AuthState};
 use crate::auth::sessions;
+use crate::auth::verification::service as verification;
 use crate::core::db::DbPool;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
@@ -18,10 +21,12 @@ use crate::users::schemas::CreateUserRequest;
 use crate::users::service::{self as users, NewProfile, RequestedChanges};
 
 /// Creates an account (sign-up, or an admin creating one). Validates every
-/// field at once; the account and its password hash are written together.
+/// field at once; the account, its password hash and a verification link
+/// to its address are written together.
 pub async fn sign_up(
     platform: &Platform,
     auth: &AuthState,
+    mail: &AccountMail,
     actor: Option<&User>,
     request: CreateUserRequest,
 ) -> Result<User, AppError> {
@@ -39,7 +44,15 @@ pub async fn sign_up(
         });
     }
     let account = parse_sign_up(&request)?;
-    insert_account(&platform.pool, auth, account, &request.password).await
+    let password_hash = auth.passwords.hash(&request.password).await?;
+    let mut conn = platform.pool.get().await?;
+    conn.transaction::<_, AppError, _>(async move |conn| {
+        let user = users::insert(conn, account).await?;
+        service::store_password_hash(conn, user.id, password_hash).await?;
+        verification::mail_verification_link(conn, mail, user.id, &user.email, Utc::now()).await?;
+        Ok(user)
+    })
+    .await
 }
 
 /// Parses a sign-up request into the profile to create, checking the password
@@ -64,7 +77,8 @@ fn parse_sign_up(request: &CreateUserRequest) -> Result<NewProfile, AppError> {
 }
 
 /// Writes an account and its password hash in one transaction (the password
-/// is hashed first, outside it). A taken email is a 409.
+/// is hashed first, outside it), mailing nothing (the first admin, tests). A
+/// taken email is a 409.
 pub async fn insert_account(
     pool: &DbPool,
     auth: &AuthState,
@@ -98,12 +112,15 @@ pub async fn delete_own(
 /// Changes the caller's own profile. Sending an email — the login, and so
 /// the account — needs the current password (checked through the limiter),
 /// and a changed one ends every other sign-in; a name change needs neither.
+/// A new address (not merely a new spelling of this one) takes effect only
+/// when a link mailed to it is used: until then it is `pending_email`.
 pub async fn update_own_profile(
     platform: &Platform,
     auth: &AuthState,
+    mail: &AccountMail,
     caller: &Caller<'_>,
     expected_revision: Option<i64>,
-    changes: RequestedChanges,
+    mut changes: RequestedChanges,
     current_password: Option<&str>,
 ) -> Result<User, AppError> {
     let user = caller.user;
@@ -131,7 +148,43 @@ pub async fn update_own_profile(
         let presented = service::Presented::at("current_password", password);
         service::verify_password(platform, auth, user, presented, caller.client).await?;
     }
-    let updated = users::update(platform, user.id, expected_revision, changes).await?;
+    // A new, valid address waits for its link; an invalid one stays in the
+    // changes, so the 422 lists it with every other invalid field.
+    let new_address = changes
+        .email
+        .take_if(|email| !email.eq_ignore_ascii_case(&user.email) && Email::parse(email).is_ok());
+    if let Some(address) = &new_address {
+        // Refused before anything changes (and checked again when it is set).
+        let mut conn = platform.pool.get().await?;
+        if users::find_by_email(&mut conn, address).await?.is_some() {
+            return Err(users::email_taken());
+        }
+        drop(conn);
+        verification::count_link_request(platform, mail, user.id, Utc::now()).await?;
+    }
+    // Sending the current address back cancels a pending change.
+    let cancels = user.pending_email.is_some()
+        && changes
+            .email
+            .as_deref()
+            .is_some_and(|email| email.eq_ignore_ascii_case(&user.email));
+    let mut updated = users::update(platform, user.id, expected_revision, changes).await?;
+    if cancels {
+        let mut conn = platform.pool.get().await?;
+        updated = users::cancel_pending_email(&mut conn, user.id).await?;
+    }
+    if let Some(address) = new_address {
+        let mut conn = platform.pool.get().await?;
+        let user_id = user.id;
+        updated = conn
+            .transaction::<_, AppError, _>(async move |conn| {
+                let pending = users::set_pending_email(conn, user_id, &address).await?;
+                let now = Utc::now();
+                verification::mail_verification_link(conn, mail, user_id, &address, now).await?;
+                Ok(pending)
+            })
+            .await?;
+    }
     if email_changes {
         sessions::end_other_sessions(platform, user.id, caller.session).await?;
     }

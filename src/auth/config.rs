@@ -38,6 +38,8 @@ pub struct AuthConfig {
     pub refresh_token_ttl: Duration,
     /// Whether anyone may sign up (admins can always create accounts).
     pub allow_signup: bool,
+    /// Whether sign-in refuses accounts whose address is not verified.
+    pub require_verified_email: bool,
     /// Failed password checks one client may make against one account within
     /// the window; the next is a 429 for that client on that account.
     pub max_failed_logins: u32,
@@ -88,6 +90,7 @@ impl AuthConfig {
                 86_400 * vars.positive("REFRESH_TOKEN_TTL_DAYS", 30)?,
             ),
             allow_signup: vars.parse("ALLOW_SIGNUP", true)?,
+            require_verified_email: vars.parse("REQUIRE_VERIFIED_EMAIL", false)?,
             max_failed_logins: vars.positive("MAX_FAILED_LOGINS", 5)?,
             max_failed_logins_per_client: vars.positive("MAX_FAILED_LOGINS_PER_CLIENT", 20)?,
             max_failed_logins_per_account: vars.positive("MAX_FAILED_LOGINS_PER_ACCOUNT", 50)?,

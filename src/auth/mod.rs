@@ -2,14 +2,18 @@
 //! sessions) and access control, and every account flow that needs a password
 //! (sign-up, self-deletion, the first admin).
 
+pub mod account_mail;
 pub mod accounts;
 pub mod api_keys;
 pub mod browser_sessions;
 pub mod config;
+pub mod email_tokens;
 pub mod extract;
 pub mod limiter;
 pub mod models;
+pub mod outbox;
 pub mod password;
+pub mod recovery;
 pub mod repository;
 pub mod router;
 pub mod schemas;
@@ -17,3 +21,4 @@ pub mod seed;
 pub mod service;
 pub mod sessions;
 pub mod tokens;
+pub mod verification;

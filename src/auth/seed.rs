@@ -52,6 +52,10 @@ impl FirstAdminSeeder {
             role: Role::Admin,
         };
         let admin = accounts::insert_account(&context.pool, &self.auth, account, &password).await?;
+        // The operator chose this address; with REQUIRE_VERIFIED_EMAIL the
+        // first admin must still be able to sign in.
+        let mut conn = context.pool.get().await?;
+        service::mark_email_verified(&mut conn, admin.id, chrono::Utc::now()).await?;
         if generated {
             // Shown once, on the terminal only (never in the logs); not stored anywhere.
             println!(

@@ -133,6 +133,14 @@ pub async fn login(
             detail: "This account is deactivated.".to_owned(),
         });
     }
+    if auth.config.require_verified_email && user.email_verified_at.is_none() {
+        return Err(AppError::Forbidden {
+            code: "email_not_verified",
+            detail: "Confirm your email address first: use the link mailed to it (a password \
+                     reset mails a new one)."
+                .to_owned(),
+        });
+    }
     let mut conn = platform.pool.get().await?;
     if verification.outdated {
         let password_hash = auth.passwords.hash(&form.password).await?;

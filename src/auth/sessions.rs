@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::auth::api_keys;
 use crate::auth::config::AuthConfig;
+use crate::auth::email_tokens;
 use crate::auth::models::NewRefreshToken;
 use crate::auth::repository;
 use crate::auth::schemas::TokenResponse;
@@ -173,14 +174,17 @@ pub(crate) async fn revoke_sessions(
 }
 
 /// Deletes what no check will read again: failed attempts older than the
-/// window, and refresh tokens and API keys that expired before it. Returns
-/// how many rows went.
+/// window, refresh tokens and API keys that expired before it, and mailed
+/// tokens and requests for mail past theirs. Returns how many rows went.
 pub async fn prune(pool: &DbPool, config: &AuthConfig) -> Result<usize, AppError> {
-    let before = Utc::now() - to_chrono(config.failed_login_window)?;
+    let now = Utc::now();
+    let before = now - to_chrono(config.failed_login_window)?;
     let mut conn = pool.get().await?;
-    let sign_in_records = repository::prune(&mut conn, before).await?;
+    let sessions = repository::prune(&mut conn, before).await?;
     let keys = api_keys::repository::prune_expired(&mut conn, before).await?;
-    Ok(sign_in_records + keys)
+    let requests_before = now - to_chrono(email_tokens::MAX_REQUEST_WINDOW)?;
+    let mailed = email_tokens::prune(&mut conn, requests_before, now).await?;
+    Ok(sessions + keys + mailed)
 }
 
 /// Prunes every `every` until `shutdown`, inside a span that names it; a

@@ -33,6 +33,11 @@ pub enum JobError {
         /// What actually went wrong, for the log only.
         cause: String,
     },
+    /// The work failed in a way no later attempt can change (an SMTP server
+    /// refusing a recipient with a 5xx), with a message meant for the client:
+    /// the execution fails at once, whatever attempts remain.
+    #[error("{0}")]
+    Permanent(String),
     /// The job stopped because it was asked to (cancellation or shutdown).
     #[error("stopped on request")]
     Cancelled,

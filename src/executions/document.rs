@@ -2,7 +2,8 @@
 //! registry so that a kind appears in it by being registered.
 //!
 //! A submission (`CreateExecutionRequest`) is a `oneOf` over the kinds with a
-//! `kind` discriminator; each branch is the options every submission shares
+//! `kind` discriminator (internal kinds, which only the service enqueues,
+//! appear only in responses); each branch is the options every submission shares
 //! (`ExecutionOptions`, written once) and that kind's `kind` and `input`. A
 //! name preview (`GenerateNameRequest`) is the same union without the options,
 //! and a response (`ExecutionResponse`) the same over the summary every
@@ -56,11 +57,14 @@ pub fn components(kinds: &[KindSchemas]) -> Vec<(String, RefOr<Schema>)> {
     let details = response_details();
     for kind in kinds {
         let prefix = pascal_case(kind.name);
-        components.extend([
-            submission.branch(kind, &prefix, submission_branch(kind)),
-            preview.branch(kind, &prefix, preview_branch(kind)),
-            response.branch(kind, &prefix, execution_branch(kind, &details)),
-        ]);
+        // An internal kind is one clients cannot submit: only responses have it.
+        if !kind.internal {
+            components.extend([
+                submission.branch(kind, &prefix, submission_branch(kind)),
+                preview.branch(kind, &prefix, preview_branch(kind)),
+            ]);
+        }
+        components.push(response.branch(kind, &prefix, execution_branch(kind, &details)));
     }
     components.extend([
         submission.into_component(),
@@ -397,6 +401,26 @@ mod tests {
                 .get("paint_walls")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn an_internal_kind_is_only_in_the_responses_and_the_kind_names() {
+        let document = document(&KindRegistry::new().register(Sleep).register_internal(Paint));
+        assert_eq!(
+            document["ExecutionKind"]["enum"],
+            json!(["paint_walls", "sleep"])
+        );
+        assert_eq!(
+            document["ExecutionResponse"]["discriminator"]["mapping"]["paint_walls"],
+            "#/components/schemas/PaintWallsExecution"
+        );
+        for union in ["CreateExecutionRequest", "GenerateNameRequest"] {
+            let mapping = &document[union]["discriminator"]["mapping"];
+            assert!(mapping.get("paint_walls").is_none(), "{union}: {mapping}");
+            assert!(mapping.get("sleep").is_some(), "{union}: {mapping}");
+        }
+        assert!(document.get("PaintWallsExecutionRequest").is_none());
+        assert!(document.get("PaintWallsGenerateNameRequest").is_none());
     }
 
     #[test]

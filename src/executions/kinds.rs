@@ -106,6 +106,9 @@ pub struct KindSchemas {
     pub input: (String, RefOr<Schema>),
     /// The output's component name and schema.
     pub output: (String, RefOr<Schema>),
+    /// Whether only the service enqueues it ([`KindRegistry::register_internal`]):
+    /// it is in the responses' union, not in the submissions'.
+    pub internal: bool,
 }
 
 /// A kind with its types erased, as the registry holds it.
@@ -192,6 +195,7 @@ impl<K: ExecutionKind> ErasedKind for Erased<K> {
             name: K::NAME,
             input: (K::Input::name().into_owned(), self.0.input_schema()),
             output: (K::Output::name().into_owned(), K::Output::schema()),
+            internal: false,
         }
     }
 }
@@ -272,6 +276,8 @@ impl std::io::Write for ByteBudget {
 #[derive(Clone, Default)]
 pub struct KindRegistry {
     kinds: BTreeMap<&'static str, Arc<dyn ErasedKind>>,
+    /// The kinds only the service enqueues ([`Self::register_internal`]).
+    internal: Vec<&'static str>,
 }
 
 impl KindRegistry {
@@ -287,9 +293,38 @@ impl KindRegistry {
         self
     }
 
+    /// Adds a kind that only the service enqueues, from inside its own
+    /// transactions (`send_email`): clients cannot submit it, and only admins
+    /// see its executions, whose inputs may hold what the owner must not read
+    /// back (a password-reset link).
+    #[must_use]
+    pub fn register_internal<K: ExecutionKind>(mut self, kind: K) -> Self {
+        self.internal.push(K::NAME);
+        self.register(kind)
+    }
+
     /// Every kind's name, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.kinds.keys().copied().collect()
+    }
+
+    /// The names clients may submit, sorted.
+    pub fn submittable_names(&self) -> Vec<&'static str> {
+        self.kinds
+            .keys()
+            .copied()
+            .filter(|name| !self.is_internal(name))
+            .collect()
+    }
+
+    /// Whether `kind` is one only the service enqueues (and only admins see).
+    pub fn is_internal(&self, kind: &str) -> bool {
+        self.internal.contains(&kind)
+    }
+
+    /// The kinds only the service enqueues.
+    pub fn internal_names(&self) -> &[&'static str] {
+        &self.internal
     }
 
     /// Every queue some kind runs on.
@@ -314,9 +349,23 @@ impl KindRegistry {
         self.kinds.get(kind).map(|kind| kind.queue())
     }
 
-    /// Checks `input` against `kind`'s size limit, schema and rules; returns
-    /// it normalised, with its cost and what in it is reserved for admins.
+    /// Checks a client's `input` against `kind`'s size limit, schema and
+    /// rules; returns it normalised, with its cost and what in it is reserved
+    /// for admins. An internal kind is as unknown as an unregistered one.
     pub fn check_input(&self, kind: &str, input: &Value) -> Result<CheckedInput, Vec<FieldError>> {
+        match self.kinds.get(kind).filter(|_| !self.is_internal(kind)) {
+            Some(erased) => erased.check(input),
+            None => Err(vec![self.unknown_kind(FieldError::body("kind"))]),
+        }
+    }
+
+    /// Checks an input the service itself enqueues, of any kind (internal
+    /// ones included), as strictly as a client's.
+    pub fn check_service_input(
+        &self,
+        kind: &str,
+        input: &Value,
+    ) -> Result<CheckedInput, Vec<FieldError>> {
         match self.kinds.get(kind) {
             Some(erased) => erased.check(input),
             None => Err(vec![self.unknown_kind(FieldError::body("kind"))]),
@@ -328,12 +377,12 @@ impl KindRegistry {
         self.kinds.contains_key(kind)
     }
 
-    /// The error of a field that names no registered kind, listing those that are.
+    /// The error of a field that names no kind a client may submit, listing those it may.
     pub fn unknown_kind(&self, field: FieldError) -> FieldError {
         field
             .because(format!(
                 "is not a known kind (known: {})",
-                self.names().join(", ")
+                self.submittable_names().join(", ")
             ))
             .kind("enum")
     }
@@ -367,7 +416,15 @@ impl KindRegistry {
     /// and output, and the unions over the kinds that submissions, name
     /// previews and responses are ([`document::components`]).
     pub fn schemas(&self) -> Vec<(String, RefOr<Schema>)> {
-        let kinds: Vec<KindSchemas> = self.kinds.values().map(|kind| kind.schemas()).collect();
+        let kinds: Vec<KindSchemas> = self
+            .kinds
+            .values()
+            .map(|kind| {
+                let mut schemas = kind.schemas();
+                schemas.internal = self.is_internal(schemas.name);
+                schemas
+            })
+            .collect();
         document::components(&kinds)
     }
 }
@@ -517,6 +574,25 @@ mod tests {
         let many = Value::Array(vec![Value::from("\u{0}"); 100]);
         assert_eq!(strings_holding_nul(&many).len(), MAX_LISTED_NUL_STRINGS);
         assert!(strings_holding_nul(&json!({"fine": ["text", 1, null]})).is_empty());
+    }
+
+    #[test]
+    fn clients_cannot_submit_an_internal_kind_but_the_service_can() {
+        let registry = KindRegistry::new().register_internal(Sleep);
+        let input = json!({"duration_ms": 1});
+        let refused = registry
+            .check_input("sleep", &input)
+            .err()
+            .unwrap_or_default();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            refused[0].loc,
+            vec![LocSegment::from("body"), LocSegment::from("kind")]
+        );
+        assert!(registry.check_service_input("sleep", &input).is_ok());
+        assert!(registry.is_internal("sleep") && registry.knows("sleep"));
+        assert!(registry.submittable_names().is_empty());
+        assert_eq!(registry.names(), ["sleep"]);
     }
 
     #[test]

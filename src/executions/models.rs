@@ -87,6 +87,8 @@ pub struct Execution {
     pub updated_at: DateTime<Utc>,
     /// How often it was re-run (`POST /executions/{id}/retry`).
     pub reruns: i32,
+    /// Enqueued by the service itself (an internal kind): only admins see it.
+    pub internal: bool,
 }
 
 /// The columns of an execution a list shows: everything small, never the
@@ -161,6 +163,8 @@ pub struct NewExecution {
     pub idempotency_key: Option<String>,
     /// Hash of the request body, with the key.
     pub request_hash: Option<Vec<u8>>,
+    /// Enqueued by the service itself (an internal kind): only admins see it.
+    pub internal: bool,
 }
 
 /// One entry of an execution's event log.

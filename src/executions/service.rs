@@ -100,6 +100,7 @@ pub fn validate(
             timeout_s: request.timeout_s,
             idempotency_key: idempotency_key.map(str::to_owned),
             request_hash: idempotency_key.map(|_| request_hash(request)),
+            internal: false,
         },
         cost: checked.cost,
         reserved_for_admins,
@@ -390,8 +391,51 @@ async fn spend_allowance(
     Ok(())
 }
 
-/// The execution if `user` may see it (its owner, or an admin); 404 otherwise,
-/// so ids of other users' work are not confirmed.
+/// Enqueues work of an internal kind ([`KindRegistry::register_internal`])
+/// for `owner_id` on `conn`, inside the caller's transaction: the work exists
+/// exactly when the data that caused it does (a transactional outbox). The
+/// input is checked as strictly as a client's; no quota applies, since the
+/// service, not the owner, asked for it.
+pub async fn enqueue_internal(
+    conn: &mut AsyncPgConnection,
+    registry: &KindRegistry,
+    owner_id: Uuid,
+    kind: &str,
+    input: &serde_json::Value,
+    max_attempts: i32,
+) -> Result<Execution, AppError> {
+    let (Some(queue), true) = (registry.queue_of(kind), registry.is_internal(kind)) else {
+        return Err(AppError::internal(format!(
+            "{kind} is not a registered internal kind"
+        )));
+    };
+    let checked = registry
+        .check_service_input(kind, input)
+        .map_err(|errors| AppError::internal(format!("an invalid {kind} input: {errors:?}")))?;
+    let name = generated_name(registry, kind, &checked.value);
+    let new = NewExecution {
+        id: Uuid::now_v7(),
+        owner_id,
+        kind: kind.to_owned(),
+        queue: queue.to_owned(),
+        name,
+        input: checked.value,
+        priority: 0,
+        run_at: Utc::now(),
+        max_attempts,
+        timeout_s: None,
+        idempotency_key: None,
+        request_hash: None,
+        internal: true,
+    };
+    repository::insert(conn, &new)
+        .await?
+        .ok_or_else(|| AppError::internal("an execution without a key conflicted"))
+}
+
+/// The execution if `user` may see it (its owner, or an admin; only admins
+/// see internal executions); 404 otherwise, so ids of other users' work are
+/// not confirmed.
 pub async fn get(platform: &Platform, user: &User, id: Uuid) -> Result<Execution, AppError> {
     let mut conn = platform.pool.get().await?;
     visible(&mut conn, user, id).await
@@ -404,7 +448,9 @@ async fn visible(
 ) -> Result<Execution, AppError> {
     repository::find(conn, id)
         .await?
-        .filter(|execution| execution.owner_id == user.id || user.role == Role::Admin)
+        .filter(|execution| {
+            (execution.owner_id == user.id && !execution.internal) || user.role == Role::Admin
+        })
         .ok_or_else(|| AppError::NotFound("No execution of yours has this id.".to_owned()))
 }
 
@@ -439,6 +485,7 @@ pub async fn list(
         owner_id: (!everyone).then_some(user.id),
         status: query.status,
         kind: query.kind,
+        with_internal: user.role == Role::Admin,
     };
     let limit = limit.unwrap_or_default();
     let mut conn = platform.pool.get().await?;

@@ -16,6 +16,8 @@ diesel::table! {
         token_version -> Int8,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        email_verified_at -> Nullable<Timestamptz>,
+        pending_email -> Nullable<Text>,
     }
 }
 
@@ -97,6 +99,7 @@ diesel::table! {
         updated_at -> Timestamptz,
         reruns -> Int4,
         claim_token -> Nullable<Uuid>,
+        internal -> Bool,
     }
 }
 
@@ -129,5 +132,28 @@ diesel::table! {
         position -> Int4,
         tokens -> Int4,
         embedding -> Array<Float4>,
+    }
+}
+
+diesel::table! {
+    /// Hashed single-use tokens mailed to an address (auth domain).
+    email_tokens (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        purpose -> Text,
+        token_hash -> Bytea,
+        email -> Text,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    /// Requests for an email, by rate-limit key (auth domain).
+    email_requests (id) {
+        id -> Int8,
+        key -> Text,
+        requested_at -> Timestamptz,
     }
 }

@@ -47,6 +47,10 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// When its address was proven (a mailed link used); `None`: not yet.
+    pub email_verified_at: Option<DateTime<Utc>>,
+    /// The address it is changing to, until a link mailed there is used.
+    pub pending_email: Option<String>,
 }
 
 /// A new account row.

@@ -1,5 +1,6 @@
 //! Queries on the `users` table; nothing else touches it.
 
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
@@ -168,4 +169,82 @@ pub async fn any_admin(conn: &mut AsyncPgConnection) -> QueryResult<bool> {
     ))
     .get_result(conn)
     .await
+}
+
+/// Records that the account's address was proven at `at` (a mailed link was
+/// used), bumping the revision; `None` if there is no such account.
+pub async fn mark_email_verified(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<User>> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::email_verified_at.eq(at),
+            users::revision.eq(users::revision + 1),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Sets (or clears) the address an email change waits to verify, bumping the
+/// revision; `None` if there is no such account.
+pub async fn set_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    pending: Option<&str>,
+) -> QueryResult<Option<User>> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::pending_email.eq(pending),
+            users::revision.eq(users::revision + 1),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
+}
+
+/// Makes the pending address the account's email, verified at `at`; `None`
+/// if the account no longer waits for exactly that address.
+pub async fn apply_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    pending: &str,
+    at: DateTime<Utc>,
+) -> QueryResult<Option<User>> {
+    diesel::update(
+        users::table
+            .filter(users::id.eq(id))
+            .filter(users::pending_email.eq(pending)),
+    )
+    .set((
+        users::email.eq(pending),
+        users::pending_email.eq(None::<String>),
+        users::email_verified_at.eq(at),
+        users::revision.eq(users::revision + 1),
+    ))
+    .returning(User::as_returning())
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// Forgets that the address was verified and any pending change (an admin
+/// set a new address, which nobody has proven); `None` if there is no such account.
+pub async fn reset_verification(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<User>> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::email_verified_at.eq(None::<DateTime<Utc>>),
+            users::pending_email.eq(None::<String>),
+        ))
+        .returning(User::as_returning())
+        .get_result(conn)
+        .await
+        .optional()
 }

@@ -7,6 +7,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::auth::account_mail::AccountMail;
 use crate::auth::accounts;
 use crate::auth::accounts::Caller;
 use crate::auth::extract::{AdminUser, ClientAddress, CurrentSession, CurrentUser, OptionalUser};
@@ -35,6 +36,7 @@ where
     S: Clone + Send + Sync + 'static,
     Platform: FromRef<S>,
     AuthState: FromRef<S>,
+    AccountMail: FromRef<S>,
 {
     OpenApiRouter::new()
         .routes(routes!(create_user, list_users))
@@ -63,10 +65,11 @@ fn versioned(status: StatusCode, user: User) -> Versioned<UserResponse> {
 async fn create_user(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
+    State(mail): State<AccountMail>,
     OptionalUser(actor): OptionalUser,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> Result<Versioned<UserResponse>, AppError> {
-    let user = accounts::sign_up(&platform, &auth, actor.as_ref(), request).await?;
+    let user = accounts::sign_up(&platform, &auth, &mail, actor.as_ref(), request).await?;
     let location = format!("{COLLECTION_PATH}/{}", user.id);
     Ok(versioned(StatusCode::CREATED, user).at(location))
 }
@@ -104,13 +107,16 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
 }
 
 /// Change one's own email or name.
+///
+/// A new email takes effect when the link mailed to it is used; until then
+/// it is `pending_email` (sending the current email cancels it).
 #[utoipa::path(patch, path = "/users/me", tag = TAG, operation_id = "users-update-me",
     request_body = UpdateMeBody,
     security(("bearer" = [])),
     responses(
         (status = 200, description = "The updated account.", body = UserResponse, headers(("ETag" = String))),
         (status = 403, description = "`current_password` is wrong (an email change needs it).", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed password checks; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed password checks, or verification links asked for; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
         (status = 412, description = "Changed since the `If-Match` ETag.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields.", body = Problem, content_type = "application/problem+json"),
@@ -118,6 +124,7 @@ async fn get_me(CurrentUser(user): CurrentUser, headers: HeaderMap) -> Response 
 async fn update_me(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
+    State(mail): State<AccountMail>,
     CurrentSession { user, session }: CurrentSession,
     ClientAddress(client): ClientAddress,
     headers: HeaderMap,
@@ -136,9 +143,10 @@ async fn update_me(
         client: &client,
     };
     let password = request.current_password.as_deref();
-    let updated =
-        accounts::update_own_profile(&platform, &auth, &caller, revision, changes, password)
-            .await?;
+    let updated = accounts::update_own_profile(
+        &platform, &auth, &mail, &caller, revision, changes, password,
+    )
+    .await?;
     Ok(versioned(StatusCode::OK, updated))
 }
 

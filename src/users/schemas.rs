@@ -32,6 +32,12 @@ pub struct UserResponse {
     pub created_at: DateTime<Utc>,
     /// When it last changed (UTC).
     pub updated_at: DateTime<Utc>,
+    /// When the address was verified (a mailed link used); `null`: not yet.
+    pub email_verified_at: Option<DateTime<Utc>>,
+    /// The address an email change waits to verify; it becomes `email` when
+    /// the link mailed there is used.
+    #[schema(value_type = Option<Email>)]
+    pub pending_email: Option<String>,
 }
 
 impl From<User> for UserResponse {
@@ -44,6 +50,8 @@ impl From<User> for UserResponse {
             is_active: user.is_active,
             created_at: user.created_at,
             updated_at: user.updated_at,
+            email_verified_at: user.email_verified_at,
+            pending_email: user.pending_email,
         }
     }
 }

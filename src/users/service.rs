@@ -2,6 +2,7 @@
 //! concurrency (`If-Match`). Nothing here knows of passwords or tokens: the
 //! flows that need one live in `auth::accounts`, which calls this service.
 
+use chrono::{DateTime, Utc};
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
@@ -10,7 +11,7 @@ use crate::core::http::conditional;
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
 use crate::shared::pagination::{Cursor, DEFAULT_LIMIT, Page, checked_limit, fetch_limit};
-use crate::shared::validation::{Invalid, Validator};
+use crate::shared::validation::{Invalid, Validator, invalid_fields};
 use crate::users::models::{Email, FullName, MAX_EMAIL_CHARS, NewUser, Role, User, UserChanges};
 use crate::users::repository::{self, UserFilter};
 use crate::users::schemas::{UserListQuery, UserResponse};
@@ -73,11 +74,16 @@ pub async fn insert(conn: &mut AsyncPgConnection, profile: NewProfile) -> Result
 /// A unique-violation on the email index is the client's conflict, not our error.
 fn email_conflict(error: DieselError) -> AppError {
     match error {
-        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => AppError::Conflict {
-            code: "email_taken",
-            detail: "An account with this email already exists.".to_owned(),
-        },
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _) => email_taken(),
         other => other.into(),
+    }
+}
+
+/// 409: another account has the address.
+pub fn email_taken() -> AppError {
+    AppError::Conflict {
+        code: "email_taken",
+        detail: "An account with this email already exists.".to_owned(),
     }
 }
 
@@ -174,10 +180,20 @@ pub async fn update(
         {
             return Ok(current);
         }
-        let updated = repository::update(conn, id, Some(current.revision), &changes)
+        let mut updated = repository::update(conn, id, Some(current.revision), &changes)
             .await
             .map_err(email_conflict)?
             .ok_or_else(conditional::stale)?;
+        // A new address (not merely a new spelling) is one nobody has proven.
+        if changes
+            .email
+            .as_deref()
+            .is_some_and(|email| !email.eq_ignore_ascii_case(&current.email))
+        {
+            updated = repository::reset_verification(conn, id)
+                .await?
+                .ok_or_else(user_not_found)?;
+        }
         if changes.is_active == Some(false) {
             invalidate_access_tokens(conn, id).await?;
         }
@@ -233,6 +249,59 @@ async fn ensure_not_last_admin(conn: &mut AsyncPgConnection, id: Uuid) -> Result
         });
     }
     Ok(())
+}
+
+/// Records that the account's address was proven at `at` (a mailed link was used).
+pub async fn mark_email_verified(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<User, AppError> {
+    repository::mark_email_verified(conn, id, at)
+        .await?
+        .ok_or_else(user_not_found)
+}
+
+/// Sets the address an email change waits to verify: 422 if it is not an
+/// address, 409 if an account has it already (checked again when it applies).
+pub async fn set_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    pending: &str,
+) -> Result<User, AppError> {
+    let pending = Email::parse(pending)
+        .map_err(|invalid| invalid_fields([(FieldError::body("email"), Some(invalid))]))?
+        .into_inner();
+    if repository::find_by_email(conn, &pending).await?.is_some() {
+        return Err(email_taken());
+    }
+    repository::set_pending_email(conn, id, Some(&pending))
+        .await?
+        .ok_or_else(user_not_found)
+}
+
+/// Forgets the address an email change waits to verify (its links then stop working).
+pub async fn cancel_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<User, AppError> {
+    repository::set_pending_email(conn, id, None)
+        .await?
+        .ok_or_else(user_not_found)
+}
+
+/// Makes the pending address `pending` the account's email, verified at `at`:
+/// `None` if the account no longer waits for it; 409 if another account took
+/// the address meanwhile.
+pub async fn apply_pending_email(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    pending: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<User>, AppError> {
+    repository::apply_pending_email(conn, id, pending, at)
+        .await
+        .map_err(email_conflict)
 }
 
 /// Whether any admin exists (for the first-admin seeder).

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::http::{Method, StatusCode};
 use serde_json::Value;
 use tessera::app::{Application, Settings};
+use tessera::auth::account_mail::AccountMail;
 use tessera::auth::accounts;
 use tessera::auth::service::AuthState;
 use tessera::core::config::PlatformConfig;
@@ -55,6 +56,18 @@ pub fn test_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
     }
     Settings::from_lookup(|name| vars.get(name).cloned())
         .unwrap_or_else(|error| panic!("the test settings {overrides:?} are invalid: {error}"))
+}
+
+/// `APP_ENV=production` with what production refuses to start without
+/// beyond the test defaults: a mail server, a sender and the links' base URL
+/// (nothing is sent unless a test runs workers).
+pub fn production_overrides() -> [(&'static str, &'static str); 4] {
+    [
+        ("APP_ENV", "production"),
+        ("SMTP_URL", "smtp://127.0.0.1:9"),
+        ("EMAIL_FROM", "Tessera <no-reply@example.com>"),
+        ("PUBLIC_URL", "https://app.example.com"),
+    ]
 }
 
 /// Where the tests keep ReDoc's script.
@@ -105,6 +118,8 @@ pub struct TestApp {
     pub auth: AuthState,
     /// The app's execution kinds and notification hub.
     pub executions: ExecutionsState,
+    /// The app's mailing account flows: settings and outbox.
+    pub account_mail: AccountMail,
     /// The app's database; dropped after the app.
     pub database: TestDatabase,
 }
@@ -129,6 +144,7 @@ impl TestApp {
             config: state.platform.config.clone(),
             auth: state.auth.clone(),
             executions: state.executions.clone(),
+            account_mail: state.account_mail.clone(),
             database,
         }
     }

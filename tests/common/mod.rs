@@ -7,7 +7,9 @@
 //! - [`requests`]: the request builder, [`TestResponse`], `assert_problem`.
 //! - [`skips`]: skipping tests that need a GPU or the real model.
 //! - [`executions`], [`tiny_model`]: helpers for those domains' tests.
-//! - [`tools`]: the npm packages and Schemathesis the contract tests drive.
+//! - [`tools`]: the npm packages and Schemathesis the contract tests drive, and
+//!   aiosmtpd.
+//! - [`smtp`]: a real SMTP server for the email tests.
 
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
@@ -17,6 +19,7 @@ pub mod cluster;
 pub mod executions;
 pub mod requests;
 pub mod skips;
+pub mod smtp;
 pub mod tiny_model;
 pub mod tools;
 
@@ -24,7 +27,8 @@ use std::path::PathBuf;
 
 pub use app::{
     DEFAULT_PASSWORD, TEST_JWT_SECRET, TestApp, access_token, ensure_redoc_bundle,
-    redoc_bundle_path, refresh_token, settled_inference_report, test_settings,
+    production_overrides, redoc_bundle_path, refresh_token, settled_inference_report,
+    test_settings,
 };
 pub use cluster::{FAST_SETTINGS, TestDatabase, database_url};
 pub use requests::{TestRequest, TestResponse, redact_request_id};

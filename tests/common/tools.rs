@@ -1,7 +1,8 @@
-//! The client-side tools the contract tests drive: the TypeScript example's npm
-//! packages, a pinned Schemathesis and the official OpenAI SDK. Each is
-//! installed on first use (like ReDoc's script) and reused afterwards; every
-//! command's output is returned, or shown in full when it fails.
+//! The tools the tests drive: the TypeScript example's npm packages, a pinned
+//! Schemathesis and the official OpenAI SDK (the contract tests) and a pinned
+//! aiosmtpd (the email tests' SMTP server). Each is installed on first use
+//! (like ReDoc's script) and reused afterwards; every command's output is
+//! returned, or shown in full when it fails.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use super::repo_root;
 /// The Schemathesis release the contract tests run (what the project's
 /// notes were measured with); a new one may change what it generates.
 pub const SCHEMATHESIS_VERSION: &str = "4.32.5";
+
+/// The aiosmtpd release the email tests' SMTP server runs.
+pub const AIOSMTPD_VERSION: &str = "1.4.6";
 
 /// The official OpenAI Python SDK release the API-key test drives.
 pub const OPENAI_SDK_VERSION: &str = "3.57.0";
@@ -90,7 +94,8 @@ pub fn ensure_openai_sdk() -> PathBuf {
 }
 
 /// A virtualenv under `~/.cache/tessera/tools` with `package` at `version`
-/// from PyPI, created when missing (a half-done one is redone).
+/// from PyPI, created when missing (a half-done one is redone); once per
+/// package per test process, through each caller's `OnceLock`.
 fn ensure_python_package(package: &str, version: &str) -> PathBuf {
     let venv = tools_dir().join(format!("{package}-{version}"));
     if venv.join(INSTALLED_MARKER).is_file() {
@@ -121,6 +126,13 @@ fn ensure_python_package(package: &str, version: &str) -> PathBuf {
     fs::write(venv.join(INSTALLED_MARKER), version)
         .unwrap_or_else(|error| panic!("{} cannot be marked installed: {error}", venv.display()));
     venv
+}
+
+/// The `python` of a virtualenv holding the pinned aiosmtpd (a real SMTP server).
+pub fn ensure_aiosmtpd() -> PathBuf {
+    static VENV: OnceLock<PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| ensure_python_package("aiosmtpd", AIOSMTPD_VERSION))
+        .join("bin/python")
 }
 
 /// Where tools installed for the tests live: outside the clone, like CI's

@@ -208,6 +208,10 @@ pub(super) fn outcome(
             Some(Outcome::Cancelled)
         }
         (Err(_), StopReason::Shutdown) => Some(Outcome::HandedBack),
+        (Err(JobError::Permanent(message)), StopReason::None) => Some(Outcome::Failed {
+            message,
+            retry_at: None,
+        }),
         // What a failure displays is what clients may read (an internal
         // failure displays its stable message, not its cause).
         (Err(failure), StopReason::None) => Some(Outcome::Failed {
@@ -299,6 +303,7 @@ mod tests {
         let fail = || Err(JobError::Failed("boom".to_owned()));
         let stopped = || Err(JobError::Cancelled);
         let lost = || Err(JobError::LeaseLost);
+        let permanent = || Err(JobError::Permanent("boom".to_owned()));
         let internal = || {
             Err(JobError::internal(
                 "The job panicked.",
@@ -333,6 +338,10 @@ mod tests {
             (fail(), Shutdown, exhausted, handed_back.clone()),
             (fail(), LeaseLost, left, None),
             (fail(), LeaseLost, exhausted, None),
+            // A permanent failure is never retried; cancellation and shutdown still win.
+            (permanent(), NotAsked, left, failed(None)),
+            (permanent(), Cancelled, left, cancelled.clone()),
+            (permanent(), Shutdown, left, handed_back.clone()),
             // An internal failure is recorded by its stable message, never its cause.
             (internal(), NotAsked, left, internal_failed(Some(15_000))),
             (internal(), NotAsked, exhausted, internal_failed(None)),
@@ -356,7 +365,7 @@ mod tests {
     #[test]
     fn every_result_and_stop_reason_maps_to_its_outcome() {
         let table = table();
-        assert_eq!(table.len(), 26);
+        assert_eq!(table.len(), 29);
         for (result, reason, attempts, expected) in table {
             let case = format!("{result:?} stopped {reason:?} at attempt {attempts:?}");
             let actual = outcome(result, reason, attempts, &inputs());

@@ -94,6 +94,8 @@ pub struct ExecutionFilter {
     pub status: Option<Status>,
     /// Only this kind.
     pub kind: Option<String>,
+    /// Internal executions too (admins only see them).
+    pub with_internal: bool,
 }
 
 /// Up to `limit` executions older than `before`, newest first, as summaries:
@@ -115,6 +117,9 @@ pub async fn list(
     }
     if let Some(kind) = &filter.kind {
         query = query.filter(executions::kind.eq(kind));
+    }
+    if !filter.with_internal {
+        query = query.filter(executions::internal.eq(false));
     }
     if let Some(before) = before {
         query = query.filter(executions::id.lt(before));
@@ -138,10 +143,12 @@ pub async fn lock_quotas_of(conn: &mut AsyncPgConnection, owner_id: Uuid) -> Que
     .map(drop)
 }
 
-/// How many of the owner's executions are queued or running.
+/// How many of the owner's executions are queued or running (internal ones,
+/// which the service queued, count against nobody).
 pub async fn count_unfinished(conn: &mut AsyncPgConnection, owner_id: Uuid) -> QueryResult<i64> {
     executions::table
         .filter(executions::owner_id.eq(owner_id))
+        .filter(executions::internal.eq(false))
         .filter(executions::status.eq_any([Status::Queued.as_str(), Status::Running.as_str()]))
         .select(count_star())
         .get_result(conn)
