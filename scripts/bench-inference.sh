@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 
 SECONDS_PER_CASE=${SECONDS_PER_CASE:-5}
 VENV=.data/bench-venv
-LOG=$(mktemp)
+mkdir -p .data
+LOG=$(mktemp .data/bench-inference.XXXXXX)
 trap 'rm -f "$LOG"' EXIT
 
 bash scripts/model-fetch.sh
