@@ -123,8 +123,9 @@ async fn mail_reset_link(
 /// sign-up) and the token, then in one transaction consumes the token (and
 /// any other of the account's), sets the password, ends every session of the
 /// account (API keys are other credentials and stay), marks its address
-/// verified (the link reached it) and queues a notice to its address. A token that is unknown, used, expired, or mailed to an
-/// address the account no longer has is one `400 invalid_reset_token`.
+/// verified (the link reached it) and queues a notice to its address. A token
+/// that is unknown, used, expired, or mailed to an address the account no
+/// longer has is one `400 invalid_reset_token`.
 pub async fn confirm_reset(
     platform: &Platform,
     auth: &AuthState,
