@@ -20,8 +20,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::core::db::DbPool;
-use crate::shared::error::AppError;
+use crate::shared::error::{AppError, FieldError};
 use crate::shared::schema::{email_requests, email_tokens};
+use crate::shared::validation::Validator;
 
 /// The length of a token as sent: 32 bytes of unpadded base64url.
 pub const TOKEN_CHARS: usize = 43;
@@ -82,6 +83,18 @@ pub fn is_well_formed(value: &str) -> bool {
         && value
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+}
+
+/// Records at `body.token` why a presented token is malformed, if it is: a
+/// 422 names the shape, before any lookup.
+pub fn check_shape(validator: &mut Validator, token: &str) {
+    if !is_well_formed(token) {
+        validator.push(
+            FieldError::body("token")
+                .because(format!("must match {TOKEN_PATTERN}"))
+                .kind("pattern"),
+        );
+    }
 }
 
 /// A token that can still be used.

@@ -134,13 +134,7 @@ pub async fn confirm_reset(
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
     let mut validator = Validator::new();
-    if !email_tokens::is_well_formed(&request.token) {
-        validator.push(
-            FieldError::body("token")
-                .because(format!("must match {}", email_tokens::TOKEN_PATTERN))
-                .kind("pattern"),
-        );
-    }
+    email_tokens::check_shape(&mut validator, &request.token);
     validator.check(
         FieldError::body("new_password"),
         validate_password(&request.new_password),

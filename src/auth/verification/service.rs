@@ -11,7 +11,7 @@ use crate::auth::outbox::{AccountEmail, Outgoing};
 use crate::auth::sessions::to_chrono;
 use crate::auth::verification::schemas::VerifyEmailRequest;
 use crate::core::platform::Platform;
-use crate::shared::error::{AppError, FieldError};
+use crate::shared::error::AppError;
 use crate::shared::validation::Validator;
 use crate::users::models::User;
 use crate::users::service as users;
@@ -114,13 +114,7 @@ pub async fn verify(
     now: DateTime<Utc>,
 ) -> Result<(), AppError> {
     let mut validator = Validator::new();
-    if !email_tokens::is_well_formed(&request.token) {
-        validator.push(
-            FieldError::body("token")
-                .because(format!("must match {}", email_tokens::TOKEN_PATTERN))
-                .kind("pattern"),
-        );
-    }
+    email_tokens::check_shape(&mut validator, &request.token);
     validator.into_result()?;
     let hash = email_tokens::hash(&request.token);
     let mut conn = platform.pool.get().await?;
