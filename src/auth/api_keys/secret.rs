@@ -77,13 +77,16 @@ pub fn parse(text: &str) -> Option<PresentedKey> {
     let rest = text.strip_prefix(KEY_PREFIX)?;
     let (id, secret) = (rest.get(..ID_CHARS)?, rest.get(ID_CHARS..)?);
     let secret = secret.strip_prefix('_')?;
+    if secret.len() != SECRET_CHARS {
+        return None;
+    }
     let lowercase_hex = id
         .bytes()
         .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte));
     let base64url = secret
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-    if !lowercase_hex || secret.len() != SECRET_CHARS || !base64url {
+    if !lowercase_hex || !base64url {
         return None;
     }
     Some(PresentedKey {
