@@ -4,7 +4,7 @@
 //! event was sent. The HTTP handler in `router.rs` only parses and delegates.
 //!
 //! A stream is a bounded resource: it takes a slot (per user and per process,
-//! [`slots`]) and keeps the load shedder's permit for its whole life; it ends
+//! `slots`) and keeps the load shedder's permit for its whole life; it ends
 //! after a maximum lifetime (the client resumes with `Last-Event-ID`), and as
 //! soon as its caller may no longer see the execution: each access change the
 //! database announces for the caller, and a slow periodic check, make it

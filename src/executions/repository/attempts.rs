@@ -239,7 +239,7 @@ struct Recorded {
 /// is `cancelled` for any end but a success once cancellation was requested —
 /// or `None` if the claim no longer held (a worker that lost its lease
 /// changes nothing). Failures append their error to the history, which keeps
-/// the last [`ERRORS_KEPT`].
+/// the last `ERRORS_KEPT` (ten).
 pub async fn finish(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
