@@ -671,3 +671,40 @@ async fn pagination_stays_correct_while_rows_are_inserted() {
         "every original row once, in order, none of the new ones"
     );
 }
+
+#[tokio::test]
+async fn self_service_sign_ups_are_limited_per_client_but_admins_are_not() {
+    // Each sign-up mails the address it names: without a bound, anyone could
+    // make the service mail any number of strangers.
+    let app =
+        TestApp::spawn_with(&[("SIGNUPS_PER_CLIENT", "2"), ("TRUSTED_PROXY_HOPS", "1")]).await;
+    let sign_up = |n: u32, client: &'static str| {
+        app.post("/api/v1/users")
+            .header("x-forwarded-for", client)
+            .json(json!({"email": format!("person{n}@example.com"), "password": DEFAULT_PASSWORD, "full_name": "Someone"}))
+            .send()
+    };
+    for n in 0..2 {
+        assert_eq!(sign_up(n, "198.51.100.7").await.status, StatusCode::CREATED);
+    }
+    let refused = sign_up(2, "198.51.100.7").await;
+    refused.assert_problem(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        sign_up(3, "203.0.113.9").await.status,
+        StatusCode::CREATED,
+        "another client is not held back"
+    );
+
+    let (_, admin) = app.signed_in("root@example.com", Role::Admin).await;
+    for n in 10..13 {
+        let created = app
+            .post("/api/v1/users")
+            .header("x-forwarded-for", "198.51.100.7")
+            .bearer(&admin)
+            .json(json!({"email": format!("staff{n}@example.com"), "password": DEFAULT_PASSWORD, "full_name": "Staff"}))
+            .send()
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text());
+    }
+}

@@ -21,6 +21,9 @@ pub struct AccountMailConfig {
     pub max_resets_per_client: u32,
     /// Verification links one account may ask to be sent again within the window.
     pub max_verifications_per_account: u32,
+    /// Sign-ups one client may make within the window: each mails a link to
+    /// the address it names, so an unbounded sign-up would mail anyone.
+    pub max_signups_per_client: u32,
     /// The window requests are counted in (at most a day).
     pub request_window: Duration,
 }
@@ -43,6 +46,7 @@ impl AccountMailConfig {
             max_resets_per_client: vars.positive("PASSWORD_RESET_MAX_PER_CLIENT", 10)?,
             max_verifications_per_account: vars
                 .positive("EMAIL_VERIFICATION_MAX_PER_ACCOUNT", 3)?,
+            max_signups_per_client: vars.positive("SIGNUPS_PER_CLIENT", 20)?,
             request_window: Duration::from_secs(window),
         })
     }

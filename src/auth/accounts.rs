@@ -8,6 +8,7 @@ use diesel_async::AsyncConnection;
 use uuid::Uuid;
 
 use crate::auth::account_mail::AccountMail;
+use crate::auth::email_tokens::{self, RequestLimit};
 use crate::auth::password::{bounded_password, validate_password};
 use crate::auth::service::{self, AuthState};
 use crate::auth::sessions;
@@ -29,6 +30,7 @@ pub async fn sign_up(
     mail: &AccountMail,
     actor: Option<&User>,
     request: CreateUserRequest,
+    client: &str,
 ) -> Result<User, AppError> {
     let actor_is_admin = actor.is_some_and(|user| user.role == Role::Admin);
     if !actor_is_admin && !auth.config.allow_signup {
@@ -44,6 +46,9 @@ pub async fn sign_up(
         });
     }
     let account = parse_sign_up(&request)?;
+    if !actor_is_admin {
+        count_sign_up(platform, mail, client).await?;
+    }
     let password_hash = auth.passwords.hash(&request.password).await?;
     let mut conn = platform.pool.get().await?;
     conn.transaction::<_, AppError, _>(async move |conn| {
@@ -53,6 +58,33 @@ pub async fn sign_up(
         Ok(user)
     })
     .await
+}
+
+/// Counts a self-service sign-up against its client (`SIGNUPS_PER_CLIENT` per
+/// `EMAIL_REQUEST_WINDOW_SECONDS`): each one mails the address it names.
+async fn count_sign_up(
+    platform: &Platform,
+    mail: &AccountMail,
+    client: &str,
+) -> Result<(), AppError> {
+    let limit = RequestLimit {
+        key: format!("signup:client:{client}"),
+        max: mail.config.max_signups_per_client,
+    };
+    email_tokens::record_request(
+        &platform.pool,
+        &[limit],
+        mail.config.request_window,
+        Utc::now(),
+    )
+    .await
+    .map_err(|error| match error {
+        AppError::RateLimited { retry_after, .. } => AppError::RateLimited {
+            detail: "Too many sign-ups from this network; wait before trying again.".to_owned(),
+            retry_after,
+        },
+        other => other,
+    })
 }
 
 /// Parses a sign-up request into the profile to create, checking the password

@@ -61,15 +61,17 @@ fn versioned(status: StatusCode, user: User) -> Versioned<UserResponse> {
         (status = 403, description = "Sign-up is disabled, or only admins may set the role.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The email is taken.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, every one listed.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many sign-ups from this client (`SIGNUPS_PER_CLIENT`; admins are not counted); see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_user(
     State(platform): State<Platform>,
     State(auth): State<AuthState>,
     State(mail): State<AccountMail>,
     OptionalUser(actor): OptionalUser,
+    ClientAddress(client): ClientAddress,
     ApiJson(request): ApiJson<CreateUserRequest>,
 ) -> Result<Versioned<UserResponse>, AppError> {
-    let user = accounts::sign_up(&platform, &auth, &mail, actor.as_ref(), request).await?;
+    let user = accounts::sign_up(&platform, &auth, &mail, actor.as_ref(), request, &client).await?;
     let location = format!("{COLLECTION_PATH}/{}", user.id);
     Ok(versioned(StatusCode::CREATED, user).at(location))
 }
