@@ -12,8 +12,10 @@ RUN npm pack redoc@2.5.4 --silent \
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /app
-# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# Dependencies first: this layer is rebuilt only when Cargo.toml, Cargo.lock or
+# the kernels crate (crates/) change.
 COPY Cargo.toml Cargo.lock ./
+COPY crates crates
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
  && cargo build --release --locked \
  && rm -rf src

@@ -3,7 +3,9 @@
 //! long passages (~120 words). Run with `task bench-inference` (a release build).
 //!
 //! `cargo run --release --example embed_bench -- [cpu|gpu|auto] [seconds per case]`;
-//! the model directory comes from `INFERENCE_MODEL_DIR` (default models/all-MiniLM-L6-v2).
+//! the model directory comes from `INFERENCE_MODEL_DIR` (default models/all-MiniLM-L6-v2)
+//! and the weights' precision from `INFERENCE_PRECISION` (`f32`, `bf16`). Last it
+//! prints the peak resident memory.
 
 // A benchmark: a failed step should stop with its message, which is what `expect` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,7 +14,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mimalloc::MiMalloc;
-use tessera::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EmbeddingEngine, EngineError};
+use tessera::inference::engine::{
+    DEFAULT_MODEL_DIR, DeviceChoice, EmbeddingEngine, EngineError, Precision,
+};
 
 /// The same allocator as the `tessera` binary, so the figures are the service's.
 #[global_allocator]
@@ -106,11 +110,19 @@ fn main() -> Result<(), EngineError> {
     let budget = Duration::from_secs_f64(seconds);
     let model_dir = std::env::var_os("INFERENCE_MODEL_DIR")
         .map_or_else(|| PathBuf::from(DEFAULT_MODEL_DIR), PathBuf::from);
-    let engine = EmbeddingEngine::load(&model_dir, device)?;
+    let precision: Precision = std::env::var("INFERENCE_PRECISION")
+        .as_deref()
+        .unwrap_or("f32")
+        .parse()
+        .expect("INFERENCE_PRECISION is f32 or bf16");
+    let engine = EmbeddingEngine::load(&model_dir, device, precision)?;
+    let info = engine.backend_info();
     println!(
-        "model {} on {}, {} s per case",
+        "model {} on {} ({}, {} weights), {} s per case",
         model_dir.display(),
-        engine.backend_name(),
+        info.backend,
+        info.api,
+        info.precision,
         seconds
     );
 
@@ -139,5 +151,19 @@ fn main() -> Result<(), EngineError> {
             runs.len()
         );
     }
+    println!("memory: peak RSS {}", peak_rss());
     Ok(())
+}
+
+/// The process's peak resident memory (Linux `VmHWM`), weights and activations
+/// included, or `unknown` where /proc does not say.
+fn peak_rss() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(format!("{:.0} MiB", kib / 1024.0))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
 }

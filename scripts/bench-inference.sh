@@ -4,7 +4,8 @@
 # same texts on the same cores with its peers: PyTorch / sentence-transformers
 # (scripts/bench_pytorch.py) and ONNX Runtime on an fp32 export of the same
 # model (scripts/bench_onnxruntime.py), so all are measured in one run; last,
-# Tessera's ratio to each peer (scripts/bench_ratios.py).
+# Tessera's ratio to each peer (scripts/bench_ratios.py). Tessera runs twice,
+# with f32 and with bf16 weights (INFERENCE_PRECISION), each printing its peak RSS.
 #
 # Environment: DEVICE (cpu|gpu|auto, default cpu) and SECONDS_PER_CASE (default 5)
 # for every engine; INFERENCE_MODEL_DIR for all; SKIP_PEERS=1 skips the peers.
@@ -21,7 +22,10 @@ trap 'rm -f "$LOG"' EXIT
 
 bash scripts/model-fetch.sh
 
-cargo run --release --example embed_bench -- "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | tee "$LOG"
+cargo build --release --example embed_bench
+BENCH="${CARGO_TARGET_DIR:-target}/release/examples/embed_bench"
+INFERENCE_PRECISION=f32 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | tee "$LOG"
+INFERENCE_PRECISION=bf16 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | sed 's/^/tessera-bf16: /' | tee -a "$LOG"
 
 if [ "${SKIP_PEERS:-0}" = "1" ]; then
   echo "peers: skipped (SKIP_PEERS=1)"

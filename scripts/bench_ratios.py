@@ -1,8 +1,9 @@
 """Prints how Tessera's engine compares with each peer measured in the same run.
 
-Reads the combined output of `task bench-inference` (Tessera's lines, then
-"pytorch: " and "onnxruntime: " lines) on stdin and prints, per case, every
-peer's figure and Tessera's ratio to it, the faster side above 1.
+Reads the combined output of `task bench-inference` (Tessera's f32 lines, its
+"tessera-bf16: " lines, then "pytorch: " and "onnxruntime: " lines) on stdin and
+prints, per case and precision, every peer's figure and Tessera's ratio to it,
+the faster side above 1.
 
     ... | python scripts/bench_ratios.py
 """
@@ -11,6 +12,8 @@ import re
 import sys
 
 PEERS = ["pytorch", "onnxruntime"]
+TESSERA_BF16 = "tessera-bf16"
+PREFIXED = PEERS + [TESSERA_BF16]
 BATCH_1 = re.compile(r"batch 1 \(\d+ tokens\): median ([\d.]+) ms")
 BATCH_32 = re.compile(r"batch 32 (short|long) \(.*?\): ([\d.]+) sentences/s")
 
@@ -28,17 +31,21 @@ def figures(lines):
 
 def main() -> None:
     lines = sys.stdin.read().splitlines()
-    engines = {"tessera": figures(l for l in lines if not any(l.startswith(f"{p}: ") for p in PEERS))}
-    for peer in PEERS:
-        engines[peer] = figures(l for l in lines if l.startswith(f"{peer}: "))
+    prefixed = lambda name: [l for l in lines if l.startswith(f"{name}: ")]
+    ours = {
+        "tessera": figures(l for l in lines if not any(l.startswith(f"{p}: ") for p in PREFIXED)),
+        TESSERA_BF16: figures(prefixed(TESSERA_BF16)),
+    }
+    peers = {peer: figures(prefixed(peer)) for peer in PEERS}
     print("ratios (Tessera ÷ peer; above 1: Tessera is faster):")
-    for case, ours in engines["tessera"].items():
-        for peer in PEERS:
-            theirs = engines[peer].get(case)
-            if theirs is None:
-                continue
-            speedup = theirs / ours if "latency" in case else ours / theirs
-            print(f"  {case}: tessera {ours:g} vs {peer} {theirs:g} -> {speedup:.2f}x")
+    for engine, cases in ours.items():
+        for case, value in cases.items():
+            for peer in PEERS:
+                theirs = peers[peer].get(case)
+                if theirs is None:
+                    continue
+                speedup = theirs / value if "latency" in case else value / theirs
+                print(f"  {case}: {engine} {value:g} vs {peer} {theirs:g} -> {speedup:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ mod common;
 use axum::http::StatusCode;
 use common::{TestApp, real_model_dir, settled_inference_report, skip};
 use tessera::core::db::Migrator;
+use tessera_kernels::{Kernels, Precision};
 
 #[tokio::test]
 async fn health_answers_without_the_database() {
@@ -53,12 +54,20 @@ async fn ready_reports_the_loaded_engine_and_its_backend() {
     let app = TestApp::spawn_with(&[
         ("INFERENCE_MODEL_DIR", model_dir.as_ref()),
         ("INFERENCE_DEVICE", "cpu"),
+        ("INFERENCE_PRECISION", "bf16"),
     ])
     .await;
     let report = settled_inference_report(&app).await;
     assert_eq!(report["state"], "ready", "{report}");
     assert_eq!(report["backend"], "cpu", "{report}");
     assert_eq!(report["device_type"], "cpu", "{report}");
+    // bf16 where the CPU has SIMD kernels for it (any x86-64 with AVX2), else f32.
+    let stored = if Kernels::detect().stores(Precision::Bf16) {
+        "bf16"
+    } else {
+        "f32"
+    };
+    assert_eq!(report["precision"], stored, "{report}");
     assert_eq!(report["dimensions"], 384, "{report}");
     assert_eq!(report["max_tokens"], 256, "{report}");
 }

@@ -22,7 +22,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tessera::executions::models::Status;
 use tessera::inference::batcher::{BatchError, Batcher, BatcherLimits};
-use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, model_name};
+use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, Precision, model_name};
 use tessera::inference::schemas::documented_model;
 use tessera::users::models::Role;
 
@@ -52,7 +52,7 @@ impl InferenceApp {
         assert_eq!(report["state"], "ready", "{report}");
         let (_, token) = app.signed_in("embedder@example.com", Role::User).await;
         Self {
-            engine: EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap(),
+            engine: EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap(),
             model: model_name(&dir.path),
             app,
             token,
@@ -356,7 +356,8 @@ async fn a_full_queue_refuses_at_once_and_the_batcher_keeps_serving() {
         &TinyWeights::generate(12),
         &TinyModelSpec::default(),
     );
-    let engine = Arc::new(EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap());
+    let engine =
+        Arc::new(EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap());
     let batcher = Batcher::start(
         engine.clone(),
         BatcherLimits {
@@ -631,6 +632,7 @@ async fn similarity_models_and_auth() {
     assert_eq!(card["max_tokens"], 24);
     assert_eq!(card["pooling"], "mean");
     assert_eq!(card["backend"], "cpu");
+    assert_eq!(card["precision"], "f32");
 
     for (method, path) in [
         (Method::POST, EMBEDDINGS),

@@ -17,12 +17,22 @@ use std::process::Command;
 use common::tiny_model::*;
 use common::{real_model_dir, skip};
 use serde_json::json;
-use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, EngineError, Pooling};
+use tessera::inference::engine::{DeviceChoice, EmbeddingEngine, EngineError, Pooling, Precision};
 
-/// The engine on `device`; `None` (after reporting the skip) when the device is a GPU
-/// and the machine has no adapter.
+/// The engine on `device` with f32 weights; `None` (after reporting the skip) when
+/// the device is a GPU and the machine has no adapter.
 fn load_on(test: &str, dir: &Path, device: DeviceChoice) -> Option<EmbeddingEngine> {
-    match EmbeddingEngine::load(dir, device) {
+    load_in(test, dir, device, Precision::F32)
+}
+
+/// [`load_on`] with the weights stored in `precision`.
+fn load_in(
+    test: &str,
+    dir: &Path,
+    device: DeviceChoice,
+    precision: Precision,
+) -> Option<EmbeddingEngine> {
+    match EmbeddingEngine::load(dir, device, precision) {
         Ok(engine) => {
             eprintln!("{test}: running on {:?}", engine.backend_info());
             Some(engine)
@@ -190,7 +200,7 @@ const SENTENCES: &[&str] = &[
 fn tokenizer_ignores_the_shipped_padding_and_truncates_at_max_seq_length() {
     let weights = TinyWeights::generate(1);
     let dir = tiny_model_dir("tokenizer", &weights, &TinyModelSpec::default());
-    let engine = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap();
+    let engine = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap();
     let ids = engine
         .tokenize(&["A man is eating food.", "Dogs", "zebra"])
         .unwrap();
@@ -252,7 +262,7 @@ fn gpu_and_cpu_backends_agree() {
     let Some(gpu) = load_on("gpu_and_cpu_backends_agree", &dir.path, DeviceChoice::Gpu) else {
         return;
     };
-    let cpu = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap();
+    let cpu = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap();
     let long = "the quick brown fox jumps over the lazy dog and the cat ".repeat(3);
     let mut texts: Vec<&str> = SENTENCES.to_vec();
     texts.push(&long);
@@ -365,12 +375,12 @@ fn missing_and_inconsistent_files_are_named_in_the_error() {
 
     let dir = tiny_model_dir("missing", &weights, &TinyModelSpec::default());
     std::fs::remove_file(dir.path.join("tokenizer.json")).unwrap();
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(matches!(error, EngineError::MissingFile { .. }), "{error}");
     assert!(error.to_string().contains("tokenizer.json"), "{error}");
 
     std::fs::remove_file(dir.path.join("1_Pooling/config.json")).unwrap();
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(
         error.to_string().contains("1_Pooling/config.json"),
         "{error}"
@@ -383,7 +393,7 @@ fn missing_and_inconsistent_files_are_named_in_the_error() {
         ..TinyModelSpec::default()
     };
     let dir = tiny_model_dir("heads", &weights, &spec);
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(
         matches!(error, EngineError::InconsistentModel { .. }),
         "{error}"
@@ -400,7 +410,7 @@ fn missing_and_inconsistent_files_are_named_in_the_error() {
         ..TinyModelSpec::default()
     };
     let dir = tiny_model_dir("shape", &weights, &spec);
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(
         matches!(error, EngineError::InvalidWeights { .. }),
         "{error}"
@@ -418,7 +428,7 @@ fn missing_and_inconsistent_files_are_named_in_the_error() {
         ..TinyModelSpec::default()
     };
     let dir = tiny_model_dir("tensor", &weights, &spec);
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(
         error
             .to_string()
@@ -433,12 +443,12 @@ fn missing_and_inconsistent_files_are_named_in_the_error() {
         ..TinyModelSpec::default()
     };
     let dir = tiny_model_dir("act", &weights, &spec);
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(error.to_string().contains("hidden_act"), "{error}");
 
     let dir = tiny_model_dir("json", &weights, &TinyModelSpec::default());
     std::fs::write(dir.path.join("sentence_bert_config.json"), "{").unwrap();
-    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu).unwrap_err();
+    let error = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32).unwrap_err();
     assert!(matches!(error, EngineError::InvalidJson { .. }), "{error}");
     assert!(
         error.to_string().contains("sentence_bert_config.json"),
@@ -456,7 +466,7 @@ fn device_choice_parses_and_auto_never_picks_a_software_adapter() {
 
     let weights = TinyWeights::generate(6);
     let dir = tiny_model_dir("device", &weights, &TinyModelSpec::default());
-    let info = EmbeddingEngine::load(&dir.path, DeviceChoice::Auto)
+    let info = EmbeddingEngine::load(&dir.path, DeviceChoice::Auto, Precision::F32)
         .unwrap()
         .backend_info();
     // lavapipe would be far slower than the CPU backend: auto only takes real GPUs.
@@ -465,7 +475,7 @@ fn device_choice_parses_and_auto_never_picks_a_software_adapter() {
         "gpu" => assert_ne!(info.device_type, "cpu", "{info:?}"),
         other => panic!("unknown backend {other}"),
     }
-    let cpu = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu)
+    let cpu = EmbeddingEngine::load(&dir.path, DeviceChoice::Cpu, Precision::F32)
         .unwrap()
         .backend_info();
     assert_eq!((cpu.backend, cpu.device_type.as_str()), ("cpu", "cpu"));
@@ -532,15 +542,47 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 #[test]
 fn real_model_matches_sentence_transformers_on_the_cpu() {
-    assert_real_model_parity("real_model_on_the_cpu", DeviceChoice::Cpu);
+    assert_real_model_parity("real_model_on_the_cpu", DeviceChoice::Cpu, Precision::F32);
+}
+
+#[test]
+fn real_model_matches_sentence_transformers_on_the_cpu_with_bf16_weights() {
+    assert_real_model_parity(
+        "real_model_on_the_cpu_in_bf16",
+        DeviceChoice::Cpu,
+        Precision::Bf16,
+    );
 }
 
 #[test]
 fn real_model_matches_sentence_transformers_on_the_gpu() {
-    assert_real_model_parity("real_model_on_the_gpu", DeviceChoice::Gpu);
+    assert_real_model_parity("real_model_on_the_gpu", DeviceChoice::Gpu, Precision::F32);
 }
 
-fn assert_real_model_parity(test: &str, device: DeviceChoice) {
+/// How close a precision must come to sentence-transformers: f32 to rounding,
+/// bf16 (8 bits of mantissa in the weights) to the cos ≥ 0.9995.
+struct Tolerance {
+    max_difference: f64,
+    min_cosine: f64,
+    pair_difference: f64,
+}
+
+fn tolerance(precision: Precision) -> Tolerance {
+    match precision {
+        Precision::F32 => Tolerance {
+            max_difference: 1e-4,
+            min_cosine: 0.9999,
+            pair_difference: 1e-4,
+        },
+        Precision::Bf16 => Tolerance {
+            max_difference: 1e-2,
+            min_cosine: 0.9995,
+            pair_difference: 2e-3,
+        },
+    }
+}
+
+fn assert_real_model_parity(test: &str, device: DeviceChoice, precision: Precision) {
     let model_dir = real_model_dir();
     if !model_dir.join("model.safetensors").is_file() {
         let reason = format!(
@@ -558,9 +600,11 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice) {
         .iter()
         .map(|s| s["text"].as_str().unwrap())
         .collect();
-    let Some(engine) = load_on(test, &model_dir, device) else {
+    let Some(engine) = load_in(test, &model_dir, device, precision) else {
         return;
     };
+    assert_eq!(engine.backend_info().precision, precision.name());
+    let tolerance = tolerance(precision);
     assert_eq!(engine.dimension(), 384);
     let ids = engine.tokenize(&texts).unwrap();
     let embeddings = engine.embed(&texts).unwrap();
@@ -570,19 +614,20 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice) {
         assert_eq!(embeddings.token_counts[index], expected_ids.len());
         let expected: Vec<f64> = serde_json::from_value(sentence["embedding"].clone()).unwrap();
         let difference = max_difference(&embeddings.vectors[index], &expected);
+        let expected_f32: Vec<f32> = expected.iter().map(|v| *v as f32).collect();
+        let similarity = cosine(&embeddings.vectors[index], &expected_f32);
         eprintln!(
-            "real model {:?}: max difference {difference:e}",
+            "real model ({}) {:?}: max difference {difference:e}, cosine {similarity:.7}",
+            precision.name(),
             texts[index]
         );
         assert!(
-            difference <= 1e-4,
+            difference <= tolerance.max_difference,
             "{:?}: max difference {difference:e}",
             texts[index]
         );
-        let expected_f32: Vec<f32> = expected.iter().map(|v| *v as f32).collect();
-        let similarity = cosine(&embeddings.vectors[index], &expected_f32);
         assert!(
-            similarity >= 0.9999,
+            similarity >= tolerance.min_cosine,
             "{:?}: cosine {similarity}",
             texts[index]
         );
@@ -593,7 +638,7 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice) {
         let similarity = cosine(&embeddings.vectors[a], &embeddings.vectors[b]);
         let expected = expected.as_f64().unwrap();
         assert!(
-            (similarity - expected).abs() <= 1e-4,
+            (similarity - expected).abs() <= tolerance.pair_difference,
             "pair {pair}: {similarity} vs {expected}"
         );
     }

@@ -124,6 +124,7 @@ mod tests {
                 "WORKER_QUEUE_CONCURRENCY",
             ),
             (&[("INFERENCE_DEVICE", "tpu")], "INFERENCE_DEVICE"),
+            (&[("INFERENCE_PRECISION", "fp8")], "INFERENCE_PRECISION"),
         ];
         for (vars, variable) in refused {
             assert_eq!(variable_of(vars), *variable, "{vars:?}");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::CommandError;
-use crate::inference::engine::{DeviceChoice, EmbeddingEngine};
+use crate::inference::engine::{DeviceChoice, EmbeddingEngine, Precision};
 
 /// How many leading components of each vector `embed` prints.
 const EMBED_PREVIEW_VALUES: usize = 5;
@@ -13,31 +13,35 @@ const EMBED_PREVIEW_VALUES: usize = 5;
 /// Loads the model and embeds `texts` off the async runtime, then prints a summary.
 pub(super) async fn embed(
     device: DeviceChoice,
+    precision: Precision,
     model_dir: PathBuf,
     texts: Vec<String>,
 ) -> Result<(), CommandError> {
-    tokio::task::spawn_blocking(move || embed_and_print(device, &model_dir, &texts)).await?
+    tokio::task::spawn_blocking(move || embed_and_print(device, precision, &model_dir, &texts))
+        .await?
 }
 
 fn embed_and_print(
     device: DeviceChoice,
+    precision: Precision,
     model_dir: &Path,
     texts: &[String],
 ) -> Result<(), CommandError> {
     let started = Instant::now();
-    let engine = EmbeddingEngine::load(model_dir, device)?;
+    let engine = EmbeddingEngine::load(model_dir, device, precision)?;
     let loaded = started.elapsed();
     let started = Instant::now();
     let embeddings = engine.embed(texts)?;
     let took = started.elapsed();
     let info = engine.backend_info();
     println!(
-        "model {} on {} ({}, {}, {}; loaded in {:.1} ms), {} dimensions",
+        "model {} on {} ({}, {}, {}, {} weights; loaded in {:.1} ms), {} dimensions",
         engine.model_dir().display(),
         info.backend,
         info.adapter,
         info.api,
         info.device_type,
+        info.precision,
         loaded.as_secs_f64() * 1e3,
         engine.dimension()
     );

@@ -18,7 +18,7 @@ use crate::core::db::DbError;
 use crate::core::docs::{self, RedocInstallError};
 use crate::core::local_postgres::LocalPostgresError;
 use crate::core::{server, telemetry};
-use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EngineError};
+use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, EngineError, Precision};
 use crate::inference::model_fetch::{DEFAULT_FETCH_TIMEOUT_SECONDS, FetchError};
 use database::{close_database, open_database, with_database};
 use migrate::{create_migration, migrate};
@@ -60,6 +60,9 @@ enum Command {
         /// Where to compute: auto (GPU if usable, else CPU), gpu or cpu.
         #[arg(long, env = "INFERENCE_DEVICE", default_value = "auto")]
         device: DeviceChoice,
+        /// How the CPU stores the weights: f32 or bf16.
+        #[arg(long, env = "INFERENCE_PRECISION", default_value = "f32")]
+        precision: Precision,
         /// The sentence-transformers model directory (`tessera model-fetch` installs the default).
         #[arg(long, env = "INFERENCE_MODEL_DIR", default_value = DEFAULT_MODEL_DIR)]
         model_dir: PathBuf,
@@ -178,9 +181,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
         }
         Command::Embed {
             device,
+            precision,
             model_dir,
             texts,
-        } => embed::embed(device, model_dir, texts).await,
+        } => embed::embed(device, precision, model_dir, texts).await,
         Command::ModelFetch {
             dir,
             timeout_seconds,

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::core::config::{AppEnv, ConfigError, Vars};
-use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice};
+use crate::inference::engine::{DEFAULT_MODEL_DIR, DeviceChoice, Precision};
 use crate::inference::model_fetch::DEFAULT_FETCH_TIMEOUT_SECONDS;
 
 /// `INFERENCE_MODEL_FETCH`: whether a missing default model is downloaded.
@@ -38,6 +38,9 @@ impl FromStr for ModelFetchMode {
 pub struct InferenceConfig {
     /// `INFERENCE_DEVICE`: `auto`, `gpu` or `cpu`.
     pub device: DeviceChoice,
+    /// `INFERENCE_PRECISION`: `f32` or `bf16`, how the CPU stores the dense
+    /// layers' weights (bf16 halves their memory; arithmetic stays f32).
+    pub precision: Precision,
     /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
     pub model_dir: PathBuf,
     /// `INFERENCE_MODEL_FETCH`: `auto` downloads the default model when its
@@ -80,6 +83,7 @@ impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
             device: DeviceChoice::Auto,
+            precision: Precision::F32,
             model_dir: PathBuf::from(DEFAULT_MODEL_DIR),
             model_fetch: ModelFetchMode::Auto,
             model_fetch_timeout: Duration::from_secs(DEFAULT_FETCH_TIMEOUT_SECONDS),
@@ -131,6 +135,7 @@ impl InferenceConfig {
         };
         Ok(Self {
             device: vars.parse("INFERENCE_DEVICE", defaults.device)?,
+            precision: vars.parse("INFERENCE_PRECISION", defaults.precision)?,
             model_dir: vars.parse("INFERENCE_MODEL_DIR", defaults.model_dir)?,
             model_fetch: vars.parse("INFERENCE_MODEL_FETCH", default_fetch)?,
             model_fetch_timeout: Duration::from_secs(vars.positive(

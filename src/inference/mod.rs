@@ -129,7 +129,7 @@ impl InferenceState {
             loading.report_loading(&components);
             let config = loading.config.clone();
             let loaded = tokio::task::spawn_blocking(move || {
-                EmbeddingEngine::load(&config.model_dir, config.device)
+                EmbeddingEngine::load(&config.model_dir, config.device, config.precision)
             })
             .await;
             let result = match loaded {
@@ -309,6 +309,7 @@ impl InferenceState {
                     "adapter": info.adapter,
                     "api": info.api,
                     "device_type": info.device_type,
+                    "precision": info.precision,
                 });
                 (EngineStatus::Ready(Arc::new(runtime)), report)
             }

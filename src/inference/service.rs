@@ -368,6 +368,7 @@ pub fn models(state: &InferenceState) -> Result<ModelList, AppError> {
         adapter: info.adapter,
         api: info.api,
         device_type: info.device_type,
+        precision: info.precision,
     };
     Ok(ModelList {
         object: "list",

@@ -23,6 +23,7 @@ pub use config::{BertConfig, ModelConfig, Pooling};
 pub use cpu::CpuBackend;
 pub use error::EngineError;
 pub use gpu::{AdapterPolicy, GpuBackend};
+pub use tessera_kernels::Precision;
 pub use tokenizer::{TextTokenizer, TokenBatch, Tokenized};
 pub use weights::BertWeights;
 
@@ -79,11 +80,16 @@ pub struct EmbeddingEngine {
 }
 
 impl EmbeddingEngine {
-    /// Loads the model in `dir` onto the chosen device and logs where it runs.
-    pub fn load(dir: &Path, device: DeviceChoice) -> Result<Self, EngineError> {
+    /// Loads the model in `dir` onto the chosen device, its dense layers stored
+    /// in `precision` where the backend can, and logs where it runs.
+    pub fn load(
+        dir: &Path,
+        device: DeviceChoice,
+        precision: Precision,
+    ) -> Result<Self, EngineError> {
         let config = ModelConfig::load(dir)?;
         let tokenizer = TextTokenizer::load(dir, config.max_seq_length)?;
-        let backend = select_backend(dir, &config, device)?;
+        let backend = select_backend(dir, &config, device, precision)?;
         let info = backend.info();
         tracing::info!(
             model = %dir.display(),
@@ -91,6 +97,7 @@ impl EmbeddingEngine {
             adapter = %info.adapter,
             api = %info.api,
             device_type = %info.device_type,
+            precision = info.precision,
             "embedding engine ready"
         );
         Ok(Self {
@@ -196,38 +203,46 @@ pub fn model_name(dir: &Path) -> String {
 
 /// Picks the backend for `device`: `auto` tries a hardware GPU and falls back to the
 /// CPU (saying why in the log), `gpu` takes any adapter or fails, `cpu` is the CPU.
+/// The GPU keeps `f32` weights whatever `precision` asks (its log says so).
 fn select_backend(
     dir: &Path,
     config: &ModelConfig,
     device: DeviceChoice,
+    precision: Precision,
 ) -> Result<Box<dyn EncoderBackend>, EngineError> {
     let weights = BertWeights::load(dir, &config.bert)?;
-    match device {
-        DeviceChoice::Cpu => cpu_backend(config, weights),
-        DeviceChoice::Gpu => Ok(Box::new(GpuBackend::new(
-            &config.bert,
-            &weights,
-            AdapterPolicy::AllowSoftware,
-        )?)),
-        DeviceChoice::Auto => {
-            match GpuBackend::new(&config.bert, &weights, AdapterPolicy::HardwareOnly) {
-                Ok(backend) => Ok(Box::new(backend)),
-                Err(error) => {
-                    tracing::info!(%error, "no usable hardware GPU: embedding on the CPU");
-                    cpu_backend(config, weights)
-                }
-            }
+    let gpu = |policy| {
+        let backend = GpuBackend::new(&config.bert, &weights, policy)?;
+        if precision != Precision::F32 {
+            tracing::info!(
+                requested = precision.name(),
+                "the GPU backend stores f32 weights; INFERENCE_PRECISION applies to the CPU"
+            );
         }
+        Ok::<_, EngineError>(Box::new(backend) as Box<dyn EncoderBackend>)
+    };
+    match device {
+        DeviceChoice::Cpu => cpu_backend(config, weights, precision),
+        DeviceChoice::Gpu => gpu(AdapterPolicy::AllowSoftware),
+        DeviceChoice::Auto => match gpu(AdapterPolicy::HardwareOnly) {
+            Ok(backend) => Ok(backend),
+            Err(error) => {
+                tracing::info!(%error, "no usable hardware GPU: embedding on the CPU");
+                cpu_backend(config, weights, precision)
+            }
+        },
     }
 }
 
 fn cpu_backend(
     config: &ModelConfig,
     weights: BertWeights,
+    precision: Precision,
 ) -> Result<Box<dyn EncoderBackend>, EngineError> {
     Ok(Box::new(CpuBackend::new(
         config.bert.clone(),
         weights,
         None,
+        precision,
     )?))
 }

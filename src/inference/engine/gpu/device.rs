@@ -72,6 +72,7 @@ pub fn open(policy: AdapterPolicy) -> Result<OpenedDevice, EngineError> {
             adapter: adapter_info.name.clone(),
             api: format!("{:?}", adapter_info.backend).to_lowercase(),
             device_type: device_type_name(adapter_info.device_type).to_owned(),
+            precision: "f32",
         },
     })
 }

@@ -1,0 +1,404 @@
+//! Tessera's CPU kernels for the BERT encoder: dense layers over weights packed
+//! once at load, with bias, residual and GELU fused into the store; attention per
+//! sequence and head; the layer norm.
+//!
+//! All SIMD code lives in this crate, written once over a vector trait and
+//! compiled for AVX-512F and for AVX2 + FMA, the best one picked at run time
+//! ([`Isa::detect`]). On any other CPU the dense layers go through the `gemm`
+//! crate, which is also the oracle the tests compare the hand-written kernels
+//! with. It is a crate of its own so that it is optimised even in debug builds
+//! (the engine's tests would crawl otherwise) and rebuilt only when it changes.
+
+mod attention;
+mod gemm;
+mod isa;
+mod math;
+mod portable;
+mod vector;
+
+#[cfg(test)]
+mod tests;
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use crate::attention::HeadSlice;
+use crate::gemm::{Bf16, Destination, PanelElement, Panels, Rows};
+pub use crate::isa::Isa;
+
+/// How the dense layers' weights are stored; arithmetic is `f32` either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Weights as loaded.
+    #[default]
+    F32,
+    /// Weights rounded to bfloat16 (half the memory and memory traffic), widened
+    /// to `f32` in registers.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            _ => Err("expected f32 or bf16".to_owned()),
+        }
+    }
+}
+
+impl Precision {
+    /// The name used in settings and responses (`f32`, `bf16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+/// What the dense layer does with `x·Wᵀ + b` before storing it.
+#[derive(Debug, Clone, Copy)]
+pub enum Fused<'data> {
+    /// Nothing more.
+    Bias,
+    /// Adds a residual of the output's shape.
+    Residual(&'data [f32]),
+    /// Applies GELU (the exact, erf form).
+    Gelu,
+}
+
+/// A dense layer `y = x·Wᵀ + b`, its weights laid out for one [`Kernels`].
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    weights: PackedWeights,
+    /// `out_features`, zero-padded to whole panels.
+    bias: Vec<f32>,
+    in_features: usize,
+    out_features: usize,
+    isa: Isa,
+}
+
+#[derive(Debug, Clone)]
+enum PackedWeights {
+    F32(Panels<f32>),
+    Bf16(Panels<Bf16>),
+    /// PyTorch's `out × in` row-major layout, for the `gemm` crate.
+    RowMajor(Vec<f32>),
+}
+
+impl PackedLinear {
+    /// Inputs per row.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Outputs per row.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Bytes the weights and bias take.
+    pub fn bytes(&self) -> usize {
+        let weights = match &self.weights {
+            PackedWeights::F32(panels) => panels.bytes(),
+            PackedWeights::Bf16(panels) => panels.bytes(),
+            PackedWeights::RowMajor(weight) => std::mem::size_of_val(weight.as_slice()),
+        };
+        weights + std::mem::size_of_val(self.bias.as_slice())
+    }
+}
+
+/// A sequence's rows in a packed token matrix.
+pub type TokenRange = Range<usize>;
+
+/// The kernels of one instruction set; the parallel ones run on the current
+/// rayon pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+/// Panel bytes one task keeps hot in L2 while it walks its rows.
+const PANEL_BLOCK_BYTES: usize = 256 * 1024;
+/// Tiles of rows per task.
+const ROW_BLOCK_TILES: usize = 16;
+/// Tasks per thread to aim for, so that uneven tasks still balance.
+const TASKS_PER_THREAD: usize = 4;
+/// Elements of layer-norm work below which one thread does it all.
+const PARALLEL_ELEMENTS: usize = 16 * 1024;
+
+impl Kernels {
+    /// The best kernels this CPU runs.
+    pub fn detect() -> Self {
+        Self { isa: Isa::detect() }
+    }
+
+    /// The kernels of `isa`, if this CPU runs it.
+    pub fn for_isa(isa: Isa) -> Option<Self> {
+        isa.is_supported().then_some(Self { isa })
+    }
+
+    /// The instruction set.
+    pub fn isa(self) -> Isa {
+        self.isa
+    }
+
+    /// Whether `precision` is stored as asked (bf16 needs a SIMD instruction set;
+    /// the portable path keeps `f32`).
+    pub fn stores(self, precision: Precision) -> bool {
+        precision == Precision::F32 || self.isa != Isa::Portable
+    }
+
+    /// Lays out a PyTorch dense layer (`weight` is `out × in`, row-major) once.
+    /// A precision this CPU does not store ([`Self::stores`]) is kept as `f32`.
+    ///
+    /// # Panics
+    /// When `weight` is not `out_features × in_features` or `bias` not `out_features`.
+    pub fn pack_linear(
+        self,
+        weight: &[f32],
+        bias: &[f32],
+        out_features: usize,
+        in_features: usize,
+        precision: Precision,
+    ) -> PackedLinear {
+        assert_eq!(weight.len(), out_features * in_features, "weight shape");
+        assert_eq!(bias.len(), out_features, "bias length");
+        let width = self.isa.panel_width();
+        let element = |depth: usize, column: usize| weight[column * in_features + depth];
+        let weights = match (self.isa, precision) {
+            (Isa::Portable, _) => PackedWeights::RowMajor(weight.to_vec()),
+            (_, Precision::F32) => {
+                PackedWeights::F32(Panels::pack(in_features, out_features, width, element))
+            }
+            (_, Precision::Bf16) => {
+                PackedWeights::Bf16(Panels::pack(in_features, out_features, width, element))
+            }
+        };
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(out_features.next_multiple_of(width), 0.0);
+        PackedLinear {
+            weights,
+            bias: padded_bias,
+            in_features,
+            out_features,
+            isa: self.isa,
+        }
+    }
+
+    /// `input·Wᵀ + b`, then `fused`, for every `in_features`-wide row of `input`.
+    ///
+    /// # Panics
+    /// When `input` is not whole rows, a residual is not the output's shape, or
+    /// `layer` was packed by other kernels.
+    pub fn linear(self, input: &[f32], layer: &PackedLinear, fused: Fused<'_>) -> Vec<f32> {
+        assert_eq!(layer.isa, self.isa, "layer packed for other kernels");
+        assert_eq!(
+            input.len() % layer.in_features.max(1),
+            0,
+            "input is not whole rows"
+        );
+        let rows = input.len().checked_div(layer.in_features).unwrap_or(0);
+        let mut output = vec![0.0f32; rows * layer.out_features];
+        let residual = match fused {
+            Fused::Residual(residual) => {
+                assert_eq!(residual.len(), output.len(), "residual shape");
+                Some(residual)
+            }
+            Fused::Bias | Fused::Gelu => None,
+        };
+        let epilogue = gemm::Epilogue {
+            bias: Some(&layer.bias),
+            residual,
+            gelu: matches!(fused, Fused::Gelu),
+        };
+        let left = Rows {
+            data: input,
+            count: rows,
+            depth: layer.in_features,
+            stride: layer.in_features,
+        };
+        match &layer.weights {
+            PackedWeights::F32(panels) => self.multiply(left, panels, &epilogue, &mut output),
+            PackedWeights::Bf16(panels) => self.multiply(left, panels, &epilogue, &mut output),
+            PackedWeights::RowMajor(weight) => {
+                portable::linear(left, weight, layer.out_features, &epilogue, &mut output);
+                if epilogue.gelu {
+                    // SAFETY: Portable runs on every CPU.
+                    unsafe { isa::gelu_in_place(Isa::Portable, &mut output) };
+                }
+            }
+        }
+        output
+    }
+
+    /// Runs the packed multiply over tasks of row blocks × panel blocks.
+    fn multiply<E: PanelElement>(
+        self,
+        left: Rows<'_>,
+        panels: &Panels<E>,
+        epilogue: &gemm::Epilogue<'_>,
+        output: &mut [f32],
+    ) {
+        assert!(
+            left.in_bounds() && left.depth == panels.depth(),
+            "operand shapes"
+        );
+        assert_eq!(panels.width(), self.isa.panel_width(), "panel width");
+        assert_eq!(output.len(), left.count * panels.columns(), "output shape");
+        let plan = BlockPlan::new(
+            left.count,
+            self.isa.tile_rows(),
+            panels.count(),
+            panels.depth() * panels.width() * std::mem::size_of::<E>(),
+        );
+        let out = Destination {
+            start: output.as_mut_ptr(),
+            columns: panels.columns(),
+            stride: panels.columns(),
+        };
+        (0..plan.tasks()).into_par_iter().for_each(|task| {
+            let (row_range, panel_range) = plan.task(task);
+            // SAFETY: self.isa is supported (Kernels is only built for one that
+            // is) and the panels are its width; shapes were checked above; tasks
+            // cover disjoint row × panel blocks, so no element is written twice.
+            unsafe {
+                isa::multiply_block(
+                    self.isa,
+                    left,
+                    panels,
+                    epilogue,
+                    out,
+                    row_range,
+                    panel_range,
+                );
+            }
+        });
+    }
+
+    /// Multi-head self-attention of each sequence over its own tokens. `qkv` is
+    /// `tokens × 3·hidden` (queries | keys | values); returns the concatenated
+    /// head outputs, `tokens × hidden`.
+    ///
+    /// # Panics
+    /// When the shapes disagree or the sequences overlap, leave the matrix or are
+    /// out of order.
+    pub fn attention(
+        self,
+        qkv: &[f32],
+        sequences: &[TokenRange],
+        heads: usize,
+        head_size: usize,
+    ) -> Vec<f32> {
+        let hidden = heads * head_size;
+        assert_eq!(qkv.len() % (3 * hidden).max(1), 0, "qkv is not whole rows");
+        let tokens = qkv.len().checked_div(3 * hidden).unwrap_or(0);
+        let mut end = 0;
+        for sequence in sequences {
+            assert!(
+                sequence.start >= end && sequence.end >= sequence.start && sequence.end <= tokens,
+                "sequences must be in order, disjoint and inside the matrix"
+            );
+            end = sequence.end;
+        }
+        let mut context = vec![0.0f32; tokens * hidden];
+        let place = Destination {
+            start: context.as_mut_ptr(),
+            columns: hidden,
+            stride: hidden,
+        };
+        let slices: Vec<HeadSlice> = sequences
+            .iter()
+            .filter(|sequence| !sequence.is_empty())
+            .flat_map(|sequence| {
+                (0..heads).map(move |head| HeadSlice {
+                    start: sequence.start,
+                    length: sequence.len(),
+                    head,
+                    head_size,
+                    hidden,
+                })
+            })
+            .collect();
+        slices.par_iter().for_each(|&slice| {
+            // SAFETY: the instruction set is supported; the sequences were checked
+            // to lie inside qkv and not to overlap, so each (sequence, head) task
+            // writes its own rows × head columns of `context` only.
+            unsafe { isa::attend(self.isa, qkv, slice, place) };
+        });
+        context
+    }
+
+    /// Layer norm of every `scale.len()`-wide row, in place.
+    ///
+    /// # Panics
+    /// When `rows` is not whole rows or `shift` is not as wide as `scale`.
+    pub fn layer_norm(self, rows: &mut [f32], scale: &[f32], shift: &[f32], eps: f32) {
+        let width = scale.len();
+        assert!(width > 0 && shift.len() == width, "layer norm widths");
+        assert_eq!(rows.len() % width, 0, "rows are not whole");
+        // SAFETY: the instruction set is supported.
+        let normalize = |chunk: &mut [f32]| unsafe {
+            isa::layer_norm_rows(self.isa, chunk, scale, shift, eps);
+        };
+        if rows.len() >= PARALLEL_ELEMENTS {
+            let rows_per_task = (PARALLEL_ELEMENTS / width).max(1);
+            rows.par_chunks_mut(rows_per_task * width)
+                .for_each(normalize);
+        } else {
+            normalize(rows);
+        }
+    }
+}
+
+/// How one multiply is cut into tasks: blocks of whole tiles of rows, times
+/// blocks of panels small enough to stay in L2, and enough tasks to keep every
+/// thread busy (at batch 1 the rows are one block, so the panels are split).
+#[derive(Debug, Clone, Copy)]
+struct BlockPlan {
+    rows: usize,
+    rows_per_block: usize,
+    panels: usize,
+    panels_per_block: usize,
+}
+
+impl BlockPlan {
+    fn new(rows: usize, tile_rows: usize, panels: usize, panel_bytes: usize) -> Self {
+        let row_tiles = rows.div_ceil(tile_rows);
+        let tiles_per_block = ROW_BLOCK_TILES.min(row_tiles).max(1);
+        let row_blocks = row_tiles.div_ceil(tiles_per_block);
+        let wanted_tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
+        let panel_blocks_for_balance = wanted_tasks.div_ceil(row_blocks.max(1));
+        let for_cache = (PANEL_BLOCK_BYTES / panel_bytes.max(1)).max(1);
+        let for_balance = panels.div_ceil(panel_blocks_for_balance.max(1)).max(1);
+        Self {
+            rows,
+            rows_per_block: tiles_per_block * tile_rows,
+            panels,
+            panels_per_block: for_cache.min(for_balance),
+        }
+    }
+
+    fn row_blocks(&self) -> usize {
+        self.rows.div_ceil(self.rows_per_block)
+    }
+
+    fn tasks(&self) -> usize {
+        self.row_blocks() * self.panels.div_ceil(self.panels_per_block)
+    }
+
+    /// The rows and panels of task `index`.
+    fn task(&self, index: usize) -> (Range<usize>, Range<usize>) {
+        let (row_block, panel_block) = (index % self.row_blocks(), index / self.row_blocks());
+        let first_row = row_block * self.rows_per_block;
+        let first_panel = panel_block * self.panels_per_block;
+        (
+            first_row..(first_row + self.rows_per_block).min(self.rows),
+            first_panel..(first_panel + self.panels_per_block).min(self.panels),
+        )
+    }
+}
