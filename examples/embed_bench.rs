@@ -5,7 +5,7 @@
 //! `cargo run --release --example embed_bench -- [cpu|gpu|auto] [seconds per case]`;
 //! the model directory comes from `INFERENCE_MODEL_DIR` (default models/all-MiniLM-L6-v2)
 //! and the weights' precision from `INFERENCE_PRECISION` (`f32`, `bf16`). Last it
-//! prints the peak resident memory.
+//! prints the resident memory, now and at its peak.
 
 // A benchmark: a failed step should stop with its message, which is what `expect` does.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -151,17 +151,21 @@ fn main() -> Result<(), EngineError> {
             runs.len()
         );
     }
-    println!("memory: peak RSS {}", peak_rss());
+    println!(
+        "memory: RSS {} after the cases (peak {}, loading included)",
+        status_field("VmRSS:"),
+        status_field("VmHWM:")
+    );
     Ok(())
 }
 
-/// The process's peak resident memory (Linux `VmHWM`), weights and activations
-/// included, or `unknown` where /proc does not say.
-fn peak_rss() -> String {
+/// A memory figure of this process from Linux's /proc/self/status (`VmRSS`:
+/// resident now, `VmHWM`: the peak), or `unknown` where /proc does not say.
+fn status_field(field: &str) -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            let line = status.lines().find(|line| line.starts_with("VmHWM:"))?;
+            let line = status.lines().find(|line| line.starts_with(field))?;
             let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
             Some(format!("{:.0} MiB", kib / 1024.0))
         })

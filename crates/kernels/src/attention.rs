@@ -44,15 +44,10 @@ pub(crate) unsafe fn attend<V: F32Vector, const MR: usize>(
     let width = 2 * V::LANES;
     let stride = 3 * slice.hidden;
     let (length, head_size) = (slice.length, slice.head_size);
-    let at = |part: usize, token: usize, dimension: usize| {
-        qkv[slice.offset(part) + token * stride + dimension]
-    };
-    let keys = Panels::<f32>::pack(head_size, length, width, |dimension, token| {
-        at(1, token, dimension)
-    });
-    let values = Panels::<f32>::pack(length, head_size, width, |token, dimension| {
-        at(2, token, dimension)
-    });
+    let row = |part: usize, token: usize| &qkv[slice.offset(part) + token * stride..][..head_size];
+    // Kᵀ: the keys' rows are the columns of the right operand; V as it is.
+    let keys = Panels::<f32>::from_columns(head_size, length, width, |token| row(1, token));
+    let values = Panels::<f32>::from_rows(length, head_size, width, |token| row(2, token));
     let queries = Rows {
         data: &qkv[slice.offset(0)..],
         count: length,

@@ -81,27 +81,60 @@ pub(crate) struct Panels<E> {
 }
 
 impl<E: PanelElement> Panels<E> {
-    /// Packs the `depth × columns` matrix whose element `(d, c)` is `element(d, c)`.
-    pub(crate) fn pack(
+    /// Packs the `depth × columns` matrix whose column `c` is `column(c)`
+    /// (`depth` values), e.g. a PyTorch weight, whose rows are our columns.
+    ///
+    /// # Panics
+    /// When a column is shorter than `depth`.
+    pub(crate) fn from_columns<'a>(
         depth: usize,
         columns: usize,
         width: usize,
-        element: impl Fn(usize, usize) -> f32,
+        column: impl Fn(usize) -> &'a [f32],
     ) -> Self {
-        let panels = columns.div_ceil(width);
-        let mut data = vec![E::default(); panels * depth * width];
-        for panel in 0..panels {
-            let first_column = panel * width;
-            let lanes = width.min(columns - first_column);
-            for step in 0..depth {
-                let row = &mut data[(panel * depth + step) * width..][..lanes];
-                for (lane, slot) in row.iter_mut().enumerate() {
-                    *slot = E::from_f32(element(step, first_column + lane));
+        let mut panels = Self::zeros(depth, columns, width);
+        for index in 0..columns {
+            let (panel, lane) = (index / width, index % width);
+            let block = &mut panels.data[panel * depth * width..][..depth * width];
+            for (slot, &value) in block
+                .iter_mut()
+                .skip(lane)
+                .step_by(width)
+                .zip(&column(index)[..depth])
+            {
+                *slot = E::from_f32(value);
+            }
+        }
+        panels
+    }
+
+    /// Packs the `depth × columns` matrix whose row `d` is `row(d)` (`columns` values).
+    ///
+    /// # Panics
+    /// When a row is shorter than `columns`.
+    pub(crate) fn from_rows<'a>(
+        depth: usize,
+        columns: usize,
+        width: usize,
+        row: impl Fn(usize) -> &'a [f32],
+    ) -> Self {
+        let mut panels = Self::zeros(depth, columns, width);
+        for step in 0..depth {
+            let values = &row(step)[..columns];
+            for (panel, chunk) in values.chunks(width).enumerate() {
+                let target = &mut panels.data[(panel * depth + step) * width..][..chunk.len()];
+                for (slot, &value) in target.iter_mut().zip(chunk) {
+                    *slot = E::from_f32(value);
                 }
             }
         }
+        panels
+    }
+
+    /// All-zero panels (the padding stays zero).
+    fn zeros(depth: usize, columns: usize, width: usize) -> Self {
         Self {
-            data,
+            data: vec![E::default(); columns.div_ceil(width) * depth * width],
             depth,
             columns,
             width,

@@ -122,9 +122,10 @@ pub struct Kernels {
     isa: Isa,
 }
 
-/// Panel bytes one task keeps hot in L2 while it walks its rows.
-const PANEL_BLOCK_BYTES: usize = 256 * 1024;
-/// Tiles of rows per task.
+/// Bytes of the left operand one task keeps hot in L2: each of its panels
+/// streams past the same rows, so those rows come from memory once per task.
+const ROW_BLOCK_BYTES: usize = 384 * 1024;
+/// Most tiles of rows per task.
 const ROW_BLOCK_TILES: usize = 16;
 /// Tasks per thread to aim for, so that uneven tasks still balance.
 const TASKS_PER_THREAD: usize = 4;
@@ -169,15 +170,21 @@ impl Kernels {
         assert_eq!(weight.len(), out_features * in_features, "weight shape");
         assert_eq!(bias.len(), out_features, "bias length");
         let width = self.isa.panel_width();
-        let element = |depth: usize, column: usize| weight[column * in_features + depth];
+        let column = |index: usize| &weight[index * in_features..][..in_features];
         let weights = match (self.isa, precision) {
             (Isa::Portable, _) => PackedWeights::RowMajor(weight.to_vec()),
-            (_, Precision::F32) => {
-                PackedWeights::F32(Panels::pack(in_features, out_features, width, element))
-            }
-            (_, Precision::Bf16) => {
-                PackedWeights::Bf16(Panels::pack(in_features, out_features, width, element))
-            }
+            (_, Precision::F32) => PackedWeights::F32(Panels::from_columns(
+                in_features,
+                out_features,
+                width,
+                column,
+            )),
+            (_, Precision::Bf16) => PackedWeights::Bf16(Panels::from_columns(
+                in_features,
+                out_features,
+                width,
+                column,
+            )),
         };
         let mut padded_bias = bias.to_vec();
         padded_bias.resize(out_features.next_multiple_of(width), 0.0);
@@ -250,12 +257,7 @@ impl Kernels {
         );
         assert_eq!(panels.width(), self.isa.panel_width(), "panel width");
         assert_eq!(output.len(), left.count * panels.columns(), "output shape");
-        let plan = BlockPlan::new(
-            left.count,
-            self.isa.tile_rows(),
-            panels.count(),
-            panels.depth() * panels.width() * std::mem::size_of::<E>(),
-        );
+        let plan = BlockPlan::new(left.count, self.isa.tile_rows(), panels.count(), left.depth);
         let out = Destination {
             start: output.as_mut_ptr(),
             columns: panels.columns(),
@@ -355,9 +357,10 @@ impl Kernels {
     }
 }
 
-/// How one multiply is cut into tasks: blocks of whole tiles of rows, times
-/// blocks of panels small enough to stay in L2, and enough tasks to keep every
-/// thread busy (at batch 1 the rows are one block, so the panels are split).
+/// How one multiply is cut into tasks: blocks of whole tiles of rows, small
+/// enough to stay in L2 while every panel of the task passes them, times blocks
+/// of panels, as few as keep every thread busy (at batch 1 the rows are one
+/// block, so the panels are split; at large batches a task takes every panel).
 #[derive(Debug, Clone, Copy)]
 struct BlockPlan {
     rows: usize,
@@ -367,19 +370,20 @@ struct BlockPlan {
 }
 
 impl BlockPlan {
-    fn new(rows: usize, tile_rows: usize, panels: usize, panel_bytes: usize) -> Self {
+    fn new(rows: usize, tile_rows: usize, panels: usize, depth: usize) -> Self {
         let row_tiles = rows.div_ceil(tile_rows);
-        let tiles_per_block = ROW_BLOCK_TILES.min(row_tiles).max(1);
+        let tile_bytes = (tile_rows * depth * std::mem::size_of::<f32>()).max(1);
+        let tiles_per_block = (ROW_BLOCK_BYTES / tile_bytes)
+            .clamp(1, ROW_BLOCK_TILES)
+            .min(row_tiles.max(1));
         let row_blocks = row_tiles.div_ceil(tiles_per_block);
         let wanted_tasks = rayon::current_num_threads() * TASKS_PER_THREAD;
-        let panel_blocks_for_balance = wanted_tasks.div_ceil(row_blocks.max(1));
-        let for_cache = (PANEL_BLOCK_BYTES / panel_bytes.max(1)).max(1);
-        let for_balance = panels.div_ceil(panel_blocks_for_balance.max(1)).max(1);
+        let panel_blocks = wanted_tasks.div_ceil(row_blocks.max(1));
         Self {
             rows,
             rows_per_block: tiles_per_block * tile_rows,
             panels,
-            panels_per_block: for_cache.min(for_balance),
+            panels_per_block: panels.div_ceil(panel_blocks).max(1),
         }
     }
 

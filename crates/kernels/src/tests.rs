@@ -358,12 +358,23 @@ fn bf16_rounds_to_nearest_with_ties_to_even() {
 
 #[test]
 fn panels_hold_the_matrix_and_zeros_past_its_edge() {
-    let panels = Panels::<f32>::pack(3, 5, 4, |d, c| (d * 10 + c) as f32);
-    assert_eq!(panels.count(), 2);
-    for d in 0..3 {
-        for c in 0..8 {
-            let want = if c < 5 { (d * 10 + c) as f32 } else { 0.0 };
-            assert_eq!(panels.element(d, c), want);
+    // A 3 × 5 matrix, element (d, c) = 10·d + c, in panels 4 wide, packed from
+    // its columns and from its rows alike.
+    let columns: Vec<Vec<f32>> = (0..5)
+        .map(|c| (0..3).map(|d| (d * 10 + c) as f32).collect())
+        .collect();
+    let rows: Vec<Vec<f32>> = (0..3)
+        .map(|d| (0..5).map(|c| (d * 10 + c) as f32).collect())
+        .collect();
+    let by_columns = Panels::<f32>::from_columns(3, 5, 4, |c| &columns[c]);
+    let by_rows = Panels::<f32>::from_rows(3, 5, 4, |d| &rows[d]);
+    for panels in [by_columns, by_rows] {
+        assert_eq!(panels.count(), 2);
+        for d in 0..3 {
+            for c in 0..8 {
+                let want = if c < 5 { (d * 10 + c) as f32 } else { 0.0 };
+                assert_eq!(panels.element(d, c), want);
+            }
         }
     }
 }
