@@ -45,7 +45,6 @@ pub(crate) struct Bf16(u16);
 
 impl Bf16 {
     /// The value as `f32` (exact).
-    #[cfg(test)]
     pub(crate) fn to_f32(self) -> f32 {
         f32::from_bits(u32::from(self.0) << 16)
     }

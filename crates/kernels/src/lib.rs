@@ -27,7 +27,7 @@ use crate::attention::HeadSlice;
 use crate::gemm::{Bf16, Destination, PanelElement, Panels, Rows};
 pub use crate::isa::Isa;
 
-/// How the dense layers' weights are stored; arithmetic is `f32` either way.
+/// How weights are stored; arithmetic is `f32` either way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
     /// Weights as loaded.
@@ -109,6 +109,69 @@ impl PackedLinear {
             PackedWeights::RowMajor(weight) => std::mem::size_of_val(weight.as_slice()),
         };
         weights + std::mem::size_of_val(self.bias.as_slice())
+    }
+}
+
+/// A lookup table of `width`-wide rows (token, position and type embeddings),
+/// stored in a [`Precision`] like the dense layers; rows are read out as f32.
+#[derive(Debug, Clone)]
+pub struct Table {
+    values: TableValues,
+    width: usize,
+}
+
+#[derive(Debug, Clone)]
+enum TableValues {
+    F32(Vec<f32>),
+    Bf16(Vec<Bf16>),
+}
+
+impl Table {
+    /// Stores `values` (whole rows of `width`) in `precision`.
+    ///
+    /// # Panics
+    /// When `values` is not whole rows.
+    pub fn new(values: Vec<f32>, width: usize, precision: Precision) -> Self {
+        assert!(
+            width > 0 && values.len().is_multiple_of(width),
+            "table is not whole rows"
+        );
+        let values = match precision {
+            Precision::F32 => TableValues::F32(values),
+            Precision::Bf16 => {
+                TableValues::Bf16(values.iter().map(|&v| Bf16::from_f32(v)).collect())
+            }
+        };
+        Self { values, width }
+    }
+
+    /// Adds row `index` to `target`.
+    ///
+    /// # Panics
+    /// When `index` is past the last row or `target` is not one row wide.
+    pub fn add_row(&self, index: usize, target: &mut [f32]) {
+        assert_eq!(target.len(), self.width, "target is not one row");
+        let range = index * self.width..(index + 1) * self.width;
+        match &self.values {
+            TableValues::F32(values) => {
+                for (sum, &value) in target.iter_mut().zip(&values[range]) {
+                    *sum += value;
+                }
+            }
+            TableValues::Bf16(values) => {
+                for (sum, &value) in target.iter_mut().zip(&values[range]) {
+                    *sum += value.to_f32();
+                }
+            }
+        }
+    }
+
+    /// Bytes the values take.
+    pub fn bytes(&self) -> usize {
+        match &self.values {
+            TableValues::F32(values) => std::mem::size_of_val(values.as_slice()),
+            TableValues::Bf16(values) => std::mem::size_of_val(values.as_slice()),
+        }
     }
 }
 

@@ -357,6 +357,27 @@ fn bf16_rounds_to_nearest_with_ties_to_even() {
 }
 
 #[test]
+fn table_rows_add_as_stored() {
+    let values = vec![1.0, 2.0, 3.0, 1.0 + 2f32.powi(-10), -0.5, 7.0];
+    let exact = Table::new(values.clone(), 3, Precision::F32);
+    let rounded = Table::new(values, 3, Precision::Bf16);
+    assert_eq!((exact.bytes(), rounded.bytes()), (24, 12));
+    let mut sum = [10.0f32; 3];
+    exact.add_row(1, &mut sum);
+    assert_eq!(sum, [11.0 + 2f32.powi(-10), 9.5, 17.0]);
+    let mut sum = [10.0f32; 3];
+    rounded.add_row(1, &mut sum);
+    // 1 + 2⁻¹⁰ has no bf16 form: it rounds to 1.
+    assert_eq!(sum, [11.0, 9.5, 17.0]);
+}
+
+#[test]
+#[should_panic(expected = "range end index")]
+fn a_row_past_the_table_is_refused() {
+    Table::new(vec![0.0; 6], 3, Precision::F32).add_row(2, &mut [0.0; 3]);
+}
+
+#[test]
 fn panels_hold_the_matrix_and_zeros_past_its_edge() {
     // A 3 × 5 matrix, element (d, c) = 10·d + c, in panels 4 wide, packed from
     // its columns and from its rows alike.

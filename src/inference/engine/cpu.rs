@@ -8,7 +8,7 @@
 //! and attention runs per sequence over its real tokens only, which is exactly the
 //! padding mask, and makes a sentence's vector independent of its batch.
 
-use tessera_kernels::{Fused, Kernels, PackedLinear, Precision, TokenRange};
+use tessera_kernels::{Fused, Kernels, PackedLinear, Precision, Table, TokenRange};
 
 use super::backend::{BackendInfo, EncoderBackend};
 use super::config::{BertConfig, Pooling};
@@ -28,12 +28,12 @@ pub struct CpuBackend {
     pool: rayon::ThreadPool,
 }
 
-/// The embedding tables, used as loaded (they are looked up, not multiplied).
+/// The embedding tables (looked up, not multiplied), in the weights' precision.
 #[derive(Debug)]
 struct Embeddings {
-    word: Vec<f32>,
-    position: Vec<f32>,
-    token_type: Vec<f32>,
+    word: Table,
+    position: Table,
+    token_type: Table,
     norm: LayerNormWeights,
 }
 
@@ -103,14 +103,15 @@ impl CpuBackend {
                 output_norm: layer.output_norm,
             })
             .collect();
+        let width = config.hidden_size;
         Ok(Self {
-            config,
             embeddings: Embeddings {
-                word: word_embeddings,
-                position: position_embeddings,
-                token_type: token_type_embeddings,
+                word: Table::new(word_embeddings, width, precision),
+                position: Table::new(position_embeddings, width, precision),
+                token_type: Table::new(token_type_embeddings, width, precision),
                 norm: embedding_norm,
             },
+            config,
             layers,
             kernels,
             precision,
@@ -123,7 +124,7 @@ impl CpuBackend {
         self.pool.current_num_threads()
     }
 
-    /// How the dense layers' weights are stored.
+    /// How the weights are stored.
     pub fn precision(&self) -> Precision {
         self.precision
     }
@@ -150,18 +151,15 @@ impl CpuBackend {
     fn embed(&self, batch: &TokenBatch) -> Vec<f32> {
         let width = self.config.hidden_size;
         let tables = &self.embeddings;
-        let type_row = &tables.token_type[..width];
-        let mut hidden = Vec::with_capacity(batch.lengths.iter().sum::<usize>() * width);
+        let mut hidden = vec![0.0f32; batch.lengths.iter().sum::<usize>() * width];
+        let mut rows = hidden.chunks_exact_mut(width);
         for index in 0..batch.len() {
-            for (position, &id) in batch.sequence(index).iter().enumerate() {
-                let word = &tables.word[id as usize * width..][..width];
-                let place = &tables.position[position * width..][..width];
-                hidden.extend(
-                    word.iter()
-                        .zip(place)
-                        .zip(type_row)
-                        .map(|((w, p), t)| w + p + t),
-                );
+            for (position, (&id, row)) in batch.sequence(index).iter().zip(&mut rows).enumerate() {
+                // `validate` checked every id against the vocabulary and every
+                // position against max_positions.
+                tables.word.add_row(id as usize, row);
+                tables.position.add_row(position, row);
+                tables.token_type.add_row(0, row);
             }
         }
         self.layer_norm(&mut hidden, &tables.norm);

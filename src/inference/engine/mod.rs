@@ -80,7 +80,7 @@ pub struct EmbeddingEngine {
 }
 
 impl EmbeddingEngine {
-    /// Loads the model in `dir` onto the chosen device, its dense layers stored
+    /// Loads the model in `dir` onto the chosen device, its weights stored
     /// in `precision` where the backend can, and logs where it runs.
     pub fn load(
         dir: &Path,
