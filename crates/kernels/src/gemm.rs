@@ -160,11 +160,6 @@ impl<E: PanelElement> Panels<E> {
         self.width
     }
 
-    /// Bytes the packed data takes.
-    pub(crate) fn bytes(&self) -> usize {
-        std::mem::size_of_val(self.data.as_slice())
-    }
-
     /// The packed element at `(d, c)`, for tests.
     #[cfg(test)]
     pub(crate) fn element(&self, depth: usize, column: usize) -> E {

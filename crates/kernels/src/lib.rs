@@ -90,28 +90,6 @@ enum PackedWeights {
     RowMajor(Vec<f32>),
 }
 
-impl PackedLinear {
-    /// Inputs per row.
-    pub fn in_features(&self) -> usize {
-        self.in_features
-    }
-
-    /// Outputs per row.
-    pub fn out_features(&self) -> usize {
-        self.out_features
-    }
-
-    /// Bytes the weights and bias take.
-    pub fn bytes(&self) -> usize {
-        let weights = match &self.weights {
-            PackedWeights::F32(panels) => panels.bytes(),
-            PackedWeights::Bf16(panels) => panels.bytes(),
-            PackedWeights::RowMajor(weight) => std::mem::size_of_val(weight.as_slice()),
-        };
-        weights + std::mem::size_of_val(self.bias.as_slice())
-    }
-}
-
 /// A lookup table of `width`-wide rows (token, position and type embeddings),
 /// stored in a [`Precision`] like the dense layers; rows are read out as f32.
 #[derive(Debug, Clone)]
@@ -167,7 +145,8 @@ impl Table {
     }
 
     /// Bytes the values take.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
         match &self.values {
             TableValues::F32(values) => std::mem::size_of_val(values.as_slice()),
             TableValues::Bf16(values) => std::mem::size_of_val(values.as_slice()),

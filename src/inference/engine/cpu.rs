@@ -124,11 +124,6 @@ impl CpuBackend {
         self.pool.current_num_threads()
     }
 
-    /// How the weights are stored.
-    pub fn precision(&self) -> Precision {
-        self.precision
-    }
-
     fn forward(&self, batch: &TokenBatch, pooling: Pooling) -> Vec<Vec<f32>> {
         let sequences = token_ranges(&batch.lengths);
         let mut hidden = self.embed(batch);
