@@ -15,14 +15,16 @@ pub enum Isa {
     Avx512,
     /// AVX2 with FMA: 8 lanes, 6 × 16 tiles.
     Avx2Fma,
-    /// Any CPU: the `gemm` crate for the dense layers, scalar code for the rest.
+    /// NEON (every aarch64 CPU): 4 lanes, 8 × 8 tiles.
+    Neon,
+    /// Any other CPU: the `gemm` crate for the dense layers, scalar code for the rest.
     Portable,
 }
 
 impl Isa {
     /// Every instruction set this CPU runs, best first; `Portable` is always last.
     pub fn supported() -> Vec<Self> {
-        [Self::Avx512, Self::Avx2Fma, Self::Portable]
+        [Self::Avx512, Self::Avx2Fma, Self::Neon, Self::Portable]
             .into_iter()
             .filter(|isa| isa.is_supported())
             .collect()
@@ -43,8 +45,10 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
             }
+            #[cfg(target_arch = "aarch64")]
+            Self::Neon => std::arch::is_aarch64_feature_detected!("neon"),
             Self::Portable => true,
-            #[cfg(not(target_arch = "x86_64"))]
+            // The instruction sets of other architectures.
             _ => false,
         }
     }
@@ -54,6 +58,7 @@ impl Isa {
         match self {
             Self::Avx512 => "avx512f",
             Self::Avx2Fma => "avx2+fma",
+            Self::Neon => "neon",
             Self::Portable => "portable",
         }
     }
@@ -63,6 +68,7 @@ impl Isa {
         match self {
             Self::Avx512 => 32,
             Self::Avx2Fma => 16,
+            Self::Neon => 8,
             Self::Portable => 2,
         }
     }
@@ -72,6 +78,7 @@ impl Isa {
         match self {
             Self::Avx512 => 8,
             Self::Avx2Fma => 6,
+            Self::Neon => 8,
             Self::Portable => 4,
         }
     }
@@ -133,6 +140,8 @@ macro_rules! entry_points {
 entry_points!(avx512, crate::vector::Avx512, 8, "avx512f,avx2,fma");
 #[cfg(target_arch = "x86_64")]
 entry_points!(avx2, crate::vector::Avx2, 6, "avx2,fma");
+#[cfg(target_arch = "aarch64")]
+entry_points!(neon, crate::vector::Neon, 8, "neon");
 entry_points!(portable, crate::vector::Scalar, 4);
 
 /// Picks the entry point of `$isa` and calls `$function` with `$arguments`.
@@ -143,6 +152,8 @@ macro_rules! dispatch {
             Isa::Avx512 => avx512::$function($($argument),*),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => avx2::$function($($argument),*),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => neon::$function($($argument),*),
             _ => portable::$function($($argument),*),
         }
     };

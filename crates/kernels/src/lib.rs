@@ -3,10 +3,11 @@
 //! sequence and head; the layer norm.
 //!
 //! All SIMD code lives in this crate, written once over a vector trait and
-//! compiled for AVX-512F and for AVX2 + FMA, the best one picked at run time
-//! ([`Isa::detect`]). On any other CPU the dense layers go through the `gemm`
-//! crate, which is also the oracle the tests compare the hand-written kernels
-//! with. It is a crate of its own so that it is optimised even in debug builds
+//! compiled for AVX-512F and for AVX2 + FMA on x86-64 (the best one picked at
+//! run time, [`Isa::detect`]) and for NEON on aarch64. On any other CPU the
+//! dense layers go through the `gemm` crate, which is also the oracle the tests
+//! compare the hand-written kernels with (`task test-aarch64` runs them for
+//! aarch64 under qemu). It is a crate of its own so that it is optimised even in debug builds
 //! (the engine's tests would crawl otherwise) and rebuilt only when it changes.
 
 mod attention;

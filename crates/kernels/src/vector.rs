@@ -5,6 +5,8 @@
 //! Every method is `#[inline(always)]`: the generic kernels only become real SIMD
 //! code once they are inlined into an entry point that enables the features.
 
+#[cfg(target_arch = "aarch64")]
+use std::arch::aarch64::*;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
@@ -332,5 +334,93 @@ unsafe impl F32Vector for Avx512 {
     #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
         _mm512_reduce_max_ps(self.0)
+    }
+}
+
+/// Four lanes in a 128-bit NEON register (every aarch64 CPU has NEON).
+#[cfg(target_arch = "aarch64")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Neon(float32x4_t);
+
+// As for Avx2, each method's body is one operation the contract covers.
+#[cfg(target_arch = "aarch64")]
+#[allow(unsafe_op_in_unsafe_fn)]
+// SAFETY: load and store move exactly 4 f32 (one float32x4_t); each method is
+// the NEON instruction of the same meaning, which callers make sure exists.
+unsafe impl F32Vector for Neon {
+    const LANES: usize = 4;
+
+    #[inline(always)]
+    unsafe fn splat(value: f32) -> Self {
+        Self(vdupq_n_f32(value))
+    }
+    #[inline(always)]
+    unsafe fn load(source: *const f32) -> Self {
+        Self(vld1q_f32(source))
+    }
+    #[inline(always)]
+    unsafe fn load_bf16(source: *const u16) -> Self {
+        let widened = vshlq_n_u32::<16>(vmovl_u16(vld1_u16(source)));
+        Self(vreinterpretq_f32_u32(widened))
+    }
+    #[inline(always)]
+    unsafe fn store(self, target: *mut f32) {
+        vst1q_f32(target, self.0)
+    }
+    #[inline(always)]
+    unsafe fn add(self, other: Self) -> Self {
+        Self(vaddq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, other: Self) -> Self {
+        Self(vsubq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, other: Self) -> Self {
+        Self(vmulq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn div(self, other: Self) -> Self {
+        Self(vdivq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, factor: Self, addend: Self) -> Self {
+        // vfmaq_f32(a, b, c) is a + b·c.
+        Self(vfmaq_f32(addend.0, self.0, factor.0))
+    }
+    #[inline(always)]
+    unsafe fn max(self, other: Self) -> Self {
+        Self(vmaxq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn min(self, other: Self) -> Self {
+        Self(vminq_f32(self.0, other.0))
+    }
+    #[inline(always)]
+    unsafe fn abs(self) -> Self {
+        Self(vabsq_f32(self.0))
+    }
+    #[inline(always)]
+    unsafe fn with_sign_of(self, sign: Self) -> Self {
+        // Take the sign bit from `sign`, every other bit from |self|.
+        let sign_bit = vdupq_n_u32(0x8000_0000);
+        Self(vbslq_f32(sign_bit, sign.0, vabsq_f32(self.0)))
+    }
+    #[inline(always)]
+    unsafe fn round(self) -> Self {
+        Self(vrndnq_f32(self.0))
+    }
+    #[inline(always)]
+    unsafe fn exp2_of_integer(self) -> Self {
+        let biased = vaddq_s32(vcvtnq_s32_f32(self.0), vdupq_n_s32(127));
+        Self(vreinterpretq_f32_s32(vshlq_n_s32::<23>(biased)))
+    }
+    #[inline(always)]
+    unsafe fn reduce_sum(self) -> f32 {
+        vaddvq_f32(self.0)
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        vmaxvq_f32(self.0)
     }
 }
