@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime
 from tokenizers import Tokenizer
 
-from bench_texts import batch_texts, report, text
+from bench_texts import padding_check, report
 
 PREFIX = "onnxruntime: "
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
@@ -101,11 +101,7 @@ def main() -> None:
         flush=True,
     )
     report(PREFIX, args.seconds, embed, token_counts)
-
-    sentence = [text(0, 12)]
-    alone = embed(sentence)[0]
-    padded = embed(sentence + batch_texts(120)[:31])[0]
-    print(f"{PREFIX}check: cosine(batch-1 sentence alone, same in padded batch) = {float(alone @ padded):.6f}")
+    padding_check(PREFIX, embed)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import os
 import torch
 from sentence_transformers import SentenceTransformer
 
-from bench_texts import batch_texts, report, text
+from bench_texts import padding_check, report
 
 PREFIX = "pytorch: "
 
@@ -56,13 +56,7 @@ def main() -> None:
     )
 
     report(PREFIX, args.seconds, embed, token_counts)
-
-    # Sanity check: the batch-1 sentence embedded alone and inside a padded batch of
-    # long passages must agree (cosine ~1.0), i.e. padding is masked out.
-    sentence = [text(0, 12)]
-    alone = embed(sentence)[0]
-    padded = embed(sentence + batch_texts(120)[:31])[0]
-    print(f"{PREFIX}check: cosine(batch-1 sentence alone, same in padded batch) = {float(alone @ padded):.6f}")
+    padding_check(PREFIX, embed)
 
 
 if __name__ == "__main__":

@@ -81,3 +81,12 @@ def report(prefix: str, budget: float, embed, token_counts) -> None:
             f"median {seconds * 1e3:.1f} ms per batch ({len(runs)} runs)",
             flush=True,
         )
+
+
+def padding_check(prefix: str, embed) -> None:
+    """Prints the cosine of the batch-1 sentence embedded alone and inside a padded
+    batch of long passages: ~1.0 when the engine masks its padding."""
+    sentence = [text(0, 12)]
+    alone = embed(sentence)[0]
+    padded = embed(sentence + batch_texts(120)[:31])[0]
+    print(f"{prefix}check: cosine(batch-1 sentence alone, same in padded batch) = {float(alone @ padded):.6f}")

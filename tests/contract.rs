@@ -491,24 +491,36 @@ async fn sign_in(client: &reqwest::Client, base_url: &str, account: &Account) ->
         .to_owned()
 }
 
-/// Signs `account` in over HTTP and submits a two-text `embed_texts`
-/// execution; its id.
-async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
+/// Signs `account` in over HTTP and POSTs `body` to `path` with its token; the
+/// answer's JSON.
+async fn post_signed_in(
+    base_url: &str,
+    account: &Account,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let client = reqwest::Client::new();
     let token = sign_in(&client, base_url, account).await;
-    let execution: serde_json::Value = client
-        .post(format!("{base_url}/api/v1/executions"))
+    client
+        .post(format!("{base_url}{path}"))
         .bearer_auth(&token)
-        .json(&json!({
-            "kind": "embed_texts",
-            "input": {"model": "all-MiniLM-L6-v2", "texts": ["A man is eating food.", "A man rides a horse."]},
-        }))
+        .json(&body)
         .send()
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Signs `account` in over HTTP and submits a two-text `embed_texts`
+/// execution; its id.
+async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
+    let body = json!({
+        "kind": "embed_texts",
+        "input": {"model": "all-MiniLM-L6-v2", "texts": ["A man is eating food.", "A man rides a horse."]},
+    });
+    let execution = post_signed_in(base_url, account, "/api/v1/executions", body).await;
     execution["id"]
         .as_str()
         .and_then(|id| id.parse().ok())
@@ -517,18 +529,9 @@ async fn submit_embed_texts(base_url: &str, account: &Account) -> Uuid {
 
 /// Creates an API key with `scopes` for `account` over HTTP; its secret.
 async fn create_api_key(base_url: &str, account: &Account, scopes: &[&str]) -> String {
-    let client = reqwest::Client::new();
-    let token = sign_in(&client, base_url, account).await;
-    let created: serde_json::Value = client
-        .post(format!("{base_url}/api/v1/auth/api-keys"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "openai client", "scopes": scopes, "current_password": account.password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body =
+        json!({"name": "openai client", "scopes": scopes, "current_password": account.password});
+    let created = post_signed_in(base_url, account, "/api/v1/auth/api-keys", body).await;
     created["secret"]
         .as_str()
         .unwrap_or_else(|| panic!("the key was created: {created}"))
