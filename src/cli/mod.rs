@@ -60,7 +60,7 @@ enum Command {
         /// Where to compute: auto (GPU if usable, else CPU), gpu or cpu.
         #[arg(long, env = "INFERENCE_DEVICE", default_value = "auto")]
         device: DeviceChoice,
-        /// How the CPU stores the weights: f32 or bf16.
+        /// How the weights are stored: f32, or bf16 (f16 on a GPU with SHADER_F16).
         #[arg(long, env = "INFERENCE_PRECISION", default_value = "f32")]
         precision: Precision,
         /// The sentence-transformers model directory (`tessera model-fetch` installs the default).

@@ -38,8 +38,8 @@ impl FromStr for ModelFetchMode {
 pub struct InferenceConfig {
     /// `INFERENCE_DEVICE`: `auto`, `gpu` or `cpu`.
     pub device: DeviceChoice,
-    /// `INFERENCE_PRECISION`: `f32` or `bf16`, how the CPU stores the encoder's
-    /// weights (bf16 halves their memory; arithmetic stays f32).
+    /// `INFERENCE_PRECISION`: `f32` or `bf16`, how the encoder's weights are
+    /// stored (bf16 halves their memory, f16 on a GPU; arithmetic stays f32).
     pub precision: Precision,
     /// `INFERENCE_MODEL_DIR`: the sentence-transformers model directory.
     pub model_dir: PathBuf,

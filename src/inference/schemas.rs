@@ -296,7 +296,8 @@ pub struct ModelCard {
     pub api: String,
     /// `discrete_gpu`, `integrated_gpu`, `virtual_gpu`, `other` or `cpu`.
     pub device_type: String,
-    /// How the weights are stored: `f32` or `bf16` (arithmetic accumulates in f32).
+    /// How the weights are stored: `f32`, `bf16` (CPU) or `f16` (GPU); arithmetic
+    /// accumulates in f32.
     pub precision: &'static str,
 }
 

@@ -16,7 +16,8 @@ pub struct BackendInfo {
     pub api: String,
     /// `discrete_gpu`, `integrated_gpu`, `virtual_gpu`, `other` or `cpu`.
     pub device_type: String,
-    /// How the weights are stored (`f32`, `bf16`); arithmetic accumulates in `f32`.
+    /// How the weights are stored (`f32`, `bf16` on the CPU, `f16` on the GPU);
+    /// arithmetic accumulates in `f32`.
     pub precision: &'static str,
 }
 

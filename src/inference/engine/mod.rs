@@ -203,7 +203,8 @@ pub fn model_name(dir: &Path) -> String {
 
 /// Picks the backend for `device`: `auto` tries a hardware GPU and falls back to the
 /// CPU (saying why in the log), `gpu` takes any adapter or fails, `cpu` is the CPU.
-/// The GPU keeps `f32` weights whatever `precision` asks (its log says so).
+/// `bf16` means half-width weights: bf16 on the CPU, f16 on the GPU (WGSL has no
+/// bf16); a backend that cannot store them keeps f32 and logs why.
 fn select_backend(
     dir: &Path,
     config: &ModelConfig,
@@ -212,13 +213,7 @@ fn select_backend(
 ) -> Result<Box<dyn EncoderBackend>, EngineError> {
     let weights = BertWeights::load(dir, &config.bert)?;
     let gpu = |policy| {
-        let backend = GpuBackend::new(&config.bert, &weights, policy)?;
-        if precision != Precision::F32 {
-            tracing::info!(
-                requested = precision.name(),
-                "the GPU backend stores f32 weights; INFERENCE_PRECISION applies to the CPU"
-            );
-        }
+        let backend = GpuBackend::new(&config.bert, &weights, policy, precision)?;
         Ok::<_, EngineError>(Box::new(backend) as Box<dyn EncoderBackend>)
     };
     match device {

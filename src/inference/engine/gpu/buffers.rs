@@ -5,12 +5,12 @@ use wgpu::util::DeviceExt;
 
 use super::super::config::BertConfig;
 use super::super::weights::{BertWeights, LayerNormWeights, Linear};
-use super::kernels::PARAMS_SLOT;
+use super::kernels::{PARAMS_SLOT, WeightFormat};
 
 /// A dense layer on the device.
 #[derive(Debug)]
 pub struct GpuLinear {
-    /// `out_features × in_features`, row-major.
+    /// `out_features × in_features`, row-major, in the backend's [`WeightFormat`].
     pub weight: wgpu::Buffer,
     /// `out_features`.
     pub bias: wgpu::Buffer,
@@ -46,7 +46,9 @@ pub struct GpuLayer {
     pub output_norm: GpuLayerNorm,
 }
 
-/// Every weight of the encoder, resident on the device for the backend's lifetime.
+/// Every weight of the encoder, resident on the device for the backend's lifetime:
+/// the matrices and embedding tables in the backend's [`WeightFormat`], biases and
+/// norms in f32.
 #[derive(Debug)]
 pub struct GpuWeights {
     /// `vocab × hidden`.
@@ -62,30 +64,25 @@ pub struct GpuWeights {
 }
 
 impl GpuWeights {
-    /// Copies `weights` to the device.
-    pub fn upload(device: &wgpu::Device, weights: &BertWeights) -> Self {
+    /// Copies `weights` to the device, storing matrices and tables as `format`.
+    pub fn upload(device: &wgpu::Device, weights: &BertWeights, format: WeightFormat) -> Self {
+        let table = |name: &str, values: &[f32]| storage(device, name, &format.encode(values));
+        let vector =
+            |name: &str, values: &[f32]| storage(device, name, bytemuck::cast_slice(values));
         let linear = |name: &str, linear: &Linear| GpuLinear {
-            weight: storage(device, name, &linear.weight),
-            bias: storage(device, name, &linear.bias),
+            weight: table(name, &linear.weight),
+            bias: vector(name, &linear.bias),
             out_features: to_u32(linear.out_features),
             in_features: to_u32(linear.in_features),
         };
         let norm = |name: &str, norm: &LayerNormWeights| GpuLayerNorm {
-            gamma: storage(device, name, &norm.weight),
-            beta: storage(device, name, &norm.bias),
+            gamma: vector(name, &norm.weight),
+            beta: vector(name, &norm.bias),
         };
         Self {
-            word_embeddings: storage(device, "word_embeddings", &weights.word_embeddings),
-            position_embeddings: storage(
-                device,
-                "position_embeddings",
-                &weights.position_embeddings,
-            ),
-            token_type_embeddings: storage(
-                device,
-                "token_type_embeddings",
-                &weights.token_type_embeddings,
-            ),
+            word_embeddings: table("word_embeddings", &weights.word_embeddings),
+            position_embeddings: table("position_embeddings", &weights.position_embeddings),
+            token_type_embeddings: table("token_type_embeddings", &weights.token_type_embeddings),
             embedding_norm: norm("embedding_norm", &weights.embedding_norm),
             layers: weights
                 .layers
@@ -200,10 +197,10 @@ impl Workspace {
     }
 }
 
-fn storage(device: &wgpu::Device, name: &str, values: &[f32]) -> wgpu::Buffer {
+fn storage(device: &wgpu::Device, name: &str, bytes: &[u8]) -> wgpu::Buffer {
     device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some(name),
-        contents: bytemuck::cast_slice(values),
+        contents: bytes,
         usage: wgpu::BufferUsages::STORAGE,
     })
 }

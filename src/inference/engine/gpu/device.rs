@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
+use tessera_kernels::Precision;
+
 use super::super::backend::BackendInfo;
 use super::super::error::EngineError;
+use super::kernels::WeightFormat;
 
 /// Which adapters a backend request may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,13 +27,16 @@ pub struct OpenedDevice {
     pub queue: wgpu::Queue,
     /// The limits the device was opened with (the adapter's own).
     pub limits: wgpu::Limits,
-    /// Adapter name, API and device type.
+    /// How the weights are stored on it.
+    pub weight_format: WeightFormat,
+    /// Adapter name, API, device type and precision.
     pub info: BackendInfo,
 }
 
 /// Opens the best adapter `policy` allows: discrete before integrated before virtual,
-/// software last and only when allowed.
-pub fn open(policy: AdapterPolicy) -> Result<OpenedDevice, EngineError> {
+/// software last and only when allowed. Half-width `precision` becomes f16 weights
+/// where the adapter has `SHADER_F16` (WGSL has no bf16), else f32 with a log line.
+pub fn open(policy: AdapterPolicy, precision: Precision) -> Result<OpenedDevice, EngineError> {
     let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
         backends: wgpu::Backends::PRIMARY,
         ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -52,8 +58,10 @@ pub fn open(policy: AdapterPolicy) -> Result<OpenedDevice, EngineError> {
         })?;
     let adapter_info = adapter.get_info();
     let limits = adapter.limits();
+    let weight_format = weight_format(&adapter, precision);
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("tessera-inference"),
+        required_features: weight_format.required_features(),
         required_limits: limits.clone(),
         ..wgpu::DeviceDescriptor::default()
     }))
@@ -67,14 +75,34 @@ pub fn open(policy: AdapterPolicy) -> Result<OpenedDevice, EngineError> {
         device,
         queue,
         limits,
+        weight_format,
         info: BackendInfo {
             backend: "gpu",
             adapter: adapter_info.name.clone(),
             api: format!("{:?}", adapter_info.backend).to_lowercase(),
             device_type: device_type_name(adapter_info.device_type).to_owned(),
-            precision: "f32",
+            precision: weight_format.name(),
         },
     })
+}
+
+/// f16 weights when `precision` asks for half-width ones and the adapter can read
+/// them; f32 otherwise.
+fn weight_format(adapter: &wgpu::Adapter, precision: Precision) -> WeightFormat {
+    match precision {
+        Precision::F32 => WeightFormat::F32,
+        Precision::Bf16 if adapter.features().contains(wgpu::Features::SHADER_F16) => {
+            WeightFormat::F16
+        }
+        Precision::Bf16 => {
+            tracing::info!(
+                requested = precision.name(),
+                adapter = %adapter.get_info().name,
+                "the adapter has no SHADER_F16: the GPU stores f32 weights"
+            );
+            WeightFormat::F32
+        }
+    }
 }
 
 /// Rank of an adapter under `policy` (lower is better), or `None` when not allowed.

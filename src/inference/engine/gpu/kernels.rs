@@ -1,6 +1,8 @@
 //! The WGSL compute kernels, compiled once per device, and the parameter block
 //! every dispatch receives.
 
+use std::borrow::Cow;
+
 use super::super::error::EngineError;
 
 /// Each dispatch's [`Params`] lives in its own slot of one uniform buffer; 256 bytes
@@ -26,6 +28,54 @@ pub const FLAG_RESIDUAL: u32 = 2;
 pub const POOL_CLS: u32 = 1;
 
 const COMMON: &str = include_str!("kernels/common.wgsl");
+
+/// How weight matrices and embedding tables are stored on the device. Biases and
+/// layer norms stay f32 (they are small), and every kernel accumulates in f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// Four bytes per weight.
+    F32,
+    /// Two bytes per weight, read through WGSL's `f16` (`SHADER_F16`).
+    F16,
+}
+
+impl WeightFormat {
+    /// The name `/ready` and the models listing report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// The device features reading this format needs.
+    pub fn required_features(self) -> wgpu::Features {
+        match self {
+            Self::F32 => wgpu::Features::empty(),
+            Self::F16 => wgpu::Features::SHADER_F16,
+        }
+    }
+
+    /// Opens every shader: the kernels read weights as `weight_scalar` and widen
+    /// them with `f32(…)`, so one source serves both formats.
+    fn shader_header(self) -> &'static str {
+        match self {
+            Self::F32 => "alias weight_scalar = f32;\n",
+            Self::F16 => "enable f16;\nalias weight_scalar = f16;\n",
+        }
+    }
+
+    /// `values` in this format, as the bytes of a storage buffer (f32 borrows them).
+    pub fn encode(self, values: &[f32]) -> Cow<'_, [u8]> {
+        match self {
+            Self::F32 => Cow::Borrowed(bytemuck::cast_slice(values)),
+            Self::F16 => values
+                .iter()
+                .flat_map(|&value| half::f16::from_f32(value).to_bits().to_ne_bytes())
+                .collect(),
+        }
+    }
+}
 
 /// Mirrors `Params` in `common.wgsl`; fields a kernel does not read stay zero.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,19 +144,17 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Compiles every kernel; a shader the driver rejects becomes an error, not a panic.
-    pub fn compile(device: &wgpu::Device) -> Result<Self, EngineError> {
+    /// Compiles every kernel for weights stored as `format`; a shader the driver
+    /// rejects becomes an error, not a panic.
+    pub fn compile(device: &wgpu::Device, format: WeightFormat) -> Result<Self, EngineError> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let compile = |name: &str, source: &str| compile(device, format, name, source);
         let kernels = Self {
-            embed: compile(device, "embed", include_str!("kernels/embed.wgsl")),
-            layer_norm: compile(
-                device,
-                "layer_norm",
-                include_str!("kernels/layer_norm.wgsl"),
-            ),
-            linear: compile(device, "linear", include_str!("kernels/linear.wgsl")),
-            attention: compile(device, "attention", include_str!("kernels/attention.wgsl")),
-            pool: compile(device, "pool", include_str!("kernels/pool.wgsl")),
+            embed: compile("embed", include_str!("kernels/embed.wgsl")),
+            layer_norm: compile("layer_norm", include_str!("kernels/layer_norm.wgsl")),
+            linear: compile("linear", include_str!("kernels/linear.wgsl")),
+            attention: compile("attention", include_str!("kernels/attention.wgsl")),
+            pool: compile("pool", include_str!("kernels/pool.wgsl")),
         };
         match pollster::block_on(scope.pop()) {
             Some(error) => Err(EngineError::Gpu(format!(
@@ -117,10 +165,11 @@ impl Kernels {
     }
 }
 
-fn compile(device: &wgpu::Device, name: &str, source: &str) -> Kernel {
+fn compile(device: &wgpu::Device, format: WeightFormat, name: &str, source: &str) -> Kernel {
+    let header = format.shader_header();
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
-        source: wgpu::ShaderSource::Wgsl(format!("{COMMON}\n{source}").into()),
+        source: wgpu::ShaderSource::Wgsl(format!("{header}{COMMON}\n{source}").into()),
     });
     let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(name),

@@ -1,6 +1,7 @@
 //! The wgpu backend: the BERT forward pass as WGSL compute kernels (tiled matrix
 //! multiply with fused bias/GELU/residual, layer norm, masked softmax attention,
-//! pooling with L2 normalisation), f32 throughout.
+//! pooling with L2 normalisation). Weights are f32, or f16 where `bf16` is asked for
+//! and the adapter has `SHADER_F16`; activations and accumulation are f32 throughout.
 //!
 //! Like the CPU backend it packs sequences: padding never reaches a kernel, and
 //! attention reads only the keys of the query's own sequence, so a vector does not
@@ -28,7 +29,8 @@ use super::weights::BertWeights;
 use buffers::{GpuWeights, Workspace};
 pub use device::AdapterPolicy;
 use device::OpenedDevice;
-use kernels::{ATTENTION_MAX_HEAD_SIZE, ATTENTION_MAX_KEYS, Kernels};
+use kernels::{ATTENTION_MAX_HEAD_SIZE, ATTENTION_MAX_KEYS, Kernels, WeightFormat};
+use tessera_kernels::Precision;
 
 /// The BERT encoder on a wgpu device.
 #[derive(Debug)]
@@ -46,17 +48,19 @@ pub struct GpuBackend {
 }
 
 impl GpuBackend {
-    /// Opens an adapter allowed by `policy`, compiles the kernels and uploads `weights`.
+    /// Opens an adapter allowed by `policy`, compiles the kernels and uploads
+    /// `weights`, half-width (f16) when `precision` asks and the adapter can.
     pub fn new(
         config: &BertConfig,
         weights: &BertWeights,
         policy: AdapterPolicy,
+        precision: Precision,
     ) -> Result<Self, EngineError> {
         check_kernel_limits(config)?;
-        let opened = device::open(policy)?;
+        let opened = device::open(policy, precision)?;
         let max_tokens_per_pass = pass_capacity(config, &opened)?;
-        let kernels = Kernels::compile(&opened.device)?;
-        let weights = upload_weights(&opened.device, weights)?;
+        let kernels = Kernels::compile(&opened.device, opened.weight_format)?;
+        let weights = upload_weights(&opened.device, weights, opened.weight_format)?;
         Ok(Self {
             device: opened.device,
             queue: opened.queue,
@@ -127,9 +131,13 @@ fn largest_weight_bytes(config: &BertConfig) -> usize {
 
 /// Uploads `weights` inside an out-of-memory scope, so a model too large for the
 /// device is an error from `new` rather than an uncaptured one.
-fn upload_weights(device: &wgpu::Device, weights: &BertWeights) -> Result<GpuWeights, EngineError> {
+fn upload_weights(
+    device: &wgpu::Device,
+    weights: &BertWeights,
+    format: WeightFormat,
+) -> Result<GpuWeights, EngineError> {
     let scope = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-    let gpu_weights = GpuWeights::upload(device, weights);
+    let gpu_weights = GpuWeights::upload(device, weights, format);
     match pollster::block_on(scope.pop()) {
         Some(error) => Err(EngineError::Gpu(format!("uploading the weights: {error}"))),
         None => Ok(gpu_weights),

@@ -1,11 +1,12 @@
 // output = epilogue(input · weightᵀ + bias): a tiled matrix multiply where each
 // workgroup computes a 64×64 output tile and each invocation a 4×4 block of it,
 // staging 64×16 slices of both operands in workgroup memory.
-// `input` is rows × inner, `weight` is cols × inner (PyTorch's layout), both row-major.
+// `input` is rows × inner, `weight` is cols × inner (PyTorch's layout), both row-major;
+// weights are stored as `weight_scalar` (f32 or f16) and widened as they are staged.
 // flags bit 0: apply GELU (erf form); bit 1: add `residual` (rows × cols).
 
 @group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<weight_scalar>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
 @group(0) @binding(5) var<storage, read_write> output: array<f32>;
@@ -64,7 +65,7 @@ fn main(
             }
             var b = 0.0;
             if (col < cols && global_k < inner) {
-                b = weight[col * inner + global_k];
+                b = f32(weight[col * inner + global_k]);
             }
             input_tile[k * TILE + offset] = a;
             weight_tile[k * TILE + offset] = b;
