@@ -55,6 +55,14 @@ pub(crate) unsafe trait F32Vector: Copy {
     unsafe fn reduce_sum(self) -> f32;
     /// The largest lane.
     unsafe fn reduce_max(self) -> f32;
+    /// Asks for the cache line holding `address` to be brought into L2, for
+    /// data a kernel reads soon. A hint: it never faults and has no effect on
+    /// results, so `address` may lie past an allocation. Without a prefetch
+    /// instruction it does nothing.
+    #[inline(always)]
+    unsafe fn prefetch(address: *const u8) {
+        let _ = address;
+    }
 }
 
 /// One lane in a plain `f32`: the portable build of the generic kernels, and
@@ -243,6 +251,10 @@ unsafe impl F32Vector for Avx2 {
         let pairs = _mm_max_ps(halves, _mm_movehl_ps(halves, halves));
         _mm_cvtss_f32(_mm_max_ss(pairs, _mm_movehdup_ps(pairs)))
     }
+    #[inline(always)]
+    unsafe fn prefetch(address: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(address.cast());
+    }
 }
 
 /// Sixteen lanes in a 512-bit register; needs AVX-512F.
@@ -334,6 +346,10 @@ unsafe impl F32Vector for Avx512 {
     #[inline(always)]
     unsafe fn reduce_max(self) -> f32 {
         _mm512_reduce_max_ps(self.0)
+    }
+    #[inline(always)]
+    unsafe fn prefetch(address: *const u8) {
+        _mm_prefetch::<_MM_HINT_T1>(address.cast());
     }
 }
 
