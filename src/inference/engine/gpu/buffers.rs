@@ -4,6 +4,7 @@
 use wgpu::util::DeviceExt;
 
 use super::super::config::BertConfig;
+use super::super::error::EngineError;
 use super::super::weights::{BertWeights, LayerNormWeights, Linear};
 use super::kernels::{PARAMS_SLOT, WeightFormat};
 
@@ -64,39 +65,50 @@ pub struct GpuWeights {
 }
 
 impl GpuWeights {
-    /// Copies `weights` to the device, storing matrices and tables as `format`.
-    pub fn upload(device: &wgpu::Device, weights: &BertWeights, format: WeightFormat) -> Self {
-        let table = |name: &str, values: &[f32]| storage(device, name, &format.encode(values));
+    /// Copies `weights` to the device, storing matrices and tables as `format`;
+    /// an error when a value does not fit it.
+    pub fn upload(
+        device: &wgpu::Device,
+        weights: &BertWeights,
+        format: WeightFormat,
+    ) -> Result<Self, EngineError> {
+        let table = |name: &str, values: &[f32]| {
+            Ok::<_, EngineError>(storage(device, name, &format.encode(name, values)?))
+        };
         let vector =
             |name: &str, values: &[f32]| storage(device, name, bytemuck::cast_slice(values));
-        let linear = |name: &str, linear: &Linear| GpuLinear {
-            weight: table(name, &linear.weight),
-            bias: vector(name, &linear.bias),
-            out_features: to_u32(linear.out_features),
-            in_features: to_u32(linear.in_features),
+        let linear = |name: &str, linear: &Linear| {
+            Ok::<_, EngineError>(GpuLinear {
+                weight: table(name, &linear.weight)?,
+                bias: vector(name, &linear.bias),
+                out_features: to_u32(linear.out_features),
+                in_features: to_u32(linear.in_features),
+            })
         };
         let norm = |name: &str, norm: &LayerNormWeights| GpuLayerNorm {
             gamma: vector(name, &norm.weight),
             beta: vector(name, &norm.bias),
         };
-        Self {
-            word_embeddings: table("word_embeddings", &weights.word_embeddings),
-            position_embeddings: table("position_embeddings", &weights.position_embeddings),
-            token_type_embeddings: table("token_type_embeddings", &weights.token_type_embeddings),
+        Ok(Self {
+            word_embeddings: table("word_embeddings", &weights.word_embeddings)?,
+            position_embeddings: table("position_embeddings", &weights.position_embeddings)?,
+            token_type_embeddings: table("token_type_embeddings", &weights.token_type_embeddings)?,
             embedding_norm: norm("embedding_norm", &weights.embedding_norm),
             layers: weights
                 .layers
                 .iter()
-                .map(|layer| GpuLayer {
-                    qkv: linear("qkv", &layer.qkv),
-                    attention_output: linear("attention_output", &layer.attention_output),
-                    attention_norm: norm("attention_norm", &layer.attention_norm),
-                    intermediate: linear("intermediate", &layer.intermediate),
-                    output: linear("output", &layer.output),
-                    output_norm: norm("output_norm", &layer.output_norm),
+                .map(|layer| {
+                    Ok(GpuLayer {
+                        qkv: linear("qkv", &layer.qkv)?,
+                        attention_output: linear("attention_output", &layer.attention_output)?,
+                        attention_norm: norm("attention_norm", &layer.attention_norm),
+                        intermediate: linear("intermediate", &layer.intermediate)?,
+                        output: linear("output", &layer.output)?,
+                        output_norm: norm("output_norm", &layer.output_norm),
+                    })
                 })
-                .collect(),
-        }
+                .collect::<Result<_, EngineError>>()?,
+        })
     }
 }
 

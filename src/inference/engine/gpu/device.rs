@@ -58,7 +58,14 @@ pub fn open(policy: AdapterPolicy, precision: Precision) -> Result<OpenedDevice,
         })?;
     let adapter_info = adapter.get_info();
     let limits = adapter.limits();
-    let weight_format = weight_format(&adapter, precision);
+    let weight_format = WeightFormat::for_adapter(adapter.features(), precision);
+    if precision == Precision::Bf16 && weight_format == WeightFormat::F32 {
+        tracing::info!(
+            requested = precision.name(),
+            adapter = %adapter_info.name,
+            "the adapter has no SHADER_F16: the GPU stores f32 weights"
+        );
+    }
     let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
         label: Some("tessera-inference"),
         required_features: weight_format.required_features(),
@@ -84,25 +91,6 @@ pub fn open(policy: AdapterPolicy, precision: Precision) -> Result<OpenedDevice,
             precision: weight_format.name(),
         },
     })
-}
-
-/// f16 weights when `precision` asks for half-width ones and the adapter can read
-/// them; f32 otherwise.
-fn weight_format(adapter: &wgpu::Adapter, precision: Precision) -> WeightFormat {
-    match precision {
-        Precision::F32 => WeightFormat::F32,
-        Precision::Bf16 if adapter.features().contains(wgpu::Features::SHADER_F16) => {
-            WeightFormat::F16
-        }
-        Precision::Bf16 => {
-            tracing::info!(
-                requested = precision.name(),
-                adapter = %adapter.get_info().name,
-                "the adapter has no SHADER_F16: the GPU stores f32 weights"
-            );
-            WeightFormat::F32
-        }
-    }
 }
 
 /// Rank of an adapter under `policy` (lower is better), or `None` when not allowed.

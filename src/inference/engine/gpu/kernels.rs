@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use tessera_kernels::Precision;
+
 use super::super::error::EngineError;
 
 /// Each dispatch's [`Params`] lives in its own slot of one uniform buffer; 256 bytes
@@ -48,6 +50,15 @@ impl WeightFormat {
         }
     }
 
+    /// f16 where `precision` asks for half-width weights and the adapter's
+    /// `features` can read them (WGSL has no bf16), else f32.
+    pub fn for_adapter(features: wgpu::Features, precision: Precision) -> Self {
+        match precision {
+            Precision::Bf16 if features.contains(wgpu::Features::SHADER_F16) => Self::F16,
+            Precision::F32 | Precision::Bf16 => Self::F32,
+        }
+    }
+
     /// The device features reading this format needs.
     pub fn required_features(self) -> wgpu::Features {
         match self {
@@ -65,14 +76,30 @@ impl WeightFormat {
         }
     }
 
-    /// `values` in this format, as the bytes of a storage buffer (f32 borrows them).
-    pub fn encode(self, values: &[f32]) -> Cow<'_, [u8]> {
+    /// `values` in this format, as the bytes of a storage buffer (f32 borrows
+    /// them). A finite value beyond f16's range (±65504) is an error rather than
+    /// an infinity that would turn every vector into NaN.
+    pub fn encode<'values>(
+        self,
+        name: &str,
+        values: &'values [f32],
+    ) -> Result<Cow<'values, [u8]>, EngineError> {
         match self {
-            Self::F32 => Cow::Borrowed(bytemuck::cast_slice(values)),
-            Self::F16 => values
-                .iter()
-                .flat_map(|&value| half::f16::from_f32(value).to_bits().to_ne_bytes())
-                .collect(),
+            Self::F32 => Ok(Cow::Borrowed(bytemuck::cast_slice(values))),
+            Self::F16 => {
+                let mut bytes = Vec::with_capacity(values.len() * 2);
+                for &value in values {
+                    let half = half::f16::from_f32(value);
+                    if value.is_finite() && half.is_infinite() {
+                        return Err(EngineError::Gpu(format!(
+                            "{name} holds {value}, beyond f16's range: \
+                             use INFERENCE_PRECISION=f32 on this GPU"
+                        )));
+                    }
+                    bytes.extend_from_slice(&half.to_bits().to_ne_bytes());
+                }
+                Ok(Cow::Owned(bytes))
+            }
         }
     }
 }
@@ -181,4 +208,49 @@ fn compile(device: &wgpu::Device, format: WeightFormat, name: &str, source: &str
     });
     let layout = pipeline.get_bind_group_layout(0);
     Kernel { pipeline, layout }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_width_weights_need_shader_f16_and_f32_never_asks_for_it() {
+        let f16 = wgpu::Features::SHADER_F16;
+        let none = wgpu::Features::empty();
+        assert_eq!(
+            WeightFormat::for_adapter(f16, Precision::Bf16),
+            WeightFormat::F16
+        );
+        assert_eq!(
+            WeightFormat::for_adapter(none, Precision::Bf16),
+            WeightFormat::F32
+        );
+        assert_eq!(
+            WeightFormat::for_adapter(f16, Precision::F32),
+            WeightFormat::F32
+        );
+        assert_eq!(WeightFormat::F16.required_features(), f16);
+        assert_eq!(WeightFormat::F32.required_features(), none);
+    }
+
+    #[test]
+    fn f16_encoding_rounds_to_nearest_and_refuses_values_beyond_its_range() {
+        let values = [1.0, -2.5, 0.1, 65504.0, f32::INFINITY];
+        let bytes = WeightFormat::F16.encode("table", &values).unwrap();
+        let decoded: Vec<f32> = bytes
+            .chunks_exact(2)
+            .map(|pair| half::f16::from_bits(u16::from_ne_bytes([pair[0], pair[1]])).to_f32())
+            .collect();
+        assert_eq!(decoded[..2], [1.0, -2.5]);
+        assert!((decoded[2] - 0.1).abs() < 1e-4, "{}", decoded[2]);
+        assert_eq!(decoded[3], 65504.0);
+        assert!(decoded[4].is_infinite());
+        let error = WeightFormat::F16
+            .encode("qkv", &[1.0, 70000.0])
+            .unwrap_err();
+        assert!(error.to_string().contains("qkv holds 70000"), "{error}");
+        let f32_bytes = WeightFormat::F32.encode("qkv", &[70000.0]).unwrap();
+        assert_eq!(f32_bytes.as_ref(), 70000.0f32.to_ne_bytes());
+    }
 }

@@ -140,7 +140,7 @@ fn upload_weights(
     let gpu_weights = GpuWeights::upload(device, weights, format);
     match pollster::block_on(scope.pop()) {
         Some(error) => Err(EngineError::Gpu(format!("uploading the weights: {error}"))),
-        None => Ok(gpu_weights),
+        None => gpu_weights,
     }
 }
 
