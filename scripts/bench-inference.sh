@@ -7,14 +7,20 @@
 # Tessera's ratio to each peer (scripts/bench_ratios.py). Tessera runs twice,
 # with f32 and with bf16 weights (INFERENCE_PRECISION), each printing its peak RSS.
 #
-# Environment: DEVICE (cpu|gpu|auto, default cpu) and SECONDS_PER_CASE (default 5)
-# for every engine; INFERENCE_MODEL_DIR for all; SKIP_PEERS=1 skips the peers.
+# Every engine runs ROUNDS times (default 2), in turn, and the ratios compare each
+# engine's best figures: the machine's speed drifts over minutes, and taking turns
+# keeps one slow minute from landing on one engine alone.
+#
+# Environment: DEVICE (cpu|gpu|auto, default cpu), SECONDS_PER_CASE (default 5)
+# and ROUNDS for every engine; INFERENCE_MODEL_DIR for all; SKIP_PEERS=1 skips
+# the peers.
 # Their virtualenv lives in .data/bench-venv (created once; PyPI's torch is the
 # CUDA build, a one-time download of ~3 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_CASE=${SECONDS_PER_CASE:-5}
+ROUNDS=${ROUNDS:-2}
 VENV=.data/bench-venv
 mkdir -p .data
 LOG=$(mktemp .data/bench-inference.XXXXXX)
@@ -24,10 +30,13 @@ bash scripts/model-fetch.sh
 
 cargo build --release --example embed_bench
 BENCH="${CARGO_TARGET_DIR:-target}/release/examples/embed_bench"
-INFERENCE_PRECISION=f32 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | tee "$LOG"
-INFERENCE_PRECISION=bf16 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | sed 's/^/tessera-bf16: /' | tee -a "$LOG"
+tessera() {
+  INFERENCE_PRECISION=f32 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | tee -a "$LOG"
+  INFERENCE_PRECISION=bf16 "$BENCH" "${DEVICE:-cpu}" "$SECONDS_PER_CASE" | sed 's/^/tessera-bf16: /' | tee -a "$LOG"
+}
 
 if [ "${SKIP_PEERS:-0}" = "1" ]; then
+  tessera
   echo "peers: skipped (SKIP_PEERS=1)"
   exit 0
 fi
@@ -38,6 +47,10 @@ if ! "$VENV/bin/python" -c "import sentence_transformers, onnxruntime, onnx, onn
   "$VENV/bin/pip" install --quiet sentence-transformers onnxruntime onnx onnxscript
 fi
 
-"$VENV/bin/python" scripts/bench_pytorch.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
-"$VENV/bin/python" scripts/bench_onnxruntime.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round of $ROUNDS"
+  tessera
+  "$VENV/bin/python" scripts/bench_pytorch.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
+  "$VENV/bin/python" scripts/bench_onnxruntime.py "$SECONDS_PER_CASE" --threads "$(nproc)" | tee -a "$LOG"
+done
 python3 scripts/bench_ratios.py < "$LOG"

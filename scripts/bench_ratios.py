@@ -3,7 +3,9 @@
 Reads the combined output of `task bench-inference` (Tessera's f32 lines, its
 "tessera-bf16: " lines, then "pytorch: " and "onnxruntime: " lines) on stdin and
 prints, per case and precision, every peer's figure and Tessera's ratio to it,
-the faster side above 1.
+the faster side above 1. When the run measured every engine several times
+(ROUNDS), each engine's best figure per case is the one compared: this
+machine's speed drifts over minutes, and the best run is the least disturbed.
 
     ... | python scripts/bench_ratios.py
 """
@@ -19,13 +21,16 @@ BATCH_32 = re.compile(r"batch 32 (short|long) \(.*?\): ([\d.]+) sentences/s")
 
 
 def figures(lines):
-    """{case: value} from one engine's lines: latency in ms, throughput in sentences/s."""
+    """{case: best value} from one engine's lines: the lowest latency in ms, the
+    highest throughput in sentences/s."""
     found = {}
     for line in lines:
         if match := BATCH_1.search(line):
-            found["batch 1 latency (ms)"] = float(match.group(1))
+            case, value = "batch 1 latency (ms)", float(match.group(1))
+            found[case] = min(value, found.get(case, value))
         elif match := BATCH_32.search(line):
-            found[f"batch 32 {match.group(1)} (sentences/s)"] = float(match.group(2))
+            case, value = f"batch 32 {match.group(1)} (sentences/s)", float(match.group(2))
+            found[case] = max(value, found.get(case, value))
     return found
 
 
@@ -37,7 +42,7 @@ def main() -> None:
         TESSERA_BF16: figures(prefixed(TESSERA_BF16)),
     }
     peers = {peer: figures(prefixed(peer)) for peer in PEERS}
-    print("ratios (Tessera ÷ peer; above 1: Tessera is faster):")
+    print("ratios (each engine's best run; Tessera ÷ peer; above 1: Tessera is faster):")
     for engine, cases in ours.items():
         for case, value in cases.items():
             for peer in PEERS:
