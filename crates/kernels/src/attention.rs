@@ -6,7 +6,7 @@
 //! the two products, and the result is written straight into its place in the
 //! concatenated context.
 
-use crate::gemm::{Destination, Epilogue, Panels, Rows, multiply_block};
+use crate::gemm::{Block, Destination, Epilogue, Panels, Rows, multiply_block};
 use crate::math::softmax;
 use crate::vector::F32Vector;
 
@@ -65,14 +65,14 @@ pub(crate) unsafe fn attend<V: F32Vector, const MR: usize>(
     // row ends at offset(0) + (length-1)·stride + head_size ≤ qkv.len()); the
     // score buffer is ours, length × length.
     unsafe {
-        multiply_block::<V, f32, MR>(
-            queries,
-            &keys,
-            &none,
-            scores_place,
-            0..length,
-            0..keys.count(),
-        )
+        multiply_block::<V, f32, MR>(Block {
+            rows: queries,
+            panels: &keys,
+            epilogue: &none,
+            out: scores_place,
+            row_range: 0..length,
+            panel_range: 0..keys.count(),
+        })
     };
     let scale = 1.0 / (head_size as f32).sqrt();
     for row in scores.chunks_exact_mut(length) {
@@ -99,13 +99,13 @@ pub(crate) unsafe fn attend<V: F32Vector, const MR: usize>(
     // SAFETY: the caller's instruction set and context rows; `probabilities` is
     // the length × length score buffer.
     unsafe {
-        multiply_block::<V, f32, MR>(
-            probabilities,
-            &values,
-            &none,
-            output,
-            0..length,
-            0..values.count(),
-        )
+        multiply_block::<V, f32, MR>(Block {
+            rows: probabilities,
+            panels: &values,
+            epilogue: &none,
+            out: output,
+            row_range: 0..length,
+            panel_range: 0..values.count(),
+        })
     };
 }

@@ -230,8 +230,21 @@ struct Pass {
     last: bool,
 }
 
-/// Multiplies the rows `row_range` of `rows` by the panels `panel_range` of
-/// `panels` into `out`, epilogue included.
+/// One task's share of a multiply: the rows `row_range` of `rows` times the
+/// panels `panel_range` of `panels` into `out`, epilogue included. One value,
+/// so that the generic kernel, its per-instruction-set entry points and the
+/// dispatcher pass it on without restating six parameters.
+#[derive(Debug, Clone)]
+pub(crate) struct Block<'data, E> {
+    pub(crate) rows: Rows<'data>,
+    pub(crate) panels: &'data Panels<E>,
+    pub(crate) epilogue: &'data Epilogue<'data>,
+    pub(crate) out: Destination,
+    pub(crate) row_range: Range<usize>,
+    pub(crate) panel_range: Range<usize>,
+}
+
+/// Computes `block`.
 ///
 /// # Safety
 /// The CPU has V's instruction set; `panels.width() == 2·V::LANES ≤
@@ -241,13 +254,16 @@ struct Pass {
 /// panel, a residual every output element.
 #[inline(always)]
 pub(crate) unsafe fn multiply_block<V: F32Vector, E: PanelElement, const MR: usize>(
-    rows: Rows<'_>,
-    panels: &Panels<E>,
-    epilogue: &Epilogue<'_>,
-    out: Destination,
-    row_range: Range<usize>,
-    panel_range: Range<usize>,
+    block: Block<'_, E>,
 ) {
+    let Block {
+        rows,
+        panels,
+        epilogue,
+        out,
+        row_range,
+        panel_range,
+    } = block;
     let depth = rows.depth;
     let pass_length = depth.div_ceil(depth.div_ceil(DEPTH_BLOCK).max(1)).max(1);
     for panel in panel_range {

@@ -3,10 +3,8 @@
 //! kernels are inlined into each, which is what turns them into AVX-512 or AVX2
 //! code in one binary that still runs on any x86-64 (or other) CPU.
 
-use std::ops::Range;
-
 use crate::attention::HeadSlice;
-use crate::gemm::{Destination, Epilogue, PanelElement, Panels, Rows};
+use crate::gemm::{Block, Destination, PanelElement};
 
 /// An instruction set the kernels are built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,20 +90,9 @@ macro_rules! entry_points {
             use super::*;
 
             $(#[target_feature(enable = $features)])?
-            pub(super) unsafe fn multiply_block<E: PanelElement>(
-                rows: Rows<'_>,
-                panels: &Panels<E>,
-                epilogue: &Epilogue<'_>,
-                out: Destination,
-                row_range: Range<usize>,
-                panel_range: Range<usize>,
-            ) {
+            pub(super) unsafe fn multiply_block<E: PanelElement>(block: Block<'_, E>) {
                 // SAFETY: forwarded; the caller checked the instruction set.
-                unsafe {
-                    crate::gemm::multiply_block::<$vector, E, $tile_rows>(
-                        rows, panels, epilogue, out, row_range, panel_range,
-                    )
-                }
+                unsafe { crate::gemm::multiply_block::<$vector, E, $tile_rows>(block) }
             }
 
             $(#[target_feature(enable = $features)])?
@@ -162,24 +149,11 @@ macro_rules! dispatch {
 /// [`crate::gemm::multiply_block`] on `isa`.
 ///
 /// # Safety
-/// `isa.is_supported()`, `panels.width() == isa.panel_width()`, and the
+/// `isa.is_supported()`, `block.panels.width() == isa.panel_width()`, and the
 /// contract of [`crate::gemm::multiply_block`].
-pub(crate) unsafe fn multiply_block<E: PanelElement>(
-    isa: Isa,
-    rows: Rows<'_>,
-    panels: &Panels<E>,
-    epilogue: &Epilogue<'_>,
-    out: Destination,
-    row_range: Range<usize>,
-    panel_range: Range<usize>,
-) {
+pub(crate) unsafe fn multiply_block<E: PanelElement>(isa: Isa, block: Block<'_, E>) {
     // SAFETY: forwarded contract.
-    unsafe {
-        dispatch!(
-            isa,
-            multiply_block(rows, panels, epilogue, out, row_range, panel_range)
-        )
-    }
+    unsafe { dispatch!(isa, multiply_block(block)) }
 }
 
 /// [`crate::attention::attend`] on `isa`.

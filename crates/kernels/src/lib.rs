@@ -314,12 +314,14 @@ impl Kernels {
             unsafe {
                 isa::multiply_block(
                     self.isa,
-                    left,
-                    panels,
-                    epilogue,
-                    out,
-                    row_range,
-                    panel_range,
+                    gemm::Block {
+                        rows: left,
+                        panels,
+                        epilogue,
+                        out,
+                        row_range,
+                        panel_range,
+                    },
                 );
             }
         });
