@@ -218,11 +218,21 @@ fn tokenizer_ignores_the_shipped_padding_and_truncates_at_max_seq_length() {
     assert_eq!(embeddings.token_counts, vec![3, MAX_SEQ_LENGTH]);
 }
 
+/// Sequences up to the tiny model's every position, past the GPU attention kernel's
+/// block of 32 queries and chunk of 32 keys.
+fn full_length_spec() -> TinyModelSpec {
+    TinyModelSpec {
+        max_seq_length: MAX_POSITIONS,
+        ..TinyModelSpec::default()
+    }
+}
+
 #[test]
 fn cpu_backend_matches_the_naive_reference_with_mean_pooling() {
     let weights = TinyWeights::generate(2);
-    let dir = tiny_model_dir("mean", &weights, &TinyModelSpec::default());
-    assert_matches_reference(&dir.path, &weights, Pooling::Mean, DeviceChoice::Cpu);
+    let dir = tiny_model_dir("mean", &weights, &full_length_spec());
+    let longest = assert_matches_reference(&dir.path, &weights, Pooling::Mean, DeviceChoice::Cpu);
+    assert_eq!(longest, MAX_POSITIONS);
 }
 
 #[test]
@@ -240,8 +250,10 @@ fn cpu_backend_matches_the_naive_reference_with_cls_pooling_and_prefixed_names()
 #[test]
 fn gpu_backend_matches_the_naive_reference_with_mean_pooling() {
     let weights = TinyWeights::generate(2);
-    let dir = tiny_model_dir("gpu-mean", &weights, &TinyModelSpec::default());
-    assert_matches_reference(&dir.path, &weights, Pooling::Mean, DeviceChoice::Gpu);
+    let dir = tiny_model_dir("gpu-mean", &weights, &full_length_spec());
+    let longest = assert_matches_reference(&dir.path, &weights, Pooling::Mean, DeviceChoice::Gpu);
+    // Without an adapter the test was skipped and measured nothing.
+    assert!(longest == 0 || longest == MAX_POSITIONS, "{longest}");
 }
 
 #[test]
@@ -282,15 +294,17 @@ fn gpu_and_cpu_backends_agree() {
     }
 }
 
+/// Checks every sentence and a long text against the naive reference; returns the
+/// longest sequence's token count (0 when the device was absent and the test skipped).
 fn assert_matches_reference(
     dir: &Path,
     weights: &TinyWeights,
     pooling: Pooling,
     device: DeviceChoice,
-) {
+) -> usize {
     let test = format!("{device:?} backend vs reference ({pooling:?})");
     let Some(engine) = load_on(&test, dir, device) else {
-        return;
+        return 0;
     };
     assert_eq!(engine.dimension(), HIDDEN);
     let long = "the big red car runs over the small blue house and the tree ".repeat(3);
@@ -312,6 +326,7 @@ fn assert_matches_reference(
         let norm: f32 = vector.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "{text:?} is not unit length");
     }
+    embeddings.token_counts.iter().copied().max().unwrap_or(0)
 }
 
 #[test]

@@ -175,6 +175,8 @@ pub struct TinyModelSpec {
     pub config: serde_json::Value,
     /// A tensor to leave out, to test the error.
     pub skip_tensor: Option<&'static str>,
+    /// `sentence_bert_config.json`'s truncation length, at most [`MAX_POSITIONS`].
+    pub max_seq_length: usize,
 }
 
 impl Default for TinyModelSpec {
@@ -184,6 +186,7 @@ impl Default for TinyModelSpec {
             prefix: "",
             config: bert_config(),
             skip_tensor: None,
+            max_seq_length: MAX_SEQ_LENGTH,
         }
     }
 }
@@ -266,7 +269,7 @@ pub fn tiny_model_dir(name: &str, weights: &TinyWeights, spec: &TinyModelSpec) -
     write_json(&path.join("tokenizer.json"), &tokenizer_json());
     write_json(
         &path.join("sentence_bert_config.json"),
-        &json!({"max_seq_length": MAX_SEQ_LENGTH, "do_lower_case": false}),
+        &json!({"max_seq_length": spec.max_seq_length, "do_lower_case": false}),
     );
     write_json(
         &path.join("1_Pooling/config.json"),

@@ -120,7 +120,7 @@ pub struct Workspace {
     pub token_capacity: usize,
     /// Sequences the pooling buffers hold.
     pub sequence_capacity: usize,
-    /// Per token: id, position, sequence start, sequence length.
+    /// Per token: id, position.
     pub token_table: wgpu::Buffer,
     /// Per sequence: first token, token count.
     pub spans: wgpu::Buffer,
@@ -168,7 +168,7 @@ impl Workspace {
             token_table: scratch(
                 device,
                 "token_table",
-                token_capacity * 4 * float,
+                token_capacity * 2 * float,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             ),
             spans: scratch(

@@ -12,15 +12,22 @@ use super::super::error::EngineError;
 pub const PARAMS_SLOT: u64 = 256;
 
 /// Size of [`Params`] as WGSL lays it out.
-pub const PARAMS_SIZE: u64 = 32;
+pub const PARAMS_SIZE: u64 = 24;
 
 /// Tile edge of the matrix-multiply kernel (`linear.wgsl`).
 pub const LINEAR_TILE: u32 = 64;
 
-/// Longest sequence and widest head `attention.wgsl`'s workgroup buffers hold.
-pub const ATTENTION_MAX_KEYS: usize = 512;
-/// See [`ATTENTION_MAX_KEYS`].
+/// Widest head `attention.wgsl` takes: each invocation holds one query and its
+/// weighted sum of values, twice the head size in floats, in registers.
 pub const ATTENTION_MAX_HEAD_SIZE: usize = 256;
+/// Queries per attention workgroup (`QUERY_BLOCK` in `attention.wgsl`).
+pub const ATTENTION_QUERY_BLOCK: u32 = 32;
+/// Keys one attention workgroup stages at a time, at most: more would leave each
+/// invocation's scores too many registers.
+const ATTENTION_MAX_KEY_CHUNK: usize = 32;
+/// Floats of keys (and as many of values) one attention chunk may stage: 8 KiB of
+/// workgroup memory in all, half of what every WebGPU device offers.
+const ATTENTION_CHUNK_VALUES: usize = 1024;
 
 /// `linear.wgsl` flag: apply GELU.
 pub const FLAG_GELU: u32 = 1;
@@ -69,7 +76,7 @@ impl WeightFormat {
 
     /// Opens every shader: the kernels read weights as `weight_scalar` and widen
     /// them with `f32(…)`, so one source serves both formats.
-    fn shader_header(self) -> &'static str {
+    fn scalar_alias(self) -> &'static str {
         match self {
             Self::F32 => "alias weight_scalar = f32;\n",
             Self::F16 => "enable f16;\nalias weight_scalar = f16;\n",
@@ -117,16 +124,12 @@ pub struct Params {
     pub flags: u32,
     /// Layer-norm epsilon.
     pub epsilon: f32,
-    /// Attention heads.
-    pub heads: u32,
-    /// Width of one head.
-    pub head_size: u32,
     /// Attention score scale.
     pub scale: f32,
 }
 
 impl Params {
-    /// The bytes of the WGSL struct (eight 4-byte words in native byte order).
+    /// The bytes of the WGSL struct (six 4-byte words in native byte order).
     pub fn bytes(&self) -> [u8; PARAMS_SIZE as usize] {
         let words = [
             self.rows,
@@ -134,8 +137,6 @@ impl Params {
             self.inner,
             self.flags,
             self.epsilon.to_bits(),
-            self.heads,
-            self.head_size,
             self.scale.to_bits(),
         ];
         let mut bytes = [0u8; PARAMS_SIZE as usize];
@@ -171,11 +172,17 @@ pub struct Kernels {
 }
 
 impl Kernels {
-    /// Compiles every kernel for weights stored as `format`; a shader the driver
-    /// rejects becomes an error, not a panic.
-    pub fn compile(device: &wgpu::Device, format: WeightFormat) -> Result<Self, EngineError> {
+    /// Compiles every kernel for weights stored as `format` and heads `head_size`
+    /// wide (at most [`ATTENTION_MAX_HEAD_SIZE`]); a shader the driver rejects
+    /// becomes an error, not a panic.
+    pub fn compile(
+        device: &wgpu::Device,
+        format: WeightFormat,
+        head_size: usize,
+    ) -> Result<Self, EngineError> {
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let compile = |name: &str, source: &str| compile(device, format, name, source);
+        let header = shader_header(format, head_size);
+        let compile = |name: &str, source: &str| compile(device, &header, name, source);
         let kernels = Self {
             embed: compile("embed", include_str!("kernels/embed.wgsl")),
             layer_norm: compile("layer_norm", include_str!("kernels/layer_norm.wgsl")),
@@ -192,8 +199,18 @@ impl Kernels {
     }
 }
 
-fn compile(device: &wgpu::Device, format: WeightFormat, name: &str, source: &str) -> Kernel {
-    let header = format.shader_header();
+/// What every shader is prefixed with: the weights' scalar type, and the model's
+/// head width with the attention chunk it allows, as constants, so the attention
+/// kernel's loops have trip counts the driver's compiler can unroll into registers.
+fn shader_header(format: WeightFormat, head_size: usize) -> String {
+    let key_chunk = (ATTENTION_CHUNK_VALUES / head_size.max(1)).min(ATTENTION_MAX_KEY_CHUNK);
+    format!(
+        "{}const HEAD_SIZE: u32 = {head_size}u;\nconst KEY_CHUNK: u32 = {key_chunk}u;\n",
+        format.scalar_alias()
+    )
+}
+
+fn compile(device: &wgpu::Device, header: &str, name: &str, source: &str) -> Kernel {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(name),
         source: wgpu::ShaderSource::Wgsl(format!("{header}{COMMON}\n{source}").into()),

@@ -29,7 +29,7 @@ use super::weights::BertWeights;
 use buffers::{GpuWeights, Workspace};
 pub use device::AdapterPolicy;
 use device::OpenedDevice;
-use kernels::{ATTENTION_MAX_HEAD_SIZE, ATTENTION_MAX_KEYS, Kernels, WeightFormat};
+use kernels::{ATTENTION_MAX_HEAD_SIZE, Kernels, WeightFormat};
 use tessera_kernels::Precision;
 
 /// The BERT encoder on a wgpu device.
@@ -59,7 +59,7 @@ impl GpuBackend {
         check_kernel_limits(config)?;
         let opened = device::open(policy, precision)?;
         let max_tokens_per_pass = pass_capacity(config, &opened)?;
-        let kernels = Kernels::compile(&opened.device, opened.weight_format)?;
+        let kernels = Kernels::compile(&opened.device, opened.weight_format, config.head_size())?;
         let weights = upload_weights(&opened.device, weights, opened.weight_format)?;
         Ok(Self {
             device: opened.device,
@@ -74,14 +74,13 @@ impl GpuBackend {
     }
 }
 
-/// The attention kernel's workgroup buffers bound the sequence length and head width;
-/// a model beyond them is refused before any device is opened.
+/// The attention kernel keeps a head's query and weighted values in registers, which
+/// bounds the head width; a model beyond it is refused before any device is opened.
 fn check_kernel_limits(config: &BertConfig) -> Result<(), EngineError> {
-    if config.max_positions > ATTENTION_MAX_KEYS || config.head_size() > ATTENTION_MAX_HEAD_SIZE {
+    if config.head_size() > ATTENTION_MAX_HEAD_SIZE {
         return Err(EngineError::Gpu(format!(
-            "the GPU kernels handle sequences up to {ATTENTION_MAX_KEYS} positions and heads up \
-             to {ATTENTION_MAX_HEAD_SIZE} wide; this model has {} and {}: use the CPU backend",
-            config.max_positions,
+            "the GPU kernels handle heads up to {ATTENTION_MAX_HEAD_SIZE} wide; this model's \
+             are {}: use the CPU backend",
             config.head_size()
         )));
     }

@@ -50,7 +50,7 @@ impl GpuBackend {
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let workspace = self.workspace_for(workspace, tokens, sequences.len());
         self.upload_tokens(workspace, sequences);
-        let dispatches = self.plan(workspace, tokens, sequences.len(), pooling);
+        let dispatches = self.plan(workspace, sequences, pooling);
         self.upload_params(workspace, &dispatches);
         let pooled_bytes = (sequences.len() * self.config.hidden_size * 4) as u64;
         self.submit(workspace, &dispatches, pooled_bytes)?;
@@ -218,8 +218,8 @@ impl GpuBackend {
     }
 }
 
-/// Per token `[id, position, sequence start, sequence length]` and per sequence
-/// `[first token, token count]`, as the kernels read them.
+/// Per token `[id, position]` and per sequence `[first token, token count]`, as
+/// the kernels read them.
 fn token_tables(sequences: &[&[u32]]) -> (Vec<u32>, Vec<u32>) {
     let mut tokens = Vec::new();
     let mut spans = Vec::with_capacity(sequences.len() * 2);
@@ -227,7 +227,7 @@ fn token_tables(sequences: &[&[u32]]) -> (Vec<u32>, Vec<u32>) {
     for sequence in sequences {
         let length = to_u32(sequence.len());
         for (position, &id) in sequence.iter().enumerate() {
-            tokens.extend([id, to_u32(position), start, length]);
+            tokens.extend([id, to_u32(position)]);
         }
         spans.extend([start, length]);
         start += length;

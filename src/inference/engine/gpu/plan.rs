@@ -5,7 +5,9 @@
 use super::super::config::Pooling;
 use super::GpuBackend;
 use super::buffers::{GpuLayer, GpuLayerNorm, GpuLinear, Workspace, to_u32};
-use super::kernels::{FLAG_GELU, FLAG_RESIDUAL, Kernel, LINEAR_TILE, POOL_CLS, Params};
+use super::kernels::{
+    ATTENTION_QUERY_BLOCK, FLAG_GELU, FLAG_RESIDUAL, Kernel, LINEAR_TILE, POOL_CLS, Params,
+};
 
 /// What the matrix-multiply kernel does after adding the bias.
 #[derive(Clone, Copy)]
@@ -16,6 +18,13 @@ enum Epilogue<'pass> {
     Gelu,
     /// Add this `rows × out_features` buffer (the residual connections).
     Residual(&'pass wgpu::Buffer),
+}
+
+/// What sizes the attention grid: the pass's sequences and the longest of them.
+#[derive(Clone, Copy)]
+struct AttentionShape {
+    sequences: u32,
+    longest: u32,
 }
 
 /// One kernel launch: its parameters, its buffers in binding order (from binding 1;
@@ -38,18 +47,27 @@ impl GpuBackend {
         3 + 7 * self.config.layers
     }
 
-    /// The kernel launches of one forward pass, in order.
+    /// The kernel launches of one forward pass over `sequences` (token ids), in order.
     pub(super) fn plan<'pass>(
         &'pass self,
         workspace: &'pass Workspace,
-        tokens: usize,
-        sequences: usize,
+        sequences: &[&[u32]],
         pooling: Pooling,
     ) -> Vec<Dispatch<'pass>> {
         let config = &self.config;
         let kernels = &self.kernels;
         let weights = &self.weights;
-        let rows = to_u32(tokens);
+        let rows = to_u32(sequences.iter().map(|sequence| sequence.len()).sum());
+        let shape = AttentionShape {
+            sequences: to_u32(sequences.len()),
+            longest: to_u32(
+                sequences
+                    .iter()
+                    .map(|sequence| sequence.len())
+                    .max()
+                    .unwrap_or(0),
+            ),
+        };
         let mut dispatches = Vec::with_capacity(self.dispatch_count());
         dispatches.push(Dispatch {
             kernel: &kernels.embed,
@@ -65,12 +83,12 @@ impl GpuBackend {
         });
         dispatches.push(self.layer_norm(rows, &workspace.hidden, &weights.embedding_norm));
         for layer in &weights.layers {
-            dispatches.extend(self.plan_layer(layer, workspace, rows));
+            dispatches.extend(self.plan_layer(layer, workspace, rows, shape));
         }
         dispatches.push(Dispatch {
             kernel: &kernels.pool,
             params: Params {
-                rows: to_u32(sequences),
+                rows: shape.sequences,
                 cols: to_u32(config.hidden_size),
                 flags: match pooling {
                     Pooling::Mean => 0,
@@ -79,7 +97,7 @@ impl GpuBackend {
                 ..Params::default()
             },
             buffers: vec![&workspace.hidden, &workspace.spans, &workspace.pooled],
-            workgroups: [to_u32(sequences), 1, 1],
+            workgroups: [shape.sequences, 1, 1],
         });
         dispatches
     }
@@ -92,6 +110,7 @@ impl GpuBackend {
         layer: &'pass GpuLayer,
         workspace: &'pass Workspace,
         rows: u32,
+        shape: AttentionShape,
     ) -> [Dispatch<'pass>; 7] {
         [
             self.linear(
@@ -101,7 +120,7 @@ impl GpuBackend {
                 Epilogue::Bias,
                 &workspace.qkv,
             ),
-            self.attention(rows, workspace),
+            self.attention(shape, workspace),
             self.linear(
                 &layer.attention_output,
                 rows,
@@ -129,21 +148,27 @@ impl GpuBackend {
     }
 
     /// Self-attention of `workspace.qkv` into `workspace.context`, one workgroup per
-    /// token and head; the token table keeps each query within its own sequence.
-    fn attention<'pass>(&'pass self, rows: u32, workspace: &'pass Workspace) -> Dispatch<'pass> {
+    /// block of queries of one sequence in one head; the spans keep each query within
+    /// its own sequence, and blocks past a shorter sequence's end return at once.
+    fn attention<'pass>(
+        &'pass self,
+        shape: AttentionShape,
+        workspace: &'pass Workspace,
+    ) -> Dispatch<'pass> {
         let config = &self.config;
         Dispatch {
             kernel: &self.kernels.attention,
             params: Params {
-                rows,
                 cols: to_u32(config.hidden_size),
-                heads: to_u32(config.heads),
-                head_size: to_u32(config.head_size()),
                 scale: 1.0 / (config.head_size() as f32).sqrt(),
                 ..Params::default()
             },
-            buffers: vec![&workspace.qkv, &workspace.token_table, &workspace.context],
-            workgroups: [rows, to_u32(config.heads), 1],
+            buffers: vec![&workspace.qkv, &workspace.spans, &workspace.context],
+            workgroups: [
+                shape.longest.div_ceil(ATTENTION_QUERY_BLOCK),
+                to_u32(config.heads),
+                shape.sequences,
+            ],
         }
     }
 

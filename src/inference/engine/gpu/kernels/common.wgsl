@@ -12,10 +12,7 @@ struct Params {
     flags: u32,
     // Layer-norm epsilon.
     epsilon: f32,
-    // Attention heads and their width.
-    heads: u32,
-    head_size: u32,
-    // Attention score scale, 1/sqrt(head_size).
+    // Attention score scale, 1/sqrt(HEAD_SIZE).
     scale: f32,
 }
 

@@ -1,6 +1,9 @@
 // output = epilogue(input · weightᵀ + bias): a tiled matrix multiply where each
 // workgroup computes a 64×64 output tile and each invocation a 4×4 block of it,
-// staging 64×16 slices of both operands in workgroup memory.
+// staging 64×16 slices of both operands in workgroup memory. Each step of the
+// inner loop reads its 4 rows and 4 columns as two vec4 loads, and the staged rows
+// are padded (ROW) so the transposing stores of one staging step fall in
+// different banks of workgroup memory instead of all in one.
 // `input` is rows × inner, `weight` is cols × inner (PyTorch's layout), both row-major;
 // weights are stored as `weight_scalar` (f32 or f16) and widened as they are staged.
 // flags bit 0: apply GELU (erf form); bit 1: add `residual` (rows × cols).
@@ -17,9 +20,12 @@ const BLOCK: u32 = 4u;
 const FLAG_GELU: u32 = 1u;
 const FLAG_RESIDUAL: u32 = 2u;
 
-// Both tiles are stored inner-major: tile[k * TILE + row].
-var<workgroup> input_tile: array<f32, 1024>;
-var<workgroup> weight_tile: array<f32, 1024>;
+// Both tiles are stored inner-major, ROW floats per k: element (k, row) is float
+// k * ROW + row, in vec4s so the inner loop loads four rows at once.
+const ROW: u32 = TILE + 4u;
+const ROW_VECTORS: u32 = ROW / 4u;
+var<workgroup> input_tile: array<vec4<f32>, TILE_INNER * ROW_VECTORS>;
+var<workgroup> weight_tile: array<vec4<f32>, TILE_INNER * ROW_VECTORS>;
 
 // erf(x) with a relative error below 1.2e-7 (Numerical Recipes' Chebyshev fit of erfc);
 // WGSL has no erf.
@@ -67,23 +73,14 @@ fn main(
             if (col < cols && global_k < inner) {
                 b = f32(weight[col * inner + global_k]);
             }
-            input_tile[k * TILE + offset] = a;
-            weight_tile[k * TILE + offset] = b;
+            let slot = k * ROW_VECTORS + offset / 4u;
+            input_tile[slot][offset % 4u] = a;
+            weight_tile[slot][offset % 4u] = b;
         }
         workgroupBarrier();
         for (var k = 0u; k < TILE_INNER; k++) {
-            let a = vec4<f32>(
-                input_tile[k * TILE + local.y * BLOCK],
-                input_tile[k * TILE + local.y * BLOCK + 1u],
-                input_tile[k * TILE + local.y * BLOCK + 2u],
-                input_tile[k * TILE + local.y * BLOCK + 3u],
-            );
-            let b = vec4<f32>(
-                weight_tile[k * TILE + local.x * BLOCK],
-                weight_tile[k * TILE + local.x * BLOCK + 1u],
-                weight_tile[k * TILE + local.x * BLOCK + 2u],
-                weight_tile[k * TILE + local.x * BLOCK + 3u],
-            );
+            let a = input_tile[k * ROW_VECTORS + local.y];
+            let b = weight_tile[k * ROW_VECTORS + local.x];
             for (var i = 0u; i < BLOCK; i++) {
                 for (var j = 0u; j < BLOCK; j++) {
                     sums[i * BLOCK + j] = fma(a[i], b[j], sums[i * BLOCK + j]);
