@@ -1,6 +1,8 @@
 //! Measures the embedding engine: batch-1 latency of a ~16-token sentence, and
 //! sentences per second for batches of 32 short sentences (~12 words) and of 32
-//! long passages (~120 words). Run with `task bench-inference` (a release build).
+//! long passages (~120 words); on a GPU also for a batch of 256 passages of ~110
+//! words (~128 tokens), the size a GPU is for. Run with `task bench-inference`
+//! (a release build).
 //!
 //! `cargo run --release --example embed_bench -- [cpu|gpu|auto] [seconds per case]`;
 //! the model directory comes from `INFERENCE_MODEL_DIR` (default models/all-MiniLM-L6-v2)
@@ -118,9 +120,10 @@ fn main() -> Result<(), EngineError> {
     let engine = EmbeddingEngine::load(&model_dir, device, precision)?;
     let info = engine.backend_info();
     println!(
-        "model {} on {} ({}, {} weights), {} s per case",
+        "model {} on {} {} ({}, {} weights), {} s per case",
         model_dir.display(),
         info.backend,
+        info.adapter,
         info.api,
         info.precision,
         seconds
@@ -137,15 +140,20 @@ fn main() -> Result<(), EngineError> {
         runs.len()
     );
 
-    for (label, words) in [("short", 12), ("long", 120)] {
-        let batch: Vec<String> = (1..=32).map(|seed| text(seed, words)).collect();
+    let mut cases = vec![(32, "short", 12), (32, "long", 120)];
+    if info.backend == "gpu" {
+        cases.push((256, "long", 110));
+    }
+    for (size, label, words) in cases {
+        let batch: Vec<String> = (1..=size).map(|seed| text(seed, words)).collect();
         let tokens: usize = engine.embed(&batch)?.token_counts.iter().sum();
         let runs = time_runs(budget, || engine.embed(&batch).map(drop))?;
         let seconds = median(&runs).as_secs_f64();
+        let texts = size as f64;
         println!(
-            "batch 32 {label} (~{words} words, {:.0} tokens avg): {:.1} sentences/s, {:.0} tokens/s, median {:.1} ms per batch ({} runs)",
-            tokens as f64 / 32.0,
-            32.0 / seconds,
+            "batch {size} {label} (~{words} words, {:.0} tokens avg): {:.1} sentences/s, {:.0} tokens/s, median {:.1} ms per batch ({} runs)",
+            tokens as f64 / texts,
+            texts / seconds,
             tokens as f64 / seconds,
             seconds * 1e3,
             runs.len()

@@ -1,7 +1,8 @@
 """Prints how Tessera's engine compares with each peer measured in the same run.
 
 Reads the combined output of `task bench-inference` (Tessera's f32 lines, its
-"tessera-bf16: " lines, then "pytorch: " and "onnxruntime: " lines) on stdin and
+"tessera-bf16: " lines, then the peers' lines: "pytorch: " and "onnxruntime: "
+on the CPU, "pytorch-cuda: " and "pytorch-cuda-fp16: " on a GPU) on stdin and
 prints, per case and precision, every peer's figure and Tessera's ratio to it,
 the faster side above 1. When the run measured every engine several times
 (ROUNDS), each engine's best figure per case is the one compared: this
@@ -13,11 +14,11 @@ machine's speed drifts over minutes, and the best run is the least disturbed.
 import re
 import sys
 
-PEERS = ["pytorch", "onnxruntime"]
+PEERS = ["pytorch", "onnxruntime", "pytorch-cuda", "pytorch-cuda-fp16"]
 TESSERA_BF16 = "tessera-bf16"
 PREFIXED = PEERS + [TESSERA_BF16]
 BATCH_1 = re.compile(r"batch 1 \(\d+ tokens\): median ([\d.]+) ms")
-BATCH_32 = re.compile(r"batch 32 (short|long) \(.*?\): ([\d.]+) sentences/s")
+BATCHED = re.compile(r"batch (\d+) (short|long) \(.*?\): ([\d.]+) sentences/s")
 
 
 def figures(lines):
@@ -28,8 +29,9 @@ def figures(lines):
         if match := BATCH_1.search(line):
             case, value = "batch 1 latency (ms)", float(match.group(1))
             found[case] = min(value, found.get(case, value))
-        elif match := BATCH_32.search(line):
-            case, value = f"batch 32 {match.group(1)} (sentences/s)", float(match.group(2))
+        elif match := BATCHED.search(line):
+            case = f"batch {match.group(1)} {match.group(2)} (sentences/s)"
+            value = float(match.group(3))
             found[case] = max(value, found.get(case, value))
     return found
 

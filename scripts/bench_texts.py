@@ -1,8 +1,9 @@
 """What the Python peers of `examples/embed_bench.rs` share with it.
 
 The same deterministic texts (the Rust `text`, u64 wrapping), the same timing
-loop (one warm-up, then runs for a budget, at least three) and the same three
-cases, so that `task bench-inference` compares engines on identical work.
+loop (one warm-up, then runs for a budget, at least three) and the same cases
+(three, and a fourth on a GPU), so that `task bench-inference` compares engines
+on identical work.
 """
 
 import time
@@ -19,8 +20,10 @@ WORDS = [
 
 MASK = 0xFFFFFFFFFFFFFFFF
 
-# The batched cases: label and words per text (batch 1 uses one "short" text, seed 0).
-BATCH_CASES = [("short", 12), ("long", 120)]
+# The batched cases: texts per batch, label and words per text (batch 1 uses one
+# "short" text, seed 0). A GPU also runs GPU_CASE, ~128 tokens per text.
+BATCH_CASES = [(32, "short", 12), (32, "long", 120)]
+GPU_CASE = (256, "long", 110)
 BATCH = 32
 
 
@@ -36,9 +39,9 @@ def text(seed: int, words: int) -> str:
     return " ".join(picked) + "."
 
 
-def batch_texts(words: int) -> list[str]:
-    """The 32 texts of a batched case."""
-    return [text(seed, words) for seed in range(1, BATCH + 1)]
+def batch_texts(words: int, size: int = BATCH) -> list[str]:
+    """The texts of a batched case (32 unless `size` says)."""
+    return [text(seed, words) for seed in range(1, size + 1)]
 
 
 def time_runs(budget: float, work) -> list[float]:
@@ -59,8 +62,9 @@ def median(runs: list[float]) -> float:
     return runs[len(runs) // 2]
 
 
-def report(prefix: str, budget: float, embed, token_counts) -> None:
-    """Times the three cases with `embed(texts)` and prints them in the Rust bench's words."""
+def report(prefix: str, budget: float, embed, token_counts, gpu: bool = False) -> None:
+    """Times the cases (with GPU_CASE when `gpu`) with `embed(texts)` and prints
+    them in the Rust bench's words."""
     sentence = [text(0, 12)]
     tokens = token_counts(sentence)[0]
     runs = time_runs(budget, lambda: embed(sentence))
@@ -70,14 +74,14 @@ def report(prefix: str, budget: float, embed, token_counts) -> None:
         f"({len(runs)} runs)",
         flush=True,
     )
-    for label, words in BATCH_CASES:
-        batch = batch_texts(words)
+    for size, label, words in BATCH_CASES + ([GPU_CASE] if gpu else []):
+        batch = batch_texts(words, size)
         tokens = sum(token_counts(batch))
         runs = time_runs(budget, lambda: embed(batch))
         seconds = median(runs)
         print(
-            f"{prefix}batch 32 {label} (~{words} words, {tokens / BATCH:.0f} tokens avg): "
-            f"{BATCH / seconds:.1f} sentences/s, {tokens / seconds:.0f} tokens/s, "
+            f"{prefix}batch {size} {label} (~{words} words, {tokens / size:.0f} tokens avg): "
+            f"{size / seconds:.1f} sentences/s, {tokens / seconds:.0f} tokens/s, "
             f"median {seconds * 1e3:.1f} ms per batch ({len(runs)} runs)",
             flush=True,
         )
