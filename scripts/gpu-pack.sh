@@ -9,21 +9,44 @@
 #     enough), which gpu-run.sh widens back to f32;
 #   - Debian's Vulkan loader (libvulkan1), which gpu-run.sh unpacks there;
 #   - this checkout's path, where the test binary looks for its fixtures.
+# BASELINE=REV also packs embed_bench built over revision REV's engine (with
+# today's benchmark), which gpu-run.sh measures after the rest: an A/B of kernel
+# changes in the same call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=.gpu
-TARGET=${CARGO_TARGET_DIR:-target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 MODEL_DIR=${INFERENCE_MODEL_DIR:-models/all-MiniLM-L6-v2}
 rm -rf "$PACK"
 mkdir -p "$PACK"
 
+# Builds with `cargo "$@" --message-format=json` and prints the path of the
+# executable of target kind $1 it made.
+executable() {
+  local kind=$1
+  shift
+  cargo "$@" --message-format=json | python3 -c '
+import json, sys
+messages = [json.loads(line) for line in sys.stdin]
+print(next(m["executable"] for m in messages if m.get("executable") and m["target"]["kind"] == [sys.argv[1]]))
+' "$kind"
+}
+
 [ -f "$MODEL_DIR/model.safetensors" ] || bash scripts/model-fetch.sh
-cargo build --release --example embed_bench
-TEST_BINARY=$(cargo test --release --test inference_engine --no-run --message-format=json |
-  python3 -c 'import json, sys; messages = [json.loads(line) for line in sys.stdin]
-print(next(m["executable"] for m in messages if m.get("executable") and m["target"]["kind"] == ["test"]))')
-xz -T0 -c "$TARGET/release/examples/embed_bench" >"$PACK/embed_bench.xz"
-xz -T0 -c "$TEST_BINARY" >"$PACK/inference_engine.xz"
+if [ -n "${BASELINE:-}" ]; then
+  TREE=$(mktemp -d)
+  git worktree add --quiet --detach "$TREE" "$BASELINE"
+  trap 'git worktree remove --force "$TREE"' EXIT
+  cp examples/embed_bench.rs "$TREE/examples/"
+  # A target directory of its own: cargo tells the two checkouts' builds apart
+  # by the files' times, not their paths, and would take one's output for the other's.
+  (cd "$TREE" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR/gpu-baseline \
+    executable example build --release --example embed_bench) |
+    xargs -r xz -T0 -c >"$PACK/embed_bench_baseline.xz"
+  git rev-parse --short "$BASELINE" >"$PACK/baseline"
+fi
+executable example build --release --example embed_bench | xargs -r xz -T0 -c >"$PACK/embed_bench.xz"
+executable test test --release --test inference_engine --no-run | xargs -r xz -T0 -c >"$PACK/inference_engine.xz"
 
 # numpy and safetensors: the benchmark's virtualenv has them once it exists.
 PYTHON=.data/bench-venv/bin/python
