@@ -20,7 +20,8 @@ pub const LINEAR_TILE: u32 = 64;
 /// Widest head `attention.wgsl` takes: each invocation holds one query and its
 /// weighted sum of values, twice the head size in floats, in registers.
 pub const ATTENTION_MAX_HEAD_SIZE: usize = 256;
-/// Queries per attention workgroup (`QUERY_BLOCK` in `attention.wgsl`).
+/// Queries per attention workgroup (`QUERY_BLOCK` in `attention.wgsl`, which
+/// receives it from [`shader_header`]).
 pub const ATTENTION_QUERY_BLOCK: u32 = 32;
 /// Keys one attention workgroup stages at a time, at most: more would leave each
 /// invocation's scores too many registers.
@@ -199,13 +200,15 @@ impl Kernels {
     }
 }
 
-/// What every shader is prefixed with: the weights' scalar type, and the model's
-/// head width with the attention chunk it allows, as constants, so the attention
-/// kernel's loops have trip counts the driver's compiler can unroll into registers.
+/// What every shader is prefixed with: the weights' scalar type, and the attention
+/// kernel's shape (the model's head width, the key chunk that width allows, the
+/// query block) as constants, so its loops have trip counts the driver's compiler
+/// can unroll into registers.
 fn shader_header(format: WeightFormat, head_size: usize) -> String {
     let key_chunk = (ATTENTION_CHUNK_VALUES / head_size.max(1)).min(ATTENTION_MAX_KEY_CHUNK);
     format!(
-        "{}const HEAD_SIZE: u32 = {head_size}u;\nconst KEY_CHUNK: u32 = {key_chunk}u;\n",
+        "{}const HEAD_SIZE: u32 = {head_size}u;\nconst KEY_CHUNK: u32 = {key_chunk}u;\n\
+         const QUERY_BLOCK: u32 = {ATTENTION_QUERY_BLOCK}u;\n",
         format.scalar_alias()
     )
 }

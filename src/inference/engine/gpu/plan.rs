@@ -20,9 +20,10 @@ enum Epilogue<'pass> {
     Residual(&'pass wgpu::Buffer),
 }
 
-/// What sizes the attention grid: the pass's sequences and the longest of them.
+/// How many sequences a pass holds and how long the longest is: the pooling and
+/// attention grids.
 #[derive(Clone, Copy)]
-struct AttentionShape {
+struct PassShape {
     sequences: u32,
     longest: u32,
 }
@@ -58,7 +59,7 @@ impl GpuBackend {
         let kernels = &self.kernels;
         let weights = &self.weights;
         let rows = to_u32(sequences.iter().map(|sequence| sequence.len()).sum());
-        let shape = AttentionShape {
+        let shape = PassShape {
             sequences: to_u32(sequences.len()),
             longest: to_u32(
                 sequences
@@ -110,7 +111,7 @@ impl GpuBackend {
         layer: &'pass GpuLayer,
         workspace: &'pass Workspace,
         rows: u32,
-        shape: AttentionShape,
+        shape: PassShape,
     ) -> [Dispatch<'pass>; 7] {
         [
             self.linear(
@@ -152,7 +153,7 @@ impl GpuBackend {
     /// its own sequence, and blocks past a shorter sequence's end return at once.
     fn attention<'pass>(
         &'pass self,
-        shape: AttentionShape,
+        shape: PassShape,
         workspace: &'pass Workspace,
     ) -> Dispatch<'pass> {
         let config = &self.config;

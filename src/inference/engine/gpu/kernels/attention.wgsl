@@ -7,15 +7,14 @@
 // time in workgroup memory, so each is read from storage once per block of queries
 // rather than once per query, and each invocation folds a chunk into its running
 // maximum, sum and weighted values (online softmax), all in registers: no workgroup
-// reductions, and no bound on the sequence length. HEAD_SIZE and KEY_CHUNK come from
-// the host's header, so every loop below has a constant trip count the compiler can
-// unroll into registers.
+// reductions, and no bound on the sequence length. HEAD_SIZE, KEY_CHUNK and
+// QUERY_BLOCK come from the host's header, so every loop below has a constant trip
+// count the compiler can unroll into registers.
 
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
 @group(0) @binding(2) var<storage, read> spans: array<u32>;
 @group(0) @binding(3) var<storage, read_write> context: array<f32>;
 
-const QUERY_BLOCK: u32 = 32u;
 const CHUNK_VALUES: u32 = KEY_CHUNK * HEAD_SIZE;
 // Below any score, yet finite: exp(LOWEST - score) is 0, never NaN.
 const LOWEST: f32 = -3.4028235e38;
