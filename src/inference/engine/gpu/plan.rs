@@ -20,12 +20,24 @@ enum Epilogue<'pass> {
     Residual(&'pass wgpu::Buffer),
 }
 
-/// How many sequences a pass holds and how long the longest is: the pooling and
-/// attention grids.
+/// What sizes a pass's grids: its tokens (the row-wise kernels and the matrix
+/// multiplies), its sequences (pooling) and its longest sequence (attention).
 #[derive(Clone, Copy)]
 struct PassShape {
+    tokens: u32,
     sequences: u32,
     longest: u32,
+}
+
+impl PassShape {
+    fn of(sequences: &[&[u32]]) -> Self {
+        let lengths = sequences.iter().map(|sequence| sequence.len());
+        Self {
+            tokens: to_u32(lengths.clone().sum()),
+            sequences: to_u32(sequences.len()),
+            longest: to_u32(lengths.max().unwrap_or(0)),
+        }
+    }
 }
 
 /// One kernel launch: its parameters, its buffers in binding order (from binding 1;
@@ -58,17 +70,8 @@ impl GpuBackend {
         let config = &self.config;
         let kernels = &self.kernels;
         let weights = &self.weights;
-        let rows = to_u32(sequences.iter().map(|sequence| sequence.len()).sum());
-        let shape = PassShape {
-            sequences: to_u32(sequences.len()),
-            longest: to_u32(
-                sequences
-                    .iter()
-                    .map(|sequence| sequence.len())
-                    .max()
-                    .unwrap_or(0),
-            ),
-        };
+        let shape = PassShape::of(sequences);
+        let rows = shape.tokens;
         let mut dispatches = Vec::with_capacity(self.dispatch_count());
         dispatches.push(Dispatch {
             kernel: &kernels.embed,
@@ -84,7 +87,7 @@ impl GpuBackend {
         });
         dispatches.push(self.layer_norm(rows, &workspace.hidden, &weights.embedding_norm));
         for layer in &weights.layers {
-            dispatches.extend(self.plan_layer(layer, workspace, rows, shape));
+            dispatches.extend(self.plan_layer(layer, workspace, shape));
         }
         dispatches.push(Dispatch {
             kernel: &kernels.pool,
@@ -110,9 +113,9 @@ impl GpuBackend {
         &'pass self,
         layer: &'pass GpuLayer,
         workspace: &'pass Workspace,
-        rows: u32,
         shape: PassShape,
     ) -> [Dispatch<'pass>; 7] {
+        let rows = shape.tokens;
         [
             self.linear(
                 &layer.qkv,
