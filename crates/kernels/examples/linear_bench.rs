@@ -1,5 +1,5 @@
-//! GFLOP/s of one dense layer on the hand-written kernels and on the `gemm`
-//! crate (the portable path), same shape, same 2 threads, for tuning the
+//! GFLOP/s of one dense layer on the hand-written kernels (AMX included, for
+//! bf16, where the CPU has it) and on the `gemm` crate (the portable path), same shape, same 2 threads, for tuning the
 //! microkernel and the task split:
 //!
 //! `cargo run --release -p tessera-kernels --example linear_bench -- ROWS DEPTH COLUMNS [f32|bf16]`
@@ -35,7 +35,11 @@ fn main() {
         .num_threads(2)
         .build()
         .unwrap();
-    for kernels in Isa::supported().into_iter().filter_map(Kernels::for_isa) {
+    let every_kernel = Isa::supported()
+        .into_iter()
+        .filter_map(Kernels::for_isa)
+        .flat_map(|kernels| std::iter::once(kernels).chain(kernels.with_amx()));
+    for kernels in every_kernel {
         let layer = kernels.pack_linear(&weight, &bias, columns, depth, precision);
         let seconds = pool.install(|| {
             for _ in 0..WARM_UP_RUNS {
@@ -50,7 +54,7 @@ fn main() {
         let flops = 2.0 * (rows * depth * columns) as f64;
         println!(
             "{} {rows}×{depth}×{columns} ({}): {:.3} ms, {:.1} GFLOP/s",
-            kernels.isa().name(),
+            kernels.name(precision),
             precision.name(),
             seconds * 1e3,
             flops / seconds / 1e9

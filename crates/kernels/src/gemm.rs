@@ -380,7 +380,7 @@ unsafe fn tile<V: F32Vector, E: PanelElement, const MR: usize>(
 
 /// The epilogue on one row of a tile.
 #[inline(always)]
-unsafe fn finish<V: F32Vector>(
+pub(crate) unsafe fn finish<V: F32Vector>(
     mut values: [V; 2],
     row: usize,
     first_column: usize,
@@ -417,7 +417,7 @@ unsafe fn finish<V: F32Vector>(
 
 /// Writes the first `columns` lanes of a tile row to `target`.
 #[inline(always)]
-unsafe fn store<V: F32Vector>(values: [V; 2], target: *mut f32, columns: usize) {
+pub(crate) unsafe fn store<V: F32Vector>(values: [V; 2], target: *mut f32, columns: usize) {
     // SAFETY: the caller passes `columns` writable elements at target.
     unsafe {
         if columns == 2 * V::LANES {

@@ -4,12 +4,15 @@
 //!
 //! All SIMD code lives in this crate, written once over a vector trait and
 //! compiled for AVX-512F and for AVX2 + FMA on x86-64 (the best one picked at
-//! run time, [`Isa::detect`]) and for NEON on aarch64. On any other CPU the
+//! run time, [`Isa::detect`]) and for NEON on aarch64; bf16 dense layers run on
+//! AMX's tile unit where the CPU has one (`amx.rs`). On any other CPU the
 //! dense layers go through the `gemm` crate, which is also the oracle the tests
 //! compare the hand-written kernels with (`task test-aarch64` runs them for
 //! aarch64 under qemu). It is a crate of its own so that it is optimised even in debug builds
 //! (the engine's tests would crawl otherwise) and rebuilt only when it changes.
 
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod amx;
 mod attention;
 mod gemm;
 mod isa;
@@ -89,6 +92,9 @@ enum PackedWeights {
     Bf16(Panels<Bf16>),
     /// PyTorch's `out × in` row-major layout, for the `gemm` crate.
     RowMajor(Vec<f32>),
+    /// bf16 in AMX's tile layout.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    Amx(amx::Tiles),
 }
 
 /// A lookup table of `width`-wide rows (token, position and type embeddings),
@@ -158,11 +164,12 @@ impl Table {
 /// A sequence's rows in a packed token matrix.
 pub type TokenRange = Range<usize>;
 
-/// The kernels of one instruction set; the parallel ones run on the current
-/// rayon pool.
+/// The kernels of one instruction set, and whether bf16 dense layers run on
+/// AMX's tiles; the parallel ones run on the current rayon pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernels {
     isa: Isa,
+    amx: bool,
 }
 
 /// Bytes of the left operand one task keeps hot in L2: each of its panels
@@ -176,19 +183,39 @@ const TASKS_PER_THREAD: usize = 4;
 const PARALLEL_ELEMENTS: usize = 16 * 1024;
 
 impl Kernels {
-    /// The best kernels this CPU runs.
+    /// The best kernels this CPU runs: AMX for bf16 where it has it.
     pub fn detect() -> Self {
-        Self { isa: Isa::detect() }
+        let isa = Isa::detect();
+        Self {
+            isa,
+            amx: isa == Isa::Avx512 && amx_available(),
+        }
     }
 
-    /// The kernels of `isa`, if this CPU runs it.
+    /// The kernels of `isa` without AMX, if this CPU runs it.
     pub fn for_isa(isa: Isa) -> Option<Self> {
-        isa.is_supported().then_some(Self { isa })
+        isa.is_supported().then_some(Self { isa, amx: false })
+    }
+
+    /// These kernels with bf16 dense layers on AMX, if this CPU (and its
+    /// operating system) runs AMX and the instruction set is AVX-512.
+    pub fn with_amx(self) -> Option<Self> {
+        (self.isa == Isa::Avx512 && amx_available()).then_some(Self { amx: true, ..self })
     }
 
     /// The instruction set.
     pub fn isa(self) -> Isa {
         self.isa
+    }
+
+    /// What runs `precision`'s dense layers, for logs and `/ready`: the
+    /// instruction set, with AMX where bf16 uses it.
+    pub fn name(self, precision: Precision) -> &'static str {
+        if self.amx && precision == Precision::Bf16 {
+            "avx512f+amx-bf16"
+        } else {
+            self.isa.name()
+        }
     }
 
     /// Whether `precision` is stored as asked (bf16 needs a SIMD instruction set;
@@ -216,6 +243,10 @@ impl Kernels {
         let column = |index: usize| &weight[index * in_features..][..in_features];
         let weights = match (self.isa, precision) {
             (Isa::Portable, _) => PackedWeights::RowMajor(weight.to_vec()),
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            (_, Precision::Bf16) if self.amx => {
+                PackedWeights::Amx(amx::Tiles::from_columns(in_features, out_features, column))
+            }
             (_, Precision::F32) => PackedWeights::F32(Panels::from_columns(
                 in_features,
                 out_features,
@@ -282,8 +313,47 @@ impl Kernels {
                     unsafe { isa::gelu_in_place(Isa::Portable, &mut output) };
                 }
             }
+            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+            PackedWeights::Amx(tiles) => Self::multiply_on_amx(left, tiles, &epilogue, &mut output),
         }
         output
+    }
+
+    /// Runs the AMX multiply over tasks of row blocks × column blocks.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    fn multiply_on_amx(
+        left: Rows<'_>,
+        tiles: &amx::Tiles,
+        epilogue: &gemm::Epilogue<'_>,
+        output: &mut [f32],
+    ) {
+        assert!(
+            left.in_bounds() && left.depth == tiles.depth(),
+            "operand shapes"
+        );
+        assert_eq!(output.len(), left.count * tiles.columns(), "output shape");
+        let plan = BlockPlan::new(left.count, amx::BLOCK_ROWS, tiles.blocks(), left.depth);
+        let out = Destination {
+            start: output.as_mut_ptr(),
+            columns: tiles.columns(),
+            stride: tiles.columns(),
+        };
+        (0..plan.tasks()).into_par_iter().for_each(|task| {
+            let (row_range, block_range) = plan.task(task);
+            // SAFETY: AMX tiles are only packed by kernels for which
+            // `amx_available()` held; shapes were checked above; tasks cover
+            // disjoint row × column blocks, so no element is written twice.
+            unsafe {
+                amx::multiply(amx::Task {
+                    rows: left,
+                    tiles,
+                    epilogue,
+                    out,
+                    row_range,
+                    block_range,
+                });
+            }
+        });
     }
 
     /// Runs the packed multiply over tasks of row blocks × panel blocks.
@@ -399,6 +469,18 @@ impl Kernels {
         } else {
             normalize(rows);
         }
+    }
+}
+
+/// Whether this CPU and operating system run bf16 on AMX.
+fn amx_available() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        amx::available()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    {
+        false
     }
 }
 

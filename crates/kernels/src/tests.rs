@@ -72,10 +72,24 @@ fn assert_close(actual: &[f32], expected: &[(f64, f64)], what: &str) {
 /// The f32 weights a precision actually multiplies with.
 fn stored(weight: &[f32], precision: Precision, kernels: Kernels) -> Vec<f32> {
     if precision == Precision::Bf16 && kernels.stores(precision) {
-        weight.iter().map(|&w| Bf16::from_f32(w).to_f32()).collect()
+        rounded_to_bf16(weight)
     } else {
         weight.to_vec()
     }
+}
+
+/// The f32 activations a precision actually multiplies with: AMX rounds them
+/// to bf16 too.
+fn multiplied(input: &[f32], precision: Precision, kernels: Kernels) -> Vec<f32> {
+    if precision == Precision::Bf16 && kernels.amx {
+        rounded_to_bf16(input)
+    } else {
+        input.to_vec()
+    }
+}
+
+fn rounded_to_bf16(values: &[f32]) -> Vec<f32> {
+    values.iter().map(|&v| Bf16::from_f32(v).to_f32()).collect()
 }
 
 fn with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> T {
@@ -94,10 +108,12 @@ fn fused_case(choice: u8, residual: &[f32]) -> Fused<'_> {
     }
 }
 
+/// Every instruction set this CPU runs, and AMX where it runs that.
 fn all_kernels() -> Vec<Kernels> {
     Isa::supported()
         .into_iter()
         .filter_map(Kernels::for_isa)
+        .flat_map(|kernels| std::iter::once(kernels).chain(kernels.with_amx()))
         .collect()
 }
 
@@ -106,7 +122,7 @@ proptest! {
 
     #[test]
     fn the_dense_layer_matches_the_f64_reference(
-        rows in 0usize..30,
+        rows in 0usize..80,
         depth in 1usize..400,
         columns in 1usize..80,
         fused in 0u8..3,
@@ -124,7 +140,7 @@ proptest! {
             let fused = fused_case(fused, &residual);
             let actual = with_threads(threads, || kernels.linear(&input, &layer, fused));
             let expected = reference_linear(
-                &input,
+                &multiplied(&input, precision, kernels),
                 &stored(&weight, precision, kernels),
                 &bias,
                 matches!(fused, Fused::Residual(_)).then_some(residual.as_slice()),
@@ -172,11 +188,14 @@ proptest! {
         let bias = values(seed ^ 2, columns, 0.5);
         // The gemm crate picks its kernels by shape, so it only agrees to rounding
         // (which the engine's tests allow); the hand-written ones agree bit for bit.
-        for kernels in all_kernels().into_iter().filter(|kernels| kernels.isa() != Isa::Portable) {
-            let layer = kernels.pack_linear(&weight, &bias, columns, depth, Precision::F32);
-            let batch = with_threads(threads, || kernels.linear(&input, &layer, Fused::Gelu));
-            let alone = kernels.linear(&input[row * depth..][..depth], &layer, Fused::Gelu);
-            prop_assert_eq!(&batch[row * columns..][..columns], alone.as_slice(), "{:?}", kernels);
+        let hand_written = all_kernels().into_iter().filter(|kernels| kernels.isa() != Isa::Portable);
+        for kernels in hand_written {
+            for precision in [Precision::F32, Precision::Bf16] {
+                let layer = kernels.pack_linear(&weight, &bias, columns, depth, precision);
+                let batch = with_threads(threads, || kernels.linear(&input, &layer, Fused::Gelu));
+                let alone = kernels.linear(&input[row * depth..][..depth], &layer, Fused::Gelu);
+                prop_assert_eq!(&batch[row * columns..][..columns], alone.as_slice(), "{:?} {:?}", kernels, precision);
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The CPU backend: the BERT forward pass on the host, on Tessera's own kernels
-//! (the `tessera-kernels` crate: AVX-512F or AVX2 + FMA chosen at run time, NEON
-//! on aarch64, the `gemm` crate elsewhere) over weights packed once at load, with a dedicated
+//! (the `tessera-kernels` crate: AVX-512F or AVX2 + FMA chosen at run time, AMX
+//! for bf16 where the CPU has it, NEON on aarch64, the `gemm` crate elsewhere) over weights packed once at load, with a dedicated
 //! thread pool sized to the machine.
 //!
 //! Sequences are packed: padding never enters a matrix multiply. The tokens of all
@@ -193,7 +193,7 @@ impl EncoderBackend for CpuBackend {
         BackendInfo {
             backend: "cpu",
             adapter: format!("{} CPU threads", self.threads()),
-            api: format!("tessera kernels ({})", self.kernels.isa().name()),
+            api: format!("tessera kernels ({})", self.kernels.name(self.precision)),
             device_type: "cpu".into(),
             precision: self.precision.name(),
         }
