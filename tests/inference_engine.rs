@@ -549,6 +549,12 @@ fn reference_fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_reference.json")
 }
 
+/// Long passages (167 and 245 tokens), unicode, SQL-looking text and a word
+/// repeated, from `scripts/reference_passages.py`.
+fn passages_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_passages.json")
+}
+
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
@@ -620,7 +626,7 @@ fn tolerance(precision: Precision) -> Tolerance {
     }
 }
 
-/// Embeds the fixture's sentences on `device` asking for `precision` and checks the
+/// Embeds the fixtures' texts on `device` asking for `precision` and checks the
 /// backend stored the weights as `stored` and matched sentence-transformers.
 fn assert_real_model_parity(test: &str, device: DeviceChoice, precision: Precision, stored: &str) {
     let model_dir = real_model_dir();
@@ -632,20 +638,44 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice, precision: Precisi
         skip(test, &reason);
         return;
     }
-    let fixture = reference_fixture();
+    let Some(engine) = load_in(test, &model_dir, device, precision) else {
+        return;
+    };
+    assert_eq!(engine.backend_info().precision, stored);
+    assert_eq!(engine.dimension(), 384);
+    let tolerance = tolerance(precision);
+    let sentence = assert_matches_fixture(&engine, &reference_fixture(), &tolerance, stored);
+    assert_matches_fixture(&engine, &passages_fixture(), &tolerance, stored);
+    // The first sentence again, in a batch with a long passage: the same vector.
+    let alone = engine.embed(&[sentence.as_str()]).unwrap();
+    let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12);
+    let batched = engine.embed(&[long.as_str(), sentence.as_str()]).unwrap();
+    let difference = alone.vectors[0]
+        .iter()
+        .zip(&batched.vectors[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        difference <= 1e-6,
+        "batch changed the vector by {difference:e}"
+    );
+}
+
+/// Checks `engine`'s token ids, vectors and pair similarities against one
+/// fixture of sentence-transformers' output; returns its first text.
+fn assert_matches_fixture(
+    engine: &EmbeddingEngine,
+    fixture: &Path,
+    tolerance: &Tolerance,
+    stored: &str,
+) -> String {
     let reference: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&fixture).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
     let sentences = reference["sentences"].as_array().unwrap();
     let texts: Vec<&str> = sentences
         .iter()
         .map(|s| s["text"].as_str().unwrap())
         .collect();
-    let Some(engine) = load_in(test, &model_dir, device, precision) else {
-        return;
-    };
-    assert_eq!(engine.backend_info().precision, stored);
-    let tolerance = tolerance(precision);
-    assert_eq!(engine.dimension(), 384);
     let ids = engine.tokenize(&texts).unwrap();
     let embeddings = engine.embed(&texts).unwrap();
     for (index, sentence) in sentences.iter().enumerate() {
@@ -681,16 +711,5 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice, precision: Precisi
             "pair {pair}: {similarity} vs {expected}"
         );
     }
-    // The first sentence again, in a batch with a long passage: the same vector.
-    let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12);
-    let batched = engine.embed(&[long.as_str(), texts[0]]).unwrap();
-    let difference = embeddings.vectors[0]
-        .iter()
-        .zip(&batched.vectors[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        difference <= 1e-6,
-        "batch changed the vector by {difference:e}"
-    );
+    texts[0].to_owned()
 }
