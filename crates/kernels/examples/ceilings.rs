@@ -1,0 +1,157 @@
+//! The arithmetic ceilings of one core, from register-only loops: AVX-512 FMA,
+//! AVX-512-BF16's `VDPBF16PS`, and AMX's `TDPBF16PS`, each with enough
+//! independent accumulators to hide its latency. They say what the kernels
+//! could reach on this CPU, and which bf16 instruction is worth using:
+//!
+//! `cargo run --release -p tessera-kernels --example ceilings`
+//!
+//! Prints one line per instruction this CPU has (nothing else on x86-64 CPUs
+//! without AVX-512, or on other architectures).
+
+// A benchmark: a failed request for AMX stops it with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+mod x86 {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::time::Instant;
+
+    /// Independent accumulators per loop (of 32 vector registers).
+    const CHAINS: usize = 16;
+    const ROUNDS: usize = 20_000_000;
+
+    fn report(name: &str, flops: f64, seconds: f64) {
+        println!("{name}: {:.1} GFLOP/s on one core", flops / seconds / 1e9);
+    }
+
+    /// The sum of every lane of every chain, folded in order (a closure here
+    /// made the compiler shuffle the chains between registers every round).
+    #[target_feature(enable = "avx512f")]
+    fn total(sums: [__m512; CHAINS]) -> f32 {
+        let mut total = _mm512_setzero_ps();
+        for sum in sums {
+            total = _mm512_add_ps(total, sum);
+        }
+        _mm512_reduce_add_ps(total)
+    }
+
+    /// `CHAINS` chains of `_mm512_fmadd_ps`: 32 flops per instruction.
+    #[target_feature(enable = "avx512f")]
+    fn fma(value: f32) -> f32 {
+        let value = _mm512_set1_ps(value);
+        let mut sums = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..ROUNDS {
+            for sum in &mut sums {
+                *sum = _mm512_fmadd_ps(value, value, *sum);
+            }
+        }
+        total(sums)
+    }
+
+    /// `CHAINS` chains of `_mm512_dpbf16_ps`: 64 flops per instruction.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    fn dot_bf16(value: f32) -> f32 {
+        let value = _mm512_set1_ps(value);
+        let pairs = _mm512_cvtne2ps_pbh(value, value);
+        let mut sums = [_mm512_setzero_ps(); CHAINS];
+        for _ in 0..ROUNDS {
+            for sum in &mut sums {
+                *sum = _mm512_dpbf16_ps(*sum, pairs, pairs);
+            }
+        }
+        total(sums)
+    }
+
+    /// Four independent 16 × 16 tiles of `TDPBF16PS` per round, 16 × 16 × 32
+    /// multiply-adds each.
+    fn amx_bf16(rounds: usize) {
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) touches no memory.
+        let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } == 0;
+        assert!(granted, "Linux did not grant the AMX tile state");
+        let mut config = [0u8; 64];
+        config[0] = 1;
+        for tile in 0..8 {
+            config[16 + 2 * tile] = 64;
+            config[48 + tile] = 16;
+        }
+        let operand = vec![0x3F80u16; 16 * 32]; // bf16 1.0
+        // SAFETY: the CPU has AMX-BF16 (checked by the caller) and the process
+        // was granted its state; the configuration is valid palette 1; the
+        // loads read the 1 KiB operand; the loop runs `rounds ≥ 1` times.
+        unsafe {
+            asm!(
+                "ldtilecfg [{config}]",
+                "tileloadd tmm4, [{operand} + {stride}*1]",
+                "tileloadd tmm5, [{operand} + {stride}*1]",
+                "tileloadd tmm6, [{operand} + {stride}*1]",
+                "tileloadd tmm7, [{operand} + {stride}*1]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "dec {rounds}",
+                "jnz 2b",
+                "tilerelease",
+                config = in(reg) config.as_ptr(),
+                operand = in(reg) operand.as_ptr(),
+                stride = in(reg) 64usize,
+                rounds = inout(reg) rounds => _,
+                options(nostack),
+            );
+        }
+    }
+
+    fn has_amx_bf16() -> bool {
+        let edx = __cpuid_count(7, 0).edx;
+        edx & (1 << 22) != 0 && edx & (1 << 24) != 0
+    }
+
+    pub fn main() {
+        if !std::arch::is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let value = 1e-9;
+        let started = Instant::now();
+        // SAFETY: AVX-512F was detected above.
+        std::hint::black_box(unsafe { fma(value) });
+        let flops = (ROUNDS * CHAINS * 32) as f64;
+        report(
+            "avx512f vfmadd231ps (f32)",
+            flops,
+            started.elapsed().as_secs_f64(),
+        );
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            let started = Instant::now();
+            // SAFETY: AVX-512-BF16 was detected above.
+            std::hint::black_box(unsafe { dot_bf16(value) });
+            let flops = (ROUNDS * CHAINS * 64) as f64;
+            report(
+                "avx512bf16 vdpbf16ps (bf16)",
+                flops,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        if has_amx_bf16() {
+            let rounds = ROUNDS / 4;
+            let started = Instant::now();
+            amx_bf16(rounds);
+            let flops = (rounds * 4) as f64 * (16 * 16 * 32 * 2) as f64;
+            report(
+                "amx-bf16 tdpbf16ps (bf16)",
+                flops,
+                started.elapsed().as_secs_f64(),
+            );
+        }
+    }
+}
+
+fn main() {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    x86::main();
+}
