@@ -176,7 +176,8 @@ pub(crate) unsafe fn multiply(task: Task<'_>) {
     }
     // SAFETY: `available()` checked AVX-512-BF16; the rows are in bounds.
     let activations = unsafe { Activations::round(rows, row_range.clone()) };
-    let _config = TileConfig::load();
+    // SAFETY: `available()` held (the contract).
+    let _config = unsafe { TileConfig::load() };
     let mut sums = [0.0f32; BLOCK_ROWS * BLOCK_COLUMNS];
     for block in block_range {
         let first_column = block * BLOCK_COLUMNS;
@@ -262,15 +263,17 @@ impl Activations {
 struct TileConfig;
 
 impl TileConfig {
-    fn load() -> Self {
+    /// # Safety
+    /// [`available`] returned true.
+    unsafe fn load() -> Self {
         let mut config = [0u8; 64];
         config[0] = 1; // palette 1: eight tiles of up to 16 rows × 64 bytes
         for tile in 0..8 {
             config[16 + 2 * tile] = 64; // bytes per row (little-endian u16)
             config[48 + tile] = TILE_ROWS as u8;
         }
-        // SAFETY: `available()` held (the caller's contract) and the
-        // configuration is a valid palette-1 layout of 64 bytes.
+        // SAFETY: `available()` held (the contract) and the configuration is
+        // a valid palette-1 layout of 64 bytes.
         unsafe { asm!("ldtilecfg [{}]", in(reg) config.as_ptr(), options(nostack, readonly)) };
         Self
     }
