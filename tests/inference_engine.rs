@@ -175,6 +175,15 @@ fn reference_embedding(weights: &TinyWeights, ids: &[u32], pooling: Pooling) -> 
     pooled.iter().map(|v| v / norm).collect()
 }
 
+/// The largest |a − b| of two vectors of the same engine.
+fn largest_gap(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dimensions differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn max_difference(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "dimensions differ");
     a.iter()
@@ -282,11 +291,7 @@ fn gpu_and_cpu_backends_agree() {
     let on_cpu = cpu.embed(&texts).unwrap();
     assert_eq!(on_gpu.token_counts, on_cpu.token_counts);
     for (text, (a, b)) in texts.iter().zip(on_gpu.vectors.iter().zip(&on_cpu.vectors)) {
-        let difference = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
+        let difference = largest_gap(a, b);
         assert!(
             difference < 1e-5,
             "{text:?}: backends differ by {difference:e}"
@@ -357,11 +362,7 @@ fn assert_batch_independent(name: &str, device: DeviceChoice) {
         "The quick brown fox jumps over the lazy dog!",
     ];
     let batched = engine.embed(&batch).unwrap();
-    let difference = alone
-        .iter()
-        .zip(&batched.vectors[2])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let difference = largest_gap(&alone, &batched.vectors[2]);
     assert!(
         difference <= 1e-6,
         "batch changed the vector by {difference:e}"
@@ -371,11 +372,7 @@ fn assert_batch_independent(name: &str, device: DeviceChoice) {
     let vectors = engine.embed(&many).unwrap().vectors;
     assert_eq!(vectors.len(), 70);
     for vector in &vectors {
-        let difference = alone
-            .iter()
-            .zip(vector)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let difference = largest_gap(&alone, vector);
         assert!(
             difference <= 1e-6,
             "large batch changed the vector by {difference:e}"
@@ -650,11 +647,7 @@ fn assert_real_model_parity(test: &str, device: DeviceChoice, precision: Precisi
     let alone = engine.embed(&[sentence.as_str()]).unwrap();
     let long = "The quick brown fox jumps over the lazy dog near the river bank. ".repeat(12);
     let batched = engine.embed(&[long.as_str(), sentence.as_str()]).unwrap();
-    let difference = alone.vectors[0]
-        .iter()
-        .zip(&batched.vectors[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let difference = largest_gap(&alone.vectors[0], &batched.vectors[1]);
     assert!(
         difference <= 1e-6,
         "batch changed the vector by {difference:e}"

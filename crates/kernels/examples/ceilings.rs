@@ -21,8 +21,15 @@ mod x86 {
     const CHAINS: usize = 16;
     const ROUNDS: usize = 20_000_000;
 
-    fn report(name: &str, flops: f64, seconds: f64) {
-        println!("{name}: {:.1} GFLOP/s on one core", flops / seconds / 1e9);
+    /// Times `work` and prints its rate of `flops`.
+    fn measure(name: &str, flops: usize, work: impl FnOnce()) {
+        let started = Instant::now();
+        work();
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{name}: {:.1} GFLOP/s on one core",
+            flops as f64 / seconds / 1e9
+        );
     }
 
     /// The sum of every lane of every chain, folded in order (a closure here
@@ -117,35 +124,22 @@ mod x86 {
             return;
         }
         let value = 1e-9;
-        let started = Instant::now();
-        // SAFETY: AVX-512F was detected above.
-        std::hint::black_box(unsafe { fma(value) });
-        let flops = (ROUNDS * CHAINS * 32) as f64;
-        report(
-            "avx512f vfmadd231ps (f32)",
-            flops,
-            started.elapsed().as_secs_f64(),
-        );
+        measure("avx512f vfmadd231ps (f32)", ROUNDS * CHAINS * 32, || {
+            // SAFETY: AVX-512F was detected above.
+            std::hint::black_box(unsafe { fma(value) });
+        });
         if std::arch::is_x86_feature_detected!("avx512bf16") {
-            let started = Instant::now();
-            // SAFETY: AVX-512-BF16 was detected above.
-            std::hint::black_box(unsafe { dot_bf16(value) });
-            let flops = (ROUNDS * CHAINS * 64) as f64;
-            report(
-                "avx512bf16 vdpbf16ps (bf16)",
-                flops,
-                started.elapsed().as_secs_f64(),
-            );
+            measure("avx512bf16 vdpbf16ps (bf16)", ROUNDS * CHAINS * 64, || {
+                // SAFETY: AVX-512-BF16 was detected above.
+                std::hint::black_box(unsafe { dot_bf16(value) });
+            });
         }
         if has_amx_bf16() {
             let rounds = ROUNDS / 4;
-            let started = Instant::now();
-            amx_bf16(rounds);
-            let flops = (rounds * 4) as f64 * (16 * 16 * 32 * 2) as f64;
-            report(
+            measure(
                 "amx-bf16 tdpbf16ps (bf16)",
-                flops,
-                started.elapsed().as_secs_f64(),
+                rounds * 4 * 16 * 16 * 32 * 2,
+                || amx_bf16(rounds),
             );
         }
     }

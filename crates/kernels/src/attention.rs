@@ -55,11 +55,7 @@ pub(crate) unsafe fn attend<V: F32Vector, const MR: usize>(
         stride,
     };
     let mut scores = vec![0.0f32; length * length];
-    let scores_place = Destination {
-        start: scores.as_mut_ptr(),
-        columns: length,
-        stride: length,
-    };
+    let scores_place = Destination::row_major(&mut scores, length);
     let none = Epilogue::default();
     // SAFETY: the caller's instruction set; `queries` lies inside qkv (its last
     // row ends at offset(0) + (length-1)·stride + head_size ≤ qkv.len()); the

@@ -193,6 +193,17 @@ pub(crate) struct Destination {
     pub(crate) stride: usize,
 }
 
+impl Destination {
+    /// The whole of `output`, rows `columns` wide and packed.
+    pub(crate) fn row_major(output: &mut [f32], columns: usize) -> Self {
+        Self {
+            start: output.as_mut_ptr(),
+            columns,
+            stride: columns,
+        }
+    }
+}
+
 // SAFETY: a Destination is only a place; the functions that write through it
 // require that no two threads write the same element (each task owns its tiles).
 unsafe impl Send for Destination {}

@@ -333,13 +333,8 @@ impl Kernels {
         );
         assert_eq!(output.len(), left.count * tiles.columns(), "output shape");
         let plan = BlockPlan::new(left.count, amx::BLOCK_ROWS, tiles.blocks(), left.depth);
-        let out = Destination {
-            start: output.as_mut_ptr(),
-            columns: tiles.columns(),
-            stride: tiles.columns(),
-        };
-        (0..plan.tasks()).into_par_iter().for_each(|task| {
-            let (row_range, block_range) = plan.task(task);
+        let out = Destination::row_major(output, tiles.columns());
+        plan.run(|row_range, block_range| {
             // SAFETY: AMX tiles are only packed by kernels for which
             // `amx_available()` held; shapes were checked above; tasks cover
             // disjoint row × column blocks, so no element is written twice.
@@ -371,13 +366,8 @@ impl Kernels {
         assert_eq!(panels.width(), self.isa.panel_width(), "panel width");
         assert_eq!(output.len(), left.count * panels.columns(), "output shape");
         let plan = BlockPlan::new(left.count, self.isa.tile_rows(), panels.count(), left.depth);
-        let out = Destination {
-            start: output.as_mut_ptr(),
-            columns: panels.columns(),
-            stride: panels.columns(),
-        };
-        (0..plan.tasks()).into_par_iter().for_each(|task| {
-            let (row_range, panel_range) = plan.task(task);
+        let out = Destination::row_major(output, panels.columns());
+        plan.run(|row_range, panel_range| {
             // SAFETY: self.isa is supported (Kernels is only built for one that
             // is) and the panels are its width; shapes were checked above; tasks
             // cover disjoint row × panel blocks, so no element is written twice.
@@ -423,11 +413,7 @@ impl Kernels {
             end = sequence.end;
         }
         let mut context = vec![0.0f32; tokens * hidden];
-        let place = Destination {
-            start: context.as_mut_ptr(),
-            columns: hidden,
-            stride: hidden,
-        };
+        let place = Destination::row_major(&mut context, hidden);
         let slices: Vec<HeadSlice> = sequences
             .iter()
             .filter(|sequence| !sequence.is_empty())
@@ -520,6 +506,14 @@ impl BlockPlan {
 
     fn tasks(&self) -> usize {
         self.row_blocks() * self.panels.div_ceil(self.panels_per_block)
+    }
+
+    /// Runs `work` on the rows and panels of every task, in parallel.
+    fn run(&self, work: impl Fn(Range<usize>, Range<usize>) + Sync) {
+        (0..self.tasks()).into_par_iter().for_each(|index| {
+            let (rows, panels) = self.task(index);
+            work(rows, panels);
+        });
     }
 
     /// The rows and panels of task `index`.
