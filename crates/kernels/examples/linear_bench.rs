@@ -1,8 +1,11 @@
 //! GFLOP/s of one dense layer on the hand-written kernels (AMX included, for
-//! bf16, where the CPU has it) and on the `gemm` crate (the portable path), same shape, same 2 threads, for tuning the
+//! bf16, where the CPU has it) and on the `gemm` crate (the portable path), same shape, same threads, for tuning the
 //! microkernel and the task split:
 //!
 //! `cargo run --release -p tessera-kernels --example linear_bench -- ROWS DEPTH COLUMNS [f32|bf16]`
+//!
+//! `THREADS` (default 2) sets the pool: one thread shows the microkernel alone,
+//! two show how the task split scales.
 //!
 //! The encoder's shapes are ROWS = tokens, DEPTH × COLUMNS = 384 × 1152 (QKV),
 //! 384 × 384, 384 × 1536 and 1536 × 384.
@@ -32,7 +35,7 @@ fn main() {
         .collect();
     let bias = vec![0.1; columns];
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
+        .num_threads(std::env::var("THREADS").map_or(2, |threads| threads.parse().unwrap()))
         .build()
         .unwrap();
     let every_kernel = Isa::supported()
