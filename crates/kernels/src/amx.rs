@@ -36,7 +36,8 @@ const TILE_COLUMNS: usize = 16;
 const TILE_VALUES: usize = TILE_ROWS * STEP_DEPTH;
 /// Columns of a packed block: two weight tiles, like an AVX-512 panel, so the
 /// bias padding and the epilogue's tile rows are the same.
-pub(crate) const BLOCK_COLUMNS: usize = 2 * TILE_COLUMNS;
+const BLOCK_COLUMNS: usize = 2 * TILE_COLUMNS;
+const _: () = assert!(BLOCK_COLUMNS == gemm::MAX_PANEL_WIDTH);
 /// Rows of the largest block of results one assembly block computes (2 × 2 tiles).
 pub(crate) const BLOCK_ROWS: usize = 2 * TILE_ROWS;
 
