@@ -20,8 +20,8 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::ops::Range;
 use std::cell::Cell;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 use crate::gemm::{self, Bf16, Destination, Epilogue, PanelElement, Rows};
