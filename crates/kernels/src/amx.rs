@@ -15,8 +15,9 @@
 //! depth in steps of 32, and each step is two 1 KiB weight tiles (columns 0–15,
 //! then 16–31) in AMX's pair layout: tile row `r` holds, for each of its 16
 //! columns, the weights at depth `2r` and `2r + 1` side by side. Each task rounds
-//! its rows of activations into a bf16 copy, zero-padded to whole tiles of 16
-//! rows and 32 depth steps, so edges need no special case in the assembly.
+//! its rows of activations into a bf16 copy in whole tiles of 16 rows and 32
+//! depth steps (the depth zero-padded, the extra rows never stored), so edges
+//! need no special case in the assembly.
 
 use std::arch::asm;
 use std::arch::x86_64::*;
