@@ -8,9 +8,6 @@
 //! Prints one line per instruction this CPU has (nothing else on x86-64 CPUs
 //! without AVX-512, or on other architectures).
 
-// A benchmark: a failed request for AMX stops it with its message.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod x86 {
     use std::arch::asm;
@@ -72,10 +69,11 @@ mod x86 {
 
     /// Four independent 16 × 16 tiles of `TDPBF16PS` per round, 16 × 16 × 32
     /// multiply-adds each.
-    fn amx_bf16(rounds: usize) {
-        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM, XTILEDATA) touches no memory.
-        let granted = unsafe { libc::syscall(libc::SYS_arch_prctl, 0x1023, 18) } == 0;
-        assert!(granted, "Linux did not grant the AMX tile state");
+    ///
+    /// # Safety
+    /// `Kernels::with_amx` returned `Some` (the CPU has AMX-BF16 and Linux
+    /// granted this process its tile state); `rounds ≥ 1`.
+    unsafe fn amx_bf16(rounds: usize) {
         let mut config = [0u8; 64];
         config[0] = 1;
         for tile in 0..8 {
@@ -83,9 +81,9 @@ mod x86 {
             config[48 + tile] = 16;
         }
         let operand = vec![0x3F80u16; 16 * 32]; // bf16 1.0
-        // SAFETY: the CPU has AMX-BF16 (checked by the caller) and the process
-        // was granted its state; the configuration is valid palette 1; the
-        // loads read the 1 KiB operand; the loop runs `rounds ≥ 1` times.
+        // SAFETY: AMX runs and its state is granted (the contract); the
+        // configuration is valid palette 1; the loads read the 1 KiB operand;
+        // the loop runs `rounds ≥ 1` times.
         unsafe {
             asm!(
                 "ldtilecfg [{config}]",
@@ -114,11 +112,6 @@ mod x86 {
         }
     }
 
-    fn has_amx_bf16() -> bool {
-        let edx = __cpuid_count(7, 0).edx;
-        edx & (1 << 22) != 0 && edx & (1 << 24) != 0
-    }
-
     pub fn main() {
         if !std::arch::is_x86_feature_detected!("avx512f") {
             return;
@@ -134,12 +127,13 @@ mod x86 {
                 std::hint::black_box(unsafe { dot_bf16(value) });
             });
         }
-        if has_amx_bf16() {
+        if tessera_kernels::Kernels::detect().with_amx().is_some() {
             let rounds = ROUNDS / 4;
             measure(
                 "amx-bf16 tdpbf16ps (bf16)",
                 rounds * 4 * 16 * 16 * 32 * 2,
-                || amx_bf16(rounds),
+                // SAFETY: with_amx said AMX runs here; rounds is 5,000,000.
+                || unsafe { amx_bf16(rounds) },
             );
         }
     }

@@ -214,8 +214,8 @@ pub(crate) unsafe fn multiply(task: Task<'_>) {
 
 thread_local! {
     /// Each thread's buffer for its tasks' rounded activations, kept from task
-    /// to task: a fresh, zeroed one per task cost a fifth of a bf16 pass in
-    /// `memset` and page faults (`perf record`, batch 32).
+    /// to task: a fresh, zeroed one per task was part of what a bf16 pass spent
+    /// in `memset` and page faults (`perf record`, see BENCHMARKS.md).
     static SCRATCH: Cell<Vec<Bf16>> = const { Cell::new(Vec::new()) };
 }
 
