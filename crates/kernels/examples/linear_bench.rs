@@ -1,5 +1,5 @@
-//! GFLOP/s of one dense layer on the hand-written kernels (AMX included, for
-//! bf16, where the CPU has it) and on the `gemm` crate (the portable path), same shape, same threads, for tuning the
+//! GFLOP/s of one dense layer on the hand-written kernels (each bf16 unit
+//! included, AMX and AVX512-BF16, where the CPU has it) and on the `gemm` crate (the portable path), same shape, same threads, for tuning the
 //! microkernel and the task split:
 //!
 //! `cargo run --release -p tessera-kernels --example linear_bench -- ROWS DEPTH COLUMNS [f32|bf16]`
@@ -15,7 +15,7 @@
 
 use std::time::Instant;
 
-use tessera_kernels::{Fused, Isa, Kernels, Precision};
+use tessera_kernels::{Fused, Kernels, Precision};
 
 const WARM_UP_RUNS: usize = 3;
 const TIMED_RUNS: usize = 20;
@@ -38,11 +38,7 @@ fn main() {
         .num_threads(std::env::var("THREADS").map_or(2, |threads| threads.parse().unwrap()))
         .build()
         .unwrap();
-    let every_kernel = Isa::supported()
-        .into_iter()
-        .filter_map(Kernels::for_isa)
-        .flat_map(|kernels| std::iter::once(kernels).chain(kernels.with_amx()));
-    for kernels in every_kernel {
+    for kernels in Kernels::every_variant() {
         let layer = kernels.pack_linear(&weight, &bias, columns, depth, precision);
         let seconds = pool.install(|| {
             for _ in 0..WARM_UP_RUNS {

@@ -5,7 +5,8 @@
 //! All SIMD code lives in this crate, written once over a vector trait and
 //! compiled for AVX-512F and for AVX2 + FMA on x86-64 (the best one picked at
 //! run time, [`Isa::detect`]) and for NEON on aarch64; bf16 dense layers run on
-//! AMX's tile unit where the CPU has one (`amx.rs`). On any other CPU the
+//! AMX's tile unit where the CPU has one (`amx.rs`), else on AVX512-BF16's
+//! dot products where it has those (`dot_bf16.rs`). On any other CPU the
 //! dense layers go through the `gemm` crate, which is also the oracle the tests
 //! compare the hand-written kernels with (`task test-aarch64` runs them for
 //! aarch64 under qemu). It is a crate of its own so that it is optimised even in debug builds
@@ -14,6 +15,10 @@
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 mod amx;
 mod attention;
+#[cfg(target_arch = "x86_64")]
+mod bf16_pairs;
+#[cfg(target_arch = "x86_64")]
+mod dot_bf16;
 mod gemm;
 mod isa;
 mod math;
@@ -37,8 +42,9 @@ pub enum Precision {
     /// Weights as loaded.
     #[default]
     F32,
-    /// Weights rounded to bfloat16 (half the memory and memory traffic), widened
-    /// to `f32` in registers.
+    /// Weights rounded to bfloat16 (half the memory and memory traffic); where
+    /// the CPU multiplies bf16 (AMX, AVX512-BF16) the activations are rounded
+    /// too, else the weights are widened to `f32` in registers.
     Bf16,
 }
 
@@ -83,7 +89,7 @@ pub struct PackedLinear {
     bias: Vec<f32>,
     in_features: usize,
     out_features: usize,
-    isa: Isa,
+    kernels: Kernels,
 }
 
 #[derive(Debug, Clone)]
@@ -92,9 +98,9 @@ enum PackedWeights {
     Bf16(Panels<Bf16>),
     /// PyTorch's `out × in` row-major layout, for the `gemm` crate.
     RowMajor(Vec<f32>),
-    /// bf16 in AMX's tile layout.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    Amx(amx::Tiles),
+    /// bf16 in the pair layout of AMX and AVX512-BF16.
+    #[cfg(target_arch = "x86_64")]
+    Pairs(bf16_pairs::PairPanels),
 }
 
 /// A lookup table of `width`-wide rows (token, position and type embeddings),
@@ -164,12 +170,23 @@ impl Table {
 /// A sequence's rows in a packed token matrix.
 pub type TokenRange = Range<usize>;
 
-/// The kernels of one instruction set, and whether bf16 dense layers run on
-/// AMX's tiles; the parallel ones run on the current rayon pool.
+/// The kernels of one instruction set, and what multiplies its bf16 dense
+/// layers; the parallel ones run on the current rayon pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Kernels {
     isa: Isa,
-    amx: bool,
+    bf16: Bf16Multiply,
+}
+
+/// What multiplies bf16 dense layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bf16Multiply {
+    /// The f32 kernels, the weights widened in registers: every instruction set.
+    Widened,
+    /// AVX512-BF16's `VDPBF16PS` (`dot_bf16.rs`).
+    DotProduct,
+    /// AMX's tiles (`amx.rs`).
+    Amx,
 }
 
 /// Bytes of the left operand one task keeps hot in L2: each of its panels
@@ -183,24 +200,60 @@ const TASKS_PER_THREAD: usize = 4;
 const PARALLEL_ELEMENTS: usize = 16 * 1024;
 
 impl Kernels {
-    /// The best kernels this CPU runs: AMX for bf16 where it has it.
+    /// The best kernels this CPU runs: for bf16, AMX where it has it, else
+    /// AVX512-BF16 where it has that.
     pub fn detect() -> Self {
-        let isa = Isa::detect();
-        Self {
-            isa,
-            amx: isa == Isa::Avx512 && amx_available(),
-        }
+        let kernels = Self {
+            isa: Isa::detect(),
+            bf16: Bf16Multiply::Widened,
+        };
+        kernels
+            .with_amx()
+            .or_else(|| kernels.with_bf16_dot_product())
+            .unwrap_or(kernels)
     }
 
-    /// The kernels of `isa` without AMX, if this CPU runs it.
+    /// Every variant this CPU runs, for tests and benchmarks: each instruction
+    /// set with widened bf16, and AVX-512 with each bf16 unit it has.
+    pub fn every_variant() -> Vec<Self> {
+        Isa::supported()
+            .into_iter()
+            .filter_map(Self::for_isa)
+            .flat_map(|kernels| {
+                [
+                    Some(kernels),
+                    kernels.with_bf16_dot_product(),
+                    kernels.with_amx(),
+                ]
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// The kernels of `isa`, bf16 widened to f32, if this CPU runs it.
     pub fn for_isa(isa: Isa) -> Option<Self> {
-        isa.is_supported().then_some(Self { isa, amx: false })
+        isa.is_supported().then_some(Self {
+            isa,
+            bf16: Bf16Multiply::Widened,
+        })
     }
 
     /// These kernels with bf16 dense layers on AMX, if this CPU (and its
     /// operating system) runs AMX and the instruction set is AVX-512.
     pub fn with_amx(self) -> Option<Self> {
-        (self.isa == Isa::Avx512 && amx_available()).then_some(Self { amx: true, ..self })
+        (self.isa == Isa::Avx512 && amx_available()).then_some(Self {
+            bf16: Bf16Multiply::Amx,
+            ..self
+        })
+    }
+
+    /// These kernels with bf16 dense layers on AVX512-BF16's dot products, if
+    /// this CPU has them and the instruction set is AVX-512.
+    pub fn with_bf16_dot_product(self) -> Option<Self> {
+        (self.isa == Isa::Avx512 && bf16_dot_product_available()).then_some(Self {
+            bf16: Bf16Multiply::DotProduct,
+            ..self
+        })
     }
 
     /// The instruction set.
@@ -209,12 +262,12 @@ impl Kernels {
     }
 
     /// What runs `precision`'s dense layers, for logs and `/ready`: the
-    /// instruction set, with AMX where bf16 uses it.
+    /// instruction set, with the unit that multiplies bf16 where it has one.
     pub fn name(self, precision: Precision) -> &'static str {
-        if self.amx && precision == Precision::Bf16 {
-            "avx512f+amx-bf16"
-        } else {
-            self.isa.name()
+        match (precision, self.bf16) {
+            (Precision::Bf16, Bf16Multiply::Amx) => "avx512f+amx-bf16",
+            (Precision::Bf16, Bf16Multiply::DotProduct) => "avx512f+avx512-bf16",
+            _ => self.isa.name(),
         }
     }
 
@@ -243,10 +296,10 @@ impl Kernels {
         let column = |index: usize| &weight[index * in_features..][..in_features];
         let weights = match (self.isa, precision) {
             (Isa::Portable, _) => PackedWeights::RowMajor(weight.to_vec()),
-            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-            (_, Precision::Bf16) if self.amx => {
-                PackedWeights::Amx(amx::Tiles::from_columns(in_features, out_features, column))
-            }
+            #[cfg(target_arch = "x86_64")]
+            (_, Precision::Bf16) if self.bf16 != Bf16Multiply::Widened => PackedWeights::Pairs(
+                bf16_pairs::PairPanels::from_columns(in_features, out_features, column),
+            ),
             (_, Precision::F32) => PackedWeights::F32(Panels::from_columns(
                 in_features,
                 out_features,
@@ -267,7 +320,7 @@ impl Kernels {
             bias: padded_bias,
             in_features,
             out_features,
-            isa: self.isa,
+            kernels: self,
         }
     }
 
@@ -277,7 +330,7 @@ impl Kernels {
     /// When `input` is not whole rows, a residual is not the output's shape, or
     /// `layer` was packed by other kernels.
     pub fn linear(self, input: &[f32], layer: &PackedLinear, fused: Fused<'_>) -> Vec<f32> {
-        assert_eq!(layer.isa, self.isa, "layer packed for other kernels");
+        assert_eq!(layer.kernels, self, "layer packed for other kernels");
         assert_eq!(
             input.len() % layer.in_features.max(1),
             0,
@@ -313,35 +366,46 @@ impl Kernels {
                     unsafe { isa::gelu_in_place(Isa::Portable, &mut output) };
                 }
             }
-            #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-            PackedWeights::Amx(tiles) => Self::multiply_on_amx(left, tiles, &epilogue, &mut output),
+            #[cfg(target_arch = "x86_64")]
+            PackedWeights::Pairs(panels) => {
+                self.multiply_pairs(left, panels, &epilogue, &mut output)
+            }
         }
         output
     }
 
-    /// Runs the AMX multiply over tasks of row blocks × column blocks.
-    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    fn multiply_on_amx(
+    /// Runs the bf16 unit's multiply over tasks of row blocks × column blocks.
+    #[cfg(target_arch = "x86_64")]
+    fn multiply_pairs(
+        self,
         left: Rows<'_>,
-        tiles: &amx::Tiles,
+        panels: &bf16_pairs::PairPanels,
         epilogue: &gemm::Epilogue<'_>,
         output: &mut [f32],
     ) {
         assert!(
-            left.in_bounds() && left.depth == tiles.depth(),
+            left.in_bounds() && left.depth == panels.depth(),
             "operand shapes"
         );
-        assert_eq!(output.len(), left.count * tiles.columns(), "output shape");
-        let plan = BlockPlan::new(left.count, amx::BLOCK_ROWS, tiles.blocks(), left.depth);
-        let out = Destination::row_major(output, tiles.columns());
+        assert_eq!(output.len(), left.count * panels.columns(), "output shape");
+        // SAFETY: (both) pair panels are only packed by kernels whose bf16
+        // unit runs here (`with_amx`, `with_bf16_dot_product`), and `linear`
+        // checked that these are those kernels.
+        let (multiply, tile_rows): (unsafe fn(bf16_pairs::Task<'_>), usize) = match self.bf16 {
+            #[cfg(target_os = "linux")]
+            Bf16Multiply::Amx => (amx::multiply, amx::BLOCK_ROWS),
+            _ => (dot_bf16::multiply, dot_bf16::TILE_ROWS),
+        };
+        let plan = BlockPlan::new(left.count, tile_rows, panels.blocks(), left.depth);
+        let out = Destination::row_major(output, panels.columns());
         plan.run(|row_range, block_range| {
-            // SAFETY: AMX tiles are only packed by kernels for which
-            // `amx_available()` held; shapes were checked above; tasks cover
-            // disjoint row × column blocks, so no element is written twice.
+            // SAFETY: the unit runs here (above); shapes were checked above;
+            // tasks cover disjoint row × column blocks, so no element is
+            // written twice.
             unsafe {
-                amx::multiply(amx::Task {
+                multiply(bf16_pairs::Task {
                     rows: left,
-                    tiles,
+                    panels,
                     epilogue,
                     out,
                     row_range,
@@ -455,6 +519,18 @@ impl Kernels {
         } else {
             normalize(rows);
         }
+    }
+}
+
+/// Whether this CPU runs AVX512-BF16's dot products.
+fn bf16_dot_product_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dot_bf16::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 

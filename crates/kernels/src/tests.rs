@@ -78,10 +78,10 @@ fn stored(weight: &[f32], precision: Precision, kernels: Kernels) -> Vec<f32> {
     }
 }
 
-/// The f32 activations a precision actually multiplies with: AMX rounds them
-/// to bf16 too.
+/// The f32 activations a precision actually multiplies with: the bf16 units
+/// (AMX, AVX512-BF16) round them to bf16 too.
 fn multiplied(input: &[f32], precision: Precision, kernels: Kernels) -> Vec<f32> {
-    if precision == Precision::Bf16 && kernels.amx {
+    if precision == Precision::Bf16 && kernels.bf16 != Bf16Multiply::Widened {
         rounded_to_bf16(input)
     } else {
         input.to_vec()
@@ -108,13 +108,9 @@ fn fused_case(choice: u8, residual: &[f32]) -> Fused<'_> {
     }
 }
 
-/// Every instruction set this CPU runs, and AMX where it runs that.
+/// Every instruction set this CPU runs, and each bf16 unit it has.
 fn all_kernels() -> Vec<Kernels> {
-    Isa::supported()
-        .into_iter()
-        .filter_map(Kernels::for_isa)
-        .flat_map(|kernels| std::iter::once(kernels).chain(kernels.with_amx()))
-        .collect()
+    Kernels::every_variant()
 }
 
 proptest! {

@@ -260,7 +260,7 @@ unsafe impl F32Vector for Avx2 {
 /// Sixteen lanes in a 512-bit register; needs AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Avx512(__m512);
+pub(crate) struct Avx512(pub(crate) __m512);
 
 // As for Avx2, each method's body is one operation the contract covers.
 #[cfg(target_arch = "x86_64")]

@@ -1,6 +1,7 @@
 //! The CPU backend: the BERT forward pass on the host, on Tessera's own kernels
 //! (the `tessera-kernels` crate: AVX-512F or AVX2 + FMA chosen at run time, AMX
-//! for bf16 where the CPU has it, NEON on aarch64, the `gemm` crate elsewhere) over weights packed once at load, with a dedicated
+//! or else AVX512-BF16 for bf16 where the CPU has them, NEON on aarch64, the
+//! `gemm` crate elsewhere) over weights packed once at load, with a dedicated
 //! thread pool sized to the machine.
 //!
 //! Sequences are packed: padding never enters a matrix multiply. The tokens of all
