@@ -66,25 +66,21 @@ fn request_tile_state() -> bool {
 /// Computes `task`.
 ///
 /// # Safety
-/// [`available`] returned true; `rows.depth == panels.depth()` and
-/// `rows.in_bounds()`; `out` is valid for reads and writes of `rows.count ×
-/// panels.columns()` elements that no other thread touches during the call; a
-/// bias covers every block, a residual every output element.
+/// [`available`] returned true, and `task` keeps the contract of [`Task`].
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
 pub(crate) unsafe fn multiply(task: Task<'_>) {
+    // SAFETY: `available()` checked AVX-512-BF16; the rows are in bounds.
+    let Some(activations) = (unsafe { task.rounded_rows() }) else {
+        return;
+    };
     let Task {
-        rows,
         panels,
         epilogue,
         out,
         row_range,
         block_range,
+        ..
     } = task;
-    if row_range.is_empty() {
-        return;
-    }
-    // SAFETY: `available()` checked AVX-512-BF16; the rows are in bounds.
-    let activations = unsafe { Activations::round(rows, row_range.clone()) };
     // SAFETY: `available()` held (the contract).
     let _config = unsafe { TileConfig::load() };
     let mut sums = [0.0f32; BLOCK_ROWS * BLOCK_COLUMNS];

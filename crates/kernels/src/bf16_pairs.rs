@@ -102,6 +102,12 @@ impl PairPanels {
 
 /// One task's share: rows `row_range` of `rows` times the column blocks
 /// `block_range` of `panels` into `out`, with `epilogue`.
+///
+/// The contract of the units that compute one (`amx::multiply`,
+/// `dot_bf16::multiply`): `rows.depth == panels.depth()` and
+/// `rows.in_bounds()`; `out` is valid for reads and writes of `rows.count ×
+/// panels.columns()` elements, of which no other thread touches the task's
+/// during the call; a bias covers every block, a residual every output element.
 #[derive(Debug, Clone)]
 pub(crate) struct Task<'data> {
     pub(crate) rows: Rows<'data>,
@@ -110,6 +116,20 @@ pub(crate) struct Task<'data> {
     pub(crate) out: Destination,
     pub(crate) row_range: Range<usize>,
     pub(crate) block_range: Range<usize>,
+}
+
+impl Task<'_> {
+    /// The task's rows of activations rounded to bf16, or `None` when it has
+    /// no rows.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F and AVX-512-BF16; `rows.in_bounds()`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(crate) unsafe fn rounded_rows(&self) -> Option<Activations> {
+        // SAFETY: forwarded contract.
+        (!self.row_range.is_empty())
+            .then(|| unsafe { Activations::round(self.rows, self.row_range.clone()) })
+    }
 }
 
 thread_local! {

@@ -32,25 +32,21 @@ pub(crate) fn available() -> bool {
 /// Computes `task`.
 ///
 /// # Safety
-/// [`available`] returned true; `rows.depth == panels.depth()` and
-/// `rows.in_bounds()`; `out` is valid for reads and writes of `rows.count ×
-/// panels.columns()` elements that no other thread touches during the call; a
-/// bias covers every block, a residual every output element.
+/// [`available`] returned true, and `task` keeps the contract of [`Task`].
 #[target_feature(enable = "avx512f,avx512bf16,avx2,fma")]
 pub(crate) unsafe fn multiply(task: Task<'_>) {
+    // SAFETY: `available()` checked AVX-512-BF16; the rows are in bounds.
+    let Some(activations) = (unsafe { task.rounded_rows() }) else {
+        return;
+    };
     let Task {
-        rows,
         panels,
         epilogue,
         out,
         row_range,
         block_range,
+        ..
     } = task;
-    if row_range.is_empty() {
-        return;
-    }
-    // SAFETY: `available()` checked AVX-512-BF16; the rows are in bounds.
-    let activations = unsafe { Activations::round(rows, row_range.clone()) };
     let mut sums = [[Avx512(_mm512_setzero_ps()); 2]; TILE_ROWS];
     for block in block_range {
         for first in (0..row_range.len()).step_by(TILE_ROWS) {
