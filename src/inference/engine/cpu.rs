@@ -9,6 +9,9 @@
 //! and attention runs per sequence over its real tokens only, which is exactly the
 //! padding mask, and makes a sentence's vector independent of its batch.
 
+use std::ops::Range;
+
+use rayon::prelude::*;
 use tessera_kernels::{Fused, Kernels, PackedLinear, Precision, Table, TokenRange};
 
 use super::backend::{BackendInfo, EncoderBackend};
@@ -125,9 +128,10 @@ impl CpuBackend {
         self.pool.current_num_threads()
     }
 
-    fn forward(&self, batch: &TokenBatch, pooling: Pooling) -> Vec<Vec<f32>> {
-        let sequences = token_ranges(&batch.lengths);
-        let mut hidden = self.embed(batch);
+    /// The pooled, normalised vectors of the batch's sequences in `part`.
+    fn forward(&self, batch: &TokenBatch, part: Range<usize>, pooling: Pooling) -> Vec<Vec<f32>> {
+        let sequences = token_ranges(&batch.lengths[part.clone()]);
+        let mut hidden = self.embed(batch, part);
         for layer in &self.layers {
             hidden = self.encoder_layer(layer, &hidden, &sequences);
         }
@@ -143,13 +147,14 @@ impl CpuBackend {
             .collect()
     }
 
-    /// Word + position + token-type-0 embeddings of the real tokens, layer-normed.
-    fn embed(&self, batch: &TokenBatch) -> Vec<f32> {
+    /// Word + position + token-type-0 embeddings of the real tokens of the
+    /// sequences in `part`, layer-normed.
+    fn embed(&self, batch: &TokenBatch, part: Range<usize>) -> Vec<f32> {
         let width = self.config.hidden_size;
         let tables = &self.embeddings;
-        let mut hidden = vec![0.0f32; batch.lengths.iter().sum::<usize>() * width];
+        let mut hidden = vec![0.0f32; batch.lengths[part.clone()].iter().sum::<usize>() * width];
         let mut rows = hidden.chunks_exact_mut(width);
-        for index in 0..batch.len() {
+        for index in part {
             for (position, (&id, row)) in batch.sequence(index).iter().zip(&mut rows).enumerate() {
                 // `validate` checked every id against the vocabulary and every
                 // position against max_positions.
@@ -202,9 +207,54 @@ impl EncoderBackend for CpuBackend {
 
     fn encode(&self, batch: &TokenBatch, pooling: Pooling) -> Result<Vec<Vec<f32>>, EngineError> {
         batch.validate(&self.config)?;
-        // Running inside the pool makes the kernels' rayon tasks use its threads.
-        Ok(self.pool.install(|| self.forward(batch, pooling)))
+        // One forward pass per thread, over its share of the sequences (a
+        // vector never depends on its batch), rather than every thread on every
+        // layer of one pass: each pass then runs mostly on its own thread, and a
+        // thread that finishes early, or whose partner is preempted by the HTTP
+        // side, steals the other's kernel tasks instead of waiting for it at
+        // each of the pass's ~40 joins. A lone sequence is split inside the
+        // kernels (by output columns). Running inside the pool makes the
+        // kernels' rayon tasks use its threads.
+        let parts = split_by_tokens(&batch.lengths, self.threads());
+        Ok(self.pool.install(|| {
+            parts
+                .into_par_iter()
+                .map(|part| self.forward(batch, part, pooling))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .flatten()
+                .collect()
+        }))
     }
+}
+
+/// Cuts a batch's sequences into `parts` contiguous runs of about equal
+/// tokens (fewer when there are fewer sequences; none for an empty batch).
+fn split_by_tokens(lengths: &[usize], parts: usize) -> Vec<Range<usize>> {
+    if lengths.is_empty() {
+        return Vec::new();
+    }
+    let parts = parts.clamp(1, lengths.len());
+    let total: usize = lengths.iter().sum();
+    let mut runs = Vec::with_capacity(parts);
+    let (mut start, mut seen) = (0, 0);
+    for (index, &length) in lengths.iter().enumerate() {
+        seen += length;
+        let cut = runs.len() + 1;
+        let sequences_after = lengths.len() - (index + 1);
+        let runs_after = parts.saturating_sub(cut);
+        // Cut at this run's share of the tokens, or sooner when only one
+        // sequence per remaining run is left.
+        if cut < parts
+            && sequences_after >= runs_after
+            && (sequences_after == runs_after || seen * parts >= total * cut)
+        {
+            runs.push(start..index + 1);
+            start = index + 1;
+        }
+    }
+    runs.push(start..lengths.len());
+    runs
 }
 
 /// The rows of each sequence in the packed token matrix.
@@ -217,4 +267,38 @@ fn token_ranges(lengths: &[usize]) -> Vec<TokenRange> {
             start - length..start
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_by_tokens;
+
+    #[test]
+    fn runs_cover_every_sequence_in_order_and_share_the_tokens() {
+        assert!(split_by_tokens(&[], 2).is_empty());
+        assert_eq!(split_by_tokens(&[15], 2), vec![0..1]);
+        assert_eq!(split_by_tokens(&[16; 32], 2), vec![0..16, 16..32]);
+        assert_eq!(split_by_tokens(&[500, 5, 5, 5], 2), vec![0..1, 1..4]);
+        assert_eq!(split_by_tokens(&[1, 1, 100], 3), vec![0..1, 1..2, 2..3]);
+        assert_eq!(split_by_tokens(&[1, 100], 2), vec![0..1, 1..2]);
+        assert_eq!(split_by_tokens(&[3, 3, 3], 1), vec![0..3]);
+        assert_eq!(split_by_tokens(&[3, 3], 0), vec![0..2]);
+    }
+
+    #[test]
+    fn runs_are_never_empty_and_never_more_than_sequences_or_parts() {
+        for count in 1..12usize {
+            for parts in 1..5usize {
+                let lengths: Vec<usize> = (0..count).map(|index| 1 + (index * 37) % 11).collect();
+                let runs = split_by_tokens(&lengths, parts);
+                assert_eq!(runs.len(), parts.min(count), "{lengths:?} into {parts}");
+                assert_eq!(runs.first().map(|run| run.start), Some(0));
+                assert_eq!(runs.last().map(|run| run.end), Some(count));
+                for pair in runs.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start, "contiguous: {runs:?}");
+                }
+                assert!(runs.iter().all(|run| !run.is_empty()), "{runs:?}");
+            }
+        }
+    }
 }
