@@ -17,17 +17,18 @@ use std::arch::x86_64::*;
 use crate::bf16_pairs::{
     Activations, PAIRS_PER_STEP, PairPanels, STEP_DEPTH, TILE_VALUES, Task, store_block_row,
 };
-use crate::vector::Avx512;
+use crate::vector::{Avx512, F32Vector};
 
 /// Most rows of one register tile: 16 sums, 2 weight rows and a broadcast
 /// leave room to spare in the 32 registers.
 pub(crate) const TILE_ROWS: usize = 8;
 
 /// How far ahead of its loads the tile that streams a block's weights from
-/// memory prefetches them: four steps (8 KiB). Without it the loads wait on
-/// memory at every 4 KiB page, where the hardware's prefetchers stop. On the
-/// Zen 4 of BENCHMARKS.md, where one pass streams 21 MB of bf16 weights, it
-/// took batch 1 (15 tokens) from a median of 1.9–2.6 ms to 1.4–2.0.
+/// memory prefetches them into L2: four steps (8 KiB; eight measured the
+/// same). Without it the loads wait on memory at every 4 KiB page, where the
+/// hardware's prefetchers stop. On the Zen 4 of BENCHMARKS.md, where one pass
+/// streams 21 MB of bf16 weights, it took batch 1 (15 tokens) from a median
+/// of 1.9–2.6 ms to 1.4–2.0 (into L1 instead of L2 measured no better).
 const PREFETCH_AHEAD: usize = 4 * 2 * TILE_VALUES;
 
 /// Whether this CPU runs `VDPBF16PS` (and the AVX-512F around it).
@@ -137,8 +138,8 @@ unsafe fn tile<const ROWS: usize, const STREAMS: bool>(
                 // address past the panels defined.
                 if STREAMS {
                     let ahead = weights.wrapping_add(PREFETCH_AHEAD + pair * STEP_DEPTH);
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
-                    _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(TILE_VALUES).cast());
+                    Avx512::prefetch(ahead.cast());
+                    Avx512::prefetch(ahead.wrapping_add(TILE_VALUES).cast());
                 }
                 let lower: __m512bh =
                     std::mem::transmute(_mm512_loadu_si512(weights.add(pair * STEP_DEPTH).cast()));
