@@ -219,10 +219,7 @@ impl EncoderBackend for CpuBackend {
         Ok(self.pool.install(|| {
             parts
                 .into_par_iter()
-                .map(|part| self.forward(batch, part, pooling))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .flatten()
+                .flat_map_iter(|part| self.forward(batch, part, pooling))
                 .collect()
         }))
     }
