@@ -578,3 +578,165 @@ async fn oversized_credentials_are_refused_before_they_cost_anything() {
         .await
         .assert_problem(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
 }
+
+/// Runs `sql` with `user`'s id as `$1`, as another replica (or an operator)
+/// would: not through this app's routes. `announced: false` switches the
+/// database's triggers off for it, so that no notification says it happened.
+async fn write_elsewhere(app: &TestApp, sql: &str, user: Uuid, announced: bool) {
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.conn().await;
+    if !announced {
+        diesel::sql_query("SET session_replication_role = replica")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    diesel::sql_query(sql)
+        .bind::<diesel::sql_types::Uuid, _>(user)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query("RESET session_replication_role")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// `GET /users/me` until `done` says its answer is the expected one (the
+/// database's notification takes a moment to arrive); the last answer.
+async fn me_until(
+    app: &TestApp,
+    token: &str,
+    done: impl Fn(&common::TestResponse) -> bool,
+) -> common::TestResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let me = app.get("/api/v1/users/me").bearer(token).send().await;
+        if done(&me) || std::time::Instant::now() > deadline {
+            return me;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+const DEACTIVATE: &str = "UPDATE users SET is_active = false WHERE id = $1";
+
+/// An app that remembers passed checks for `lifetime` seconds, once its
+/// notification listener listens (until then nothing is remembered).
+async fn remembering_app(lifetime: &str) -> TestApp {
+    let app = TestApp::spawn_with(&[("ACCESS_CACHE_SECONDS", lifetime)]).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.executions.hub.is_listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never listened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    app
+}
+
+#[tokio::test]
+async fn a_remembered_token_ends_with_any_revocation_the_database_announces() {
+    // Remembered for an hour: only the notifications can end these tokens in time.
+    let app = remembering_app("3600").await;
+    let refused = |me: &common::TestResponse| me.status == StatusCode::UNAUTHORIZED;
+    for (email, revocation) in [
+        ("deactivated@example.com", DEACTIVATE),
+        (
+            "logged-out@example.com",
+            "UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1",
+        ),
+        (
+            "all-logged-out@example.com",
+            "UPDATE users SET token_version = token_version + 1 WHERE id = $1",
+        ),
+        ("deleted@example.com", "DELETE FROM users WHERE id = $1"),
+    ] {
+        let (user, token) = app.signed_in(email, Role::User).await;
+        let me = app.get("/api/v1/users/me").bearer(&token).send().await;
+        assert_eq!(me.status, StatusCode::OK, "{email}");
+        write_elsewhere(&app, revocation, user.id, true).await;
+        let me = me_until(&app, &token, refused).await;
+        me.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+    // A new name reaches the requests that are handed the remembered account.
+    let (user, token) = app.signed_in("renamed@example.com", Role::User).await;
+    app.get("/api/v1/users/me").bearer(&token).send().await;
+    write_elsewhere(
+        &app,
+        "UPDATE users SET full_name = 'Renamed Elsewhere' WHERE id = $1",
+        user.id,
+        true,
+    )
+    .await;
+    let me = me_until(&app, &token, |me| {
+        me.json()["full_name"] == "Renamed Elsewhere"
+    })
+    .await;
+    assert_eq!(me.json()["full_name"], "Renamed Elsewhere");
+}
+
+#[tokio::test]
+async fn a_passed_check_is_remembered_for_its_lifetime_and_zero_remembers_none() {
+    for (lifetime, still_served) in [("3600", true), ("0", false)] {
+        let app = remembering_app(lifetime).await;
+        let (user, token) = app.signed_in("ada@example.com", Role::User).await;
+        let me = app.get("/api/v1/users/me").bearer(&token).send().await;
+        assert_eq!(me.status, StatusCode::OK);
+        // A change no notification announces: what the time-to-live bounds.
+        write_elsewhere(&app, DEACTIVATE, user.id, false).await;
+        let me = app.get("/api/v1/users/me").bearer(&token).send().await;
+        let expected = if still_served {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(me.status, expected, "ACCESS_CACHE_SECONDS={lifetime}");
+    }
+}
+
+#[tokio::test]
+async fn nothing_remembered_before_the_listener_reconnects_is_served_after() {
+    let app = remembering_app("3600").await;
+    let (user, token) = app.signed_in("ada@example.com", Role::User).await;
+    let me = app.get("/api/v1/users/me").bearer(&token).send().await;
+    assert_eq!(me.status, StatusCode::OK);
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.conn().await;
+    let ended = diesel::sql_query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(ended, 1, "the notification listener's connection was cut");
+    // Missed by the listener: only its reconnection can tell the cache.
+    write_elsewhere(&app, DEACTIVATE, user.id, false).await;
+    let me = me_until(&app, &token, |me| me.status == StatusCode::UNAUTHORIZED).await;
+    me.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+}
+
+#[tokio::test]
+async fn a_sign_out_through_this_process_ends_the_token_at_once() {
+    let app = remembering_app("3600").await;
+    app.create_user("ada@example.com", DEFAULT_PASSWORD, Role::User)
+        .await;
+    for _ in 0..5 {
+        let pair = app.login("ada@example.com", DEFAULT_PASSWORD).await;
+        let token = access_token(&pair);
+        let me = app.get("/api/v1/users/me").bearer(token).send().await;
+        assert_eq!(me.status, StatusCode::OK);
+        let out = app
+            .post("/api/v1/auth/logout")
+            .bearer(token)
+            .json(json!({"refresh_token": refresh_token(&pair)}))
+            .send()
+            .await;
+        assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text());
+        // No waiting for the database's notification.
+        let me = app.get("/api/v1/users/me").bearer(token).send().await;
+        me.assert_problem(StatusCode::UNAUTHORIZED, "invalid_token");
+    }
+}

@@ -9,11 +9,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use tokio::net::TcpListener;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{AppState, Settings, build_router, kinds, seeders};
 use crate::auth;
+use crate::auth::access_cache::AccessCache;
 use crate::auth::account_mail::AccountMail;
 use crate::auth::service::{AuthSetupError, AuthState};
 use crate::core::config::PlatformConfig;
@@ -24,7 +26,7 @@ use crate::core::{docs, server};
 use crate::email::kind::SendEmail;
 use crate::email::outbox::ExecutionOutbox;
 use crate::executions::events::EventStreams;
-use crate::executions::queue::{NotificationHub, Runner};
+use crate::executions::queue::{Change, NotificationHub, Runner};
 use crate::executions::service::ExecutionsState;
 use crate::inference::InferenceState;
 
@@ -67,14 +69,18 @@ impl Application {
             lifecycle: Arc::default(),
             readiness: Arc::default(),
         };
-        let auth = AuthState::new(&settings.auth)?;
+        let hub = NotificationHub::start(database_url.to_owned());
+        let auth = AuthState::new(&settings.auth)?.with_change_feed(hub.clone());
+        tokio::spawn(forget_changed_access(
+            hub.access_changes(),
+            auth.access_cache.clone(),
+        ));
         let inference =
             InferenceState::load_in_background(&settings.inference, platform.readiness.clone());
         let send_email = SendEmail::from_config(settings.email.clone())?;
         let registry = Arc::new(kinds(&inference, send_email));
         let outbox = ExecutionOutbox::new(registry.clone(), settings.email.clone());
         let account_mail = AccountMail::new(settings.account_mail.clone(), Arc::new(outbox));
-        let hub = NotificationHub::start(database_url.to_owned());
         let executions = ExecutionsState {
             registry,
             quotas: Arc::new(settings.quotas.clone()),
@@ -187,6 +193,19 @@ impl Application {
     async fn close(self) {
         self.state.executions.hub.stop().await;
         self.state.platform.pool.close();
+    }
+}
+
+/// Forgets the remembered access checks of every user whose access the
+/// database announces changed, and all of them when the listener (re)connects
+/// or this task fell behind (notifications may have been missed).
+async fn forget_changed_access(mut changes: broadcast::Receiver<Change>, cache: Arc<AccessCache>) {
+    loop {
+        match changes.recv().await {
+            Ok(Change::Of(user)) => cache.forget_user(user),
+            Ok(Change::Unknown) | Err(broadcast::error::RecvError::Lagged(_)) => cache.forget_all(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -6,10 +6,13 @@ mod application;
 mod openapi;
 mod settings;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::FromRef;
+use axum::extract::{FromRef, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::Response;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use application::{Application, Seeded, StartupError, seed_database};
 pub use settings::Settings;
 
+use crate::auth::access_cache::AccessCache;
 use crate::auth::account_mail::AccountMail;
 use crate::auth::seed::FirstAdminSeeder;
 use crate::auth::service::AuthState;
@@ -89,15 +93,46 @@ fn build_router(state: AppState, redoc_bundle: Option<Bytes>) -> Router {
     let (routes, spec) = documented_routes().split_for_parts();
     let config = state.platform.config.clone();
     let spec = openapi::complete_spec(spec, &state.executions.registry);
+    let access_cache = state.auth.access_cache.clone();
     let router = routes
         .merge(docs::router(spec, redoc_bundle, config.is_development()))
         .fallback(unknown_route)
-        .with_state(state);
+        .with_state(state)
+        .layer(middleware::from_fn_with_state(
+            access_cache,
+            forget_access_after_account_writes,
+        ));
     let needs = http::RouteNeeds {
         openai_prefixes: &[crate::inference::router::OPENAI_BASE_PATH],
         custom_request_headers: &[crate::auth::browser_sessions::CSRF_HEADER],
     };
     http::apply_middleware(router, &config.http, config.env, needs)
+}
+
+/// Where every route that can change an account lives, under [`API_PREFIX`].
+const ACCOUNT_ROUTES: [&str; 2] = ["/users", "/auth"];
+
+/// After a write to accounts through this process (sign-in, sign-out, a new
+/// password, role or name), the access cache forgets what it remembered, so
+/// the caller's next request sees the change at once rather than when the
+/// database's notification of it arrives a moment later.
+async fn forget_access_after_account_writes(
+    State(cache): State<Arc<AccessCache>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    let writes_accounts = !request.method().is_safe()
+        && path.strip_prefix(API_PREFIX).is_some_and(|route| {
+            ACCOUNT_ROUTES
+                .iter()
+                .any(|prefix| route.starts_with(prefix))
+        });
+    let response = next.run(request).await;
+    if writes_accounts {
+        cache.forget_all();
+    }
+    response
 }
 
 /// The seeders `tessera seed` and startup seeding run, in order.

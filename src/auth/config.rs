@@ -34,6 +34,11 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     /// Access token lifetime.
     pub access_token_ttl: Duration,
+    /// How long a passed access-token check is remembered
+    /// (`ACCESS_CACHE_SECONDS`; 0 checks the database on every request).
+    /// Revocations are announced by the database and forget it at once; this
+    /// bounds only what a silently broken notification connection could miss.
+    pub access_cache_ttl: Duration,
     /// Refresh token lifetime.
     pub refresh_token_ttl: Duration,
     /// Whether anyone may sign up (admins can always create accounts).
@@ -86,6 +91,7 @@ impl AuthConfig {
                 .optional("JWT_AUDIENCE")
                 .unwrap_or_else(|| "tessera-api".to_owned()),
             access_token_ttl: Duration::from_secs(vars.positive("ACCESS_TOKEN_TTL_SECONDS", 900)?),
+            access_cache_ttl: Duration::from_secs(vars.parse("ACCESS_CACHE_SECONDS", 5)?),
             refresh_token_ttl: Duration::from_secs(
                 86_400 * vars.positive("REFRESH_TOKEN_TTL_DAYS", 30)?,
             ),

@@ -2,6 +2,7 @@
 //! sessions) and access control, and every account flow that needs a password
 //! (sign-up, self-deletion, the first admin).
 
+pub mod access_cache;
 pub mod account_mail;
 pub mod accounts;
 pub mod api_keys;

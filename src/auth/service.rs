@@ -7,6 +7,7 @@ use chrono::Utc;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use uuid::Uuid;
 
+use crate::auth::access_cache::{AccessCache, ChangeFeed};
 use crate::auth::api_keys::{self, KeyGrant};
 use crate::auth::config::AuthConfig;
 use crate::auth::limiter::{self, Account};
@@ -17,7 +18,7 @@ use crate::auth::password::{
 use crate::auth::repository;
 use crate::auth::schemas::{ChangePasswordRequest, TokenForm, TokenResponse};
 use crate::auth::sessions;
-use crate::auth::tokens::{KeyError, TokenService, invalid_token};
+use crate::auth::tokens::{AccessClaims, KeyError, TokenService, invalid_token};
 use crate::core::platform::Platform;
 use crate::shared::error::{AppError, FieldError};
 use crate::shared::validation::{Validator, invalid_fields};
@@ -33,6 +34,8 @@ pub struct AuthState {
     pub tokens: Arc<TokenService>,
     /// Hashes and verifies passwords.
     pub passwords: Arc<Passwords>,
+    /// Access-token checks that passed lately (off until a change feed is attached).
+    pub access_cache: Arc<AccessCache>,
 }
 
 impl AuthState {
@@ -46,7 +49,16 @@ impl AuthState {
                 config.password_hash_concurrency,
                 config.password_hash_queue,
             )?),
+            access_cache: Arc::new(AccessCache::new(config.access_cache_ttl, None)),
         })
+    }
+
+    /// Remembers passed access-token checks for `ACCESS_CACHE_SECONDS`, forgetting
+    /// them as `feed`'s notifications say (see [`AccessCache`]). A process
+    /// without the notification listener (`tessera seed`) never does.
+    pub fn with_change_feed(mut self, feed: Arc<dyn ChangeFeed>) -> Self {
+        self.access_cache = Arc::new(AccessCache::new(self.config.access_cache_ttl, Some(feed)));
+        self
     }
 }
 
@@ -274,6 +286,28 @@ pub async fn authenticate(
         });
     }
     let claims = auth.tokens.decode_access(credential)?;
+    let cache = &auth.access_cache;
+    let user = match cache.get(claims.sub, claims.sid, claims.ver) {
+        Some(user) => user,
+        None => {
+            let ticket = cache.ticket();
+            let user = check_access(platform, &claims).await?;
+            if let Some(ticket) = ticket {
+                cache.remember(ticket, claims.sid, &user);
+            }
+            user
+        }
+    };
+    Ok(Authenticated {
+        user,
+        credential: Credential::Session(claims.sid),
+    })
+}
+
+/// The account an access token speaks for, read from the database: refused
+/// when the account is gone or inactive, the token's version is old, or its
+/// sign-in has ended.
+async fn check_access(platform: &Platform, claims: &AccessClaims) -> Result<User, AppError> {
     let mut conn = platform.pool.get().await?;
     let user = match users::find(&mut conn, claims.sub).await? {
         Some(user) if user.is_active && user.token_version == claims.ver => user,
@@ -286,10 +320,7 @@ pub async fn authenticate(
             "The sign-in this token belongs to has ended.",
         ));
     }
-    Ok(Authenticated {
-        user,
-        credential: Credential::Session(claims.sid),
-    })
+    Ok(user)
 }
 
 /// Who a valid credential speaks for, and which credential it was.

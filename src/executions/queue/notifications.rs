@@ -9,7 +9,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
@@ -19,13 +19,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use crate::auth::access_cache::ChangeFeed;
 use crate::executions::queue::QueueError;
 use crate::executions::repository::{CANCEL_CHANNEL, EVENTS_CHANNEL, QUEUED_CHANNEL};
 
 /// The channel on which the database announces, with a user's id, that the
-/// user's access changed (token version, active flag or role; a sign-in
-/// ended): triggers on `users` and `refresh_tokens` send it, so every way a
-/// revocation is written reaches the open streams.
+/// user's row changed (token version, active flag, role, profile; deletion) or
+/// one of their sign-ins ended: triggers on `users` and `refresh_tokens` send
+/// it, so every way a revocation is written reaches the open streams and the
+/// access cache.
 pub const ACCESS_CHANNEL: &str = "tessera_access_changes";
 
 /// What a notification says changed.
@@ -62,8 +64,10 @@ pub struct NotificationHub {
     access: broadcast::Sender<Change>,
     queued: broadcast::Sender<String>,
     cancel: broadcast::Sender<Uuid>,
-    /// Whether the connection is listening now.
-    listening: AtomicBool,
+    /// The number of the connection listening now; 0 while none is.
+    connection: AtomicU64,
+    /// Connections made so far, to number the next one.
+    connections: AtomicU64,
 }
 
 impl NotificationHub {
@@ -77,7 +81,8 @@ impl NotificationHub {
             access: broadcast::channel(CHANNEL_CAPACITY).0,
             queued: broadcast::channel(CHANNEL_CAPACITY).0,
             cancel: broadcast::channel(CHANNEL_CAPACITY).0,
-            listening: AtomicBool::new(false),
+            connection: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let listener = hub.clone();
         let task = tokio::spawn(
@@ -128,7 +133,7 @@ impl NotificationHub {
     /// Whether the hub is listening now (false while it connects or
     /// reconnects): until it is, nothing is pushed, only caught up afterwards.
     pub fn is_listening(&self) -> bool {
-        self.listening.load(Ordering::Acquire)
+        self.connection.load(Ordering::Acquire) != 0
     }
 
     async fn listen_forever(&self, database_url: &str) {
@@ -140,9 +145,12 @@ impl NotificationHub {
             let outcome = tokio::select! {
                 outcome = listening => outcome,
                 // Dropping the connection here closes it before the database goes.
-                () = self.stop.cancelled() => return,
+                () = self.stop.cancelled() => {
+                    self.connection.store(0, Ordering::Release);
+                    return;
+                }
             };
-            self.listening.store(false, Ordering::Release);
+            self.connection.store(0, Ordering::Release);
             match outcome {
                 Ok(Ok(())) => backoff = Duration::from_millis(250),
                 Ok(Err(error)) => {
@@ -170,7 +178,8 @@ impl NotificationHub {
         let _ = self.queued.send(String::new());
         let _ = self.changed.send(Change::Unknown);
         let _ = self.access.send(Change::Unknown);
-        self.listening.store(true, Ordering::Release);
+        let number = self.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        self.connection.store(number, Ordering::Release);
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
             let notification = notification?;
@@ -192,6 +201,15 @@ impl NotificationHub {
             // No receivers is normal (nobody is watching this execution).
             let _ = sender.send(id);
         }
+    }
+}
+
+/// The access cache serves what it remembers only while this hub listens, and
+/// only what it remembered on the current connection: notifications sent
+/// while the hub was reconnecting are lost.
+impl ChangeFeed for NotificationHub {
+    fn connection(&self) -> Option<u64> {
+        Some(self.connection.load(Ordering::Acquire)).filter(|number| *number != 0)
     }
 }
 
