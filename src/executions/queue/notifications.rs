@@ -133,7 +133,7 @@ impl NotificationHub {
     /// Whether the hub is listening now (false while it connects or
     /// reconnects): until it is, nothing is pushed, only caught up afterwards.
     pub fn is_listening(&self) -> bool {
-        self.connection.load(Ordering::Acquire) != 0
+        self.connection().is_some()
     }
 
     async fn listen_forever(&self, database_url: &str) {
@@ -143,14 +143,14 @@ impl NotificationHub {
             // catch it, log it and listen again instead.
             let listening = AssertUnwindSafe(self.listen_once(database_url)).catch_unwind();
             let outcome = tokio::select! {
-                outcome = listening => outcome,
+                outcome = listening => Some(outcome),
                 // Dropping the connection here closes it before the database goes.
-                () = self.stop.cancelled() => {
-                    self.connection.store(0, Ordering::Release);
-                    return;
-                }
+                () = self.stop.cancelled() => None,
             };
             self.connection.store(0, Ordering::Release);
+            let Some(outcome) = outcome else {
+                return;
+            };
             match outcome {
                 Ok(Ok(())) => backoff = Duration::from_millis(250),
                 Ok(Err(error)) => {
